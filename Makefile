@@ -1,0 +1,43 @@
+# Everything a fresh machine needs: `make demo` (the main job) and `make test` (all tests).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+AIRFLOW_VERSION ?= 3.3.2
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install test test-fast test-browser lint demo bench emulator clean
+
+install: $(VENV)/.installed
+
+# Rebuilt when pyproject.toml changes; the stamp keeps a rerun fast.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test,browser]"
+	@touch $@
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not airflow and not browser"
+
+test-browser: install
+	$(PY) -m pytest -q -m browser
+
+lint: install
+	$(VENV)/bin/ruff check airflow_provider_workflowsoft dags tests bench
+	$(VENV)/bin/mypy
+
+demo: install
+	$(PY) -m airflow_provider_workflowsoft.demo
+
+bench: install
+	$(PIP) -e ".[bench]"
+	$(PY) bench/run_all.py
+
+emulator: install
+	$(VENV)/bin/workflowsoft-emulator --port 8765
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache tests/output

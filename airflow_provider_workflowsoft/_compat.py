@@ -1,0 +1,87 @@
+"""The one place that imports Airflow: Airflow 3.x public paths first, Airflow 2.11 paths as fallback.
+
+Every other module of the provider imports Airflow names from here, so a change of Airflow's public
+API is mended in one file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
+
+try:  # Airflow 3.x: the Task SDK is the public authoring interface.
+    from airflow.sdk import (
+        BaseHook,
+        BaseNotifier,
+        BaseOperator,
+        BaseSensorOperator,
+        Connection,
+        Context,
+        PokeReturnValue,
+        Variable,
+        get_current_context,
+    )
+
+    AIRFLOW_V3 = True
+except ImportError:  # Airflow 2.11
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
+    from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
+    from airflow.models.connection import Connection  # type: ignore[no-redef,assignment]
+    from airflow.models.variable import Variable  # type: ignore[no-redef,assignment]
+    from airflow.notifications.basenotifier import BaseNotifier  # type: ignore[no-redef]
+    from airflow.operators.python import get_current_context  # type: ignore[no-redef,attr-defined]
+    from airflow.sensors.base import BaseSensorOperator, PokeReturnValue  # type: ignore[no-redef]
+    from airflow.utils.context import Context  # type: ignore[no-redef,assignment,attr-defined]
+
+    AIRFLOW_V3 = False
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+def mask_secret(secret: str) -> None:
+    """Register ``secret`` with Airflow's secrets masker (task and supervisor logs alike)."""
+    if not secret:
+        return
+    try:
+        from airflow.sdk.log import mask_secret as _mask
+    except ImportError:  # Airflow 2.11
+        from airflow.utils.log.secrets_masker import mask_secret as _mask  # type: ignore[no-redef]
+    _mask(secret)
+
+
+def conf_getboolean(section: str, key: str, fallback: bool) -> bool:
+    """Read a boolean from Airflow's configuration (lazily: DAG files should not pay for it)."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # pragma: no cover - every supported Airflow has it
+        return fallback
+    value: Any = conf.getboolean(section, key, fallback=fallback)
+    return bool(value)
+
+
+def default_deferrable() -> bool:
+    """Airflow's ``[operators] default_deferrable``, the default of every ``deferrable`` argument."""
+    return conf_getboolean("operators", "default_deferrable", fallback=False)
+
+
+__all__ = [
+    "AIRFLOW_V3",
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowNotFoundException",
+    "BaseHook",
+    "BaseNotifier",
+    "BaseOperator",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Connection",
+    "Context",
+    "PokeReturnValue",
+    "TriggerEvent",
+    "Variable",
+    "conf_getboolean",
+    "default_deferrable",
+    "get_current_context",
+    "mask_secret",
+]

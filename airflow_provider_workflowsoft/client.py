@@ -1,0 +1,581 @@
+"""A plain, synchronous Workflowsoft API client on ``requests``; no Airflow in it.
+
+One :class:`WorkflowsoftClient` holds one pooled ``requests.Session``, gets its token once per lifetime
+(per process, see :data:`~.protocol.TOKEN_CACHE`), renews it once after a 401, retries transient
+failures by :class:`~.protocol.RetryPolicy`, and never lets the token reach a log line or an error.
+:class:`~airflow_provider_workflowsoft.hooks.workflowsoft.WorkflowsoftHook` builds it from an Airflow
+connection; scripts can build it from :class:`ClientConfig` directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from airflow_provider_workflowsoft import defaults, protocol
+from airflow_provider_workflowsoft.errors import (
+    WorkflowsoftAPIError,
+    WorkflowsoftAuthError,
+    WorkflowsoftConfigError,
+    WorkflowsoftConnectionError,
+    WorkflowsoftError,
+    WorkflowsoftLookupError,
+    WorkflowsoftUnknownOutcomeError,
+    WorkflowsoftValidationError,
+    status_error,
+)
+from airflow_provider_workflowsoft.fields import (
+    Field,
+    empty_required,
+    field_values,
+    parse_fields,
+    prepare_update,
+    to_jsonable,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientConfig:
+    """Everything a client needs. Secrets are kept out of ``repr``.
+
+    :param base_url: the API root, for example ``https://api.workflowsoft.com``
+    :param api_token: an API token, sent as ``Bearer`` (mode a)
+    :param login: administrator login; with ``password`` the client mints tokens (mode b)
+    :param password: administrator password (mode b)
+    :param token_lifetime_seconds: ``lifeTimeInSec`` asked for minted tokens
+    :param timeout: read timeout of every request, in seconds
+    :param connect_timeout: connect timeout of every request, in seconds
+    :param max_retries: retries after the first attempt for transient failures
+    :param on_behalf_of: ``X-OnBehalfOf-Id`` of field updates and completions (and the default user of
+        starts and tasks)
+    :param verify_ssl: verify the server's TLS certificate
+    :param pool_size: pooled connections kept open (size it to the concurrency of the caller)
+    """
+
+    base_url: str = defaults.DEFAULT_BASE_URL
+    api_token: str | None = dataclasses.field(default=None, repr=False)
+    login: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    token_lifetime_seconds: int = defaults.DEFAULT_TOKEN_LIFETIME_SECONDS
+    timeout: float = defaults.DEFAULT_TIMEOUT_SECONDS
+    connect_timeout: float = defaults.DEFAULT_CONNECT_TIMEOUT_SECONDS
+    max_retries: int = defaults.DEFAULT_MAX_RETRIES
+    on_behalf_of: str = defaults.DEFAULT_ON_BEHALF_OF
+    verify_ssl: bool = True
+    pool_size: int = 10
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.api_token and not (self.login and self.password):
+            raise WorkflowsoftConfigError(
+                "No Workflowsoft credentials: set the connection's password to an API token, or login and "
+                "password to administrator credentials"
+            )
+        if self.token_lifetime_seconds <= 0:
+            raise WorkflowsoftConfigError(
+                f"token_lifetime_seconds must be a positive number of seconds, got {self.token_lifetime_seconds}"
+            )
+        if self.timeout <= 0 or self.connect_timeout <= 0:
+            raise WorkflowsoftConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
+        if self.max_retries < 0:
+            raise WorkflowsoftConfigError(f"max_retries must be 0 or more, got {self.max_retries}")
+
+    @property
+    def mints_tokens(self) -> bool:
+        return not self.api_token
+
+    @property
+    def retry_policy(self) -> protocol.RetryPolicy:
+        return protocol.RetryPolicy(self.max_retries, self.backoff_base, self.backoff_max, self.retry_after_max)
+
+    def token_cache_key(self) -> tuple[str, str, str, int]:
+        return protocol.TokenCache.key(
+            self.base_url, self.login or "", self.password or "", self.token_lifetime_seconds
+        )
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.api_token, self.password) if s]
+
+
+class _Answer:
+    """What a transport got back, reduced to what the protocol functions read."""
+
+    __slots__ = ("content_type", "earlier_attempt_maybe_applied", "headers", "status", "text")
+
+    def __init__(self, status: int, text: str, content_type: str, headers: Mapping[str, str]) -> None:
+        self.earlier_attempt_maybe_applied = False  # an earlier attempt's answer was lost or a 5xx
+        self.status = status
+        self.text = text
+        self.content_type = content_type
+        self.headers = headers
+
+
+def classify_requests_failure(exc: requests.RequestException) -> str:
+    """Did a failed request surely not reach the server (``NOT_SENT``), or may it have (``MAYBE_SENT``)?"""
+    if isinstance(exc, requests.ConnectTimeout):
+        return protocol.NOT_SENT
+    if isinstance(exc, requests.exceptions.SSLError | requests.exceptions.ProxyError):
+        return protocol.NOT_SENT
+    if isinstance(exc, requests.ConnectionError):
+        text = repr(exc)
+        if any(
+            marker in text
+            for marker in ("NewConnectionError", "Connection refused", "Name or service not known",
+                           "nodename nor servname", "Failed to resolve", "getaddrinfo failed")
+        ):
+            return protocol.NOT_SENT
+    return protocol.MAYBE_SENT
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Read timed out", "timed out", "Remote end closed connection",
+                   "Connection aborted", "Connection reset", "Failed to resolve", "Name or service not known"):
+        if marker in text:
+            return marker
+    return type(exc).__name__
+
+
+class WorkflowsoftClient:
+    """The synchronous client. Thread-safe: the batch operator shares one across its workers.
+
+    :param config: connection settings
+    :param session: a ``requests.Session`` to use instead of a new pooled one
+    :param sleep: called with seconds to wait between retries (tests inject a recorder)
+    :param on_token: called with every token as soon as it is known (the hook masks it there)
+    :param token_cache: where minted tokens are kept (the process-wide cache by default)
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        on_token: Callable[[str], None] | None = None,
+        token_cache: protocol.TokenCache | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self._session = session
+        self._session_lock = threading.Lock()
+        self._mint_lock = threading.Lock()
+        self._sleep = sleep
+        self._rand = rand
+        self._on_token = on_token
+        self._token_cache = token_cache or protocol.TOKEN_CACHE
+        self._policy = config.retry_policy
+        self.request_count = 0  # every HTTP request sent, token requests included (for benchmarks)
+        if config.api_token and on_token:
+            on_token(config.api_token)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.config.base_url!r})"
+
+    # -- transport ----------------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    session = requests.Session()
+                    # urllib3 must not retry on its own: the retry policy here decides, per call.
+                    adapter = HTTPAdapter(
+                        pool_connections=1, pool_maxsize=max(1, self.config.pool_size), max_retries=0
+                    )
+                    session.mount("https://", adapter)
+                    session.mount("http://", adapter)
+                    session.headers["User-Agent"] = protocol.USER_AGENT
+                    session.verify = self.config.verify_ssl
+                    self._session = session
+        return self._session
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> WorkflowsoftClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _redact(self, text: str) -> str:
+        for secret in self.config.secrets() + self._live_tokens():
+            if secret and secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    def _live_tokens(self) -> list[str]:
+        token = self._token_cache.get(self.config.token_cache_key()) if self.config.mints_tokens else None
+        return [token] if token else []
+
+    def _send_once(self, call: protocol.Call, auth_header: dict[str, str]) -> _Answer:
+        headers = call.headers()
+        headers.update(auth_header)
+        self.request_count += 1
+        response = self.session.request(
+            call.method,
+            self.config.base_url + call.path,
+            params=call.params or None,
+            data=call.content(),
+            headers=headers,
+            timeout=(self.config.connect_timeout, self.config.timeout),
+        )
+        return _Answer(
+            response.status_code,
+            response.text,
+            response.headers.get("Content-Type", ""),
+            response.headers,
+        )
+
+    def _exchange(self, call: protocol.Call, auth: Callable[[], dict[str, str]], *, refresh_on_401: bool) -> _Answer:
+        """Send ``call`` with retries; return the first non-retryable answer (2xx or error)."""
+        attempt = 0
+        refreshed = False
+        maybe_applied = False
+        while True:
+            attempt += 1
+            try:
+                answer = self._send_once(call, auth())
+                answer.earlier_attempt_maybe_applied = maybe_applied
+            except requests.RequestException as exc:
+                failure = classify_requests_failure(exc)
+                maybe_applied = maybe_applied or failure == protocol.MAYBE_SENT
+                reason = self._redact(_short_reason(exc))
+                if attempt <= self._policy.max_retries and self._policy.should_retry(call, failure=failure):
+                    wait = self._policy.delay(attempt, rand=self._rand)
+                    log.warning("Workflowsoft %s %s failed (%s); retry %d/%d in %.1f s",
+                                call.method, call.path, reason, attempt, self._policy.max_retries, wait)
+                    self._sleep(wait)
+                    continue
+                if call.creates and failure == protocol.MAYBE_SENT:
+                    raise WorkflowsoftUnknownOutcomeError(call.method, call.path, reason) from None
+                raise WorkflowsoftConnectionError(
+                    call.method, call.path, reason, sent=failure == protocol.MAYBE_SENT
+                ) from None
+            if answer.status == 401 and refresh_on_401 and not refreshed and self.config.mints_tokens:
+                # The token may have been revoked or expired early: get a new one, once.
+                refreshed = True
+                self._discard_token()
+                attempt -= 1
+                continue
+            if answer.status < 400:
+                return answer
+            maybe_applied = maybe_applied or answer.status >= 500
+            if attempt <= self._policy.max_retries and self._policy.should_retry(call, status=answer.status):
+                wait = self._policy.delay(attempt, answer.headers.get("Retry-After"), rand=self._rand)
+                log.warning("Workflowsoft %s %s answered %d; retry %d/%d in %.1f s",
+                            call.method, call.path, answer.status, attempt, self._policy.max_retries, wait)
+                self._sleep(wait)
+                continue
+            return answer
+
+    def _raise_for(self, call: protocol.Call, answer: _Answer) -> None:
+        message = self._redact(protocol.extract_message(answer.text, answer.content_type))
+        if call.creates and answer.status in (500, 502, 504):
+            raise WorkflowsoftUnknownOutcomeError(call.method, call.path, f"HTTP {answer.status}: {message}")
+        raise status_error(answer.status, call.method, call.path, message)
+
+    def request(self, call: protocol.Call) -> Any:
+        """Send an authenticated call; return its decoded JSON (``None`` for an empty body)."""
+        answer = self._exchange(call, self._auth_header, refresh_on_401=True)
+        if answer.status >= 400:
+            self._raise_for(call, answer)
+        if answer.status == 204:
+            return None
+        return protocol.decode_json(answer.text, answer.content_type, call.method, call.path)
+
+    # -- token --------------------------------------------------------------------------------------
+
+    def _auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
+
+    def token(self) -> str:
+        """The bearer token: the configured one, or a minted one from the cache (minting when needed)."""
+        if self.config.api_token:
+            return self.config.api_token
+        key = self.config.token_cache_key()
+        token = self._token_cache.get(key)
+        if token:
+            return token
+        with self._mint_lock:  # one mint for all threads sharing this client
+            token = self._token_cache.get(key)
+            if token:
+                return token
+            return self._mint(key)
+
+    def _mint(self, key: tuple[str, str, str, int]) -> str:
+        call = protocol.call_mint_token(self.config.token_lifetime_seconds)
+        basic = requests.auth._basic_auth_str(self.config.login or "", self.config.password or "")
+        minted_at = self._token_cache.clock()
+        answer = self._exchange(call, lambda: {"Authorization": basic}, refresh_on_401=False)
+        if answer.status >= 400:
+            message = self._redact(protocol.extract_message(answer.text, answer.content_type))
+            error = status_error(answer.status, call.method, call.path, message)
+            if answer.status in (401, 403):
+                raise WorkflowsoftAuthError(
+                    answer.status, call.method, call.path,
+                    f"the administrator login or password was refused ({message or 'no message'})",
+                )
+            raise error
+        token = protocol.parse_token(answer.text, answer.content_type)
+        if self._on_token:
+            self._on_token(token)
+        self._token_cache.put(key, token, minted_at)
+        return token
+
+    def _discard_token(self) -> None:
+        self._token_cache.discard(self.config.token_cache_key())
+
+    # -- diagrams -----------------------------------------------------------------------------------
+
+    def list_process_diagrams(self, search_term: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Process diagrams (``Id``, ``Title``), optionally only those matching ``search_term``."""
+        call = protocol.call_list_process_diagrams(search_term, limit)
+        items = protocol.unwrap_list(self.request(call), "process diagrams", call.method, call.path)
+        return [protocol.normalise_object(item, call.method, call.path) for item in items]
+
+    def list_integration_steps(self, process_diagram_id: int | str) -> list[dict[str, Any]]:
+        """Integration steps (``Id``, ``Title``) of a process diagram."""
+        call = protocol.call_list_integration_steps(process_diagram_id)
+        items = protocol.unwrap_list(self.request(call), "integration steps", call.method, call.path)
+        return [protocol.normalise_object(item, call.method, call.path) for item in items]
+
+    def find_process_diagram(self, name: str) -> dict[str, Any]:
+        """The one process diagram titled ``name`` (case-insensitive)."""
+        found = self.list_process_diagrams(search_term=name, limit=100)
+        return _one_by_title(found, name, "process diagram", "among the diagrams matching the search")
+
+    def find_integration_step(self, process_diagram_id: int | str, name: str) -> dict[str, Any]:
+        """The one integration step titled ``name`` (case-insensitive) in a process diagram."""
+        found = self.list_integration_steps(process_diagram_id)
+        return _one_by_title(found, name, "integration step", f"in process diagram {process_diagram_id}")
+
+    # -- integration instances ----------------------------------------------------------------------
+
+    def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
+        """The next new integration instance of a step, or ``None`` when there is none."""
+        return protocol.normalise_poll(self.request(protocol.call_poll_new_integration(integration_diagram_id)))
+
+    def get_fields(self, integration_instance_id: Any) -> list[Field]:
+        """The fields of an integration instance, values parsed by type."""
+        call = protocol.call_get_fields(integration_instance_id)
+        return parse_fields(self.request(call), instance_id=integration_instance_id)
+
+    def get_field_values(self, integration_instance_id: Any) -> dict[str, Any]:
+        """``{label: value}`` of an integration instance."""
+        return field_values(self.get_fields(integration_instance_id))
+
+    def update_fields(
+        self,
+        integration_instance_id: Any,
+        values: Mapping[str, Any],
+        *,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+    ) -> dict[str, Any]:
+        """Write ``values`` (label, key or ``field_<key>`` -> value) after validating all of them.
+
+        :param fields: the instance's fields when already fetched (saves one request)
+        :return: ``{label: value written}``, JSON-safe
+        """
+        if fields is None:
+            fields = self.get_fields(integration_instance_id)
+        wire = prepare_update(fields, values, instance_id=integration_instance_id)
+        if wire:
+            self.request(protocol.call_update_fields(
+                integration_instance_id, wire, on_behalf_of or self.config.on_behalf_of
+            ))
+        return _written(fields, wire)
+
+    def complete_step(
+        self,
+        integration_instance_id: Any,
+        *,
+        validate: bool = True,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+        already_completed_ok: bool = False,
+    ) -> dict[str, Any]:
+        """Complete an integration instance.
+
+        :param validate: first read the fields (unless given) and refuse, without sending, when a
+            required field is empty
+        :param already_completed_ok: treat an "already completed" answer as success (set by callers that
+            know this package completed it before, such as a retry)
+        :return: ``{"IntegrationInstanceId": id, "completed": True, "already_completed": bool}``
+        """
+        if validate:
+            if fields is None:
+                fields = self.get_fields(integration_instance_id)
+            missing = empty_required(fields)
+            if missing:
+                raise _required_error(integration_instance_id, missing)
+        return self._complete(integration_instance_id, on_behalf_of, already_completed_ok)
+
+    def update_and_complete(
+        self,
+        integration_instance_id: Any,
+        values: Mapping[str, Any] | None,
+        *,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+        already_completed_ok: bool = False,
+    ) -> dict[str, Any]:
+        """Validate everything first (values and required fields after them), then write, then complete.
+
+        Nothing is sent when anything is wrong, so an instance is never left half-written."""
+        if fields is None:
+            fields = self.get_fields(integration_instance_id)
+        wire = prepare_update(fields, values or {}, instance_id=integration_instance_id)
+        missing = empty_required(fields, wire)
+        if missing:
+            raise _required_error(integration_instance_id, missing)
+        if wire:
+            self.request(protocol.call_update_fields(
+                integration_instance_id, wire, on_behalf_of or self.config.on_behalf_of
+            ))
+        result = self._complete(integration_instance_id, on_behalf_of, already_completed_ok)
+        result["fields"] = _written(fields, wire)
+        return result
+
+    def _complete(self, integration_instance_id: Any, on_behalf_of: str | None, already_ok: bool) -> dict[str, Any]:
+        call = protocol.call_complete_step(integration_instance_id, on_behalf_of or self.config.on_behalf_of)
+        answer = self._exchange(call, self._auth_header, refresh_on_401=True)
+        instance_id = protocol._instance_id(integration_instance_id)
+        if answer.status < 400:
+            return {"IntegrationInstanceId": instance_id, "completed": True, "already_completed": False}
+        message = self._redact(protocol.extract_message(answer.text, answer.content_type))
+        # After an attempt whose answer was lost, "already completed" means that attempt worked.
+        if (already_ok or answer.earlier_attempt_maybe_applied) and protocol.looks_already_completed(
+            answer.status, message
+        ):
+            log.info("Integration instance %s was already completed; counting it as done", instance_id)
+            return {"IntegrationInstanceId": instance_id, "completed": True, "already_completed": True}
+        raise status_error(answer.status, call.method, call.path, message)
+
+    # -- users, processes, tasks --------------------------------------------------------------------
+
+    def search_users(self, query: str, limit: int = 15) -> list[dict[str, Any]]:
+        """Users whose name or email matches ``query`` (``Id``, ``FullName``, ``Email``)."""
+        call = protocol.call_search_users(str(query), limit)
+        items = protocol.unwrap_list(self.request(call), "users", call.method, call.path)
+        return [protocol.normalise_object(item, call.method, call.path) for item in items]
+
+    def find_user(self, query: Any) -> dict[str, Any]:
+        """Exactly one user whose id, email or full name equals ``query`` (case-insensitive)."""
+        text = str(query).strip()
+        if not text:
+            raise WorkflowsoftLookupError("Cannot look up a user: the query is empty")
+        candidates = self.search_users(text, limit=50)
+        folded = text.casefold()
+        exact = [
+            user for user in candidates
+            if str(user.get("Id")) == text
+            or str(user.get("Email") or "").casefold() == folded
+            or str(user.get("FullName") or "").casefold() == folded
+        ]
+        if len(exact) == 1:
+            return exact[0]
+        shown = ", ".join(f"{u.get('FullName')} <{u.get('Email')}> (Id {u.get('Id')})" for u in candidates[:10])
+        if not exact:
+            raise WorkflowsoftLookupError(
+                f"No Workflowsoft user has the id, email or full name {text!r}"
+                + (f"; the search found: {shown}" if shown else "; the search found nobody"),
+                candidates,
+            )
+        raise WorkflowsoftLookupError(
+            f"{len(exact)} Workflowsoft users match {text!r}; use an id or an email: {shown}", exact
+        )
+
+    def start_process(
+        self,
+        process_diagram_id: int | str,
+        fields: Mapping[str, Any] | None = None,
+        on_behalf_of: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Start a process; return the process instance (``Id``, ``Title``). Sent again only when the
+        server surely did not act (see :class:`~.protocol.RetryPolicy`)."""
+        call = protocol.call_start_process(process_diagram_id, fields, _user_header(on_behalf_of, self.config))
+        return protocol.normalise_object(self.request(call), call.method, call.path)
+
+    def create_task(
+        self,
+        title: str,
+        assigned_user_id: int | str | None = None,
+        description: str | None = None,
+        files: list[Any] | None = None,
+        on_behalf_of: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Create a task; return the task object (``Id``, ``Title``, ``Description``)."""
+        call = protocol.call_create_task(
+            title, assigned_user_id, description, files, _user_header(on_behalf_of, self.config)
+        )
+        return protocol.normalise_object(self.request(call), call.method, call.path)
+
+    # -- health -------------------------------------------------------------------------------------
+
+    def check(self) -> str:
+        """One cheap authenticated call; returns a short description of what was reached."""
+        diagrams = self.list_process_diagrams(limit=1)
+        return f"Connected to {self.config.base_url} ({'a' if diagrams else 'no'} process diagram visible)"
+
+
+def _user_header(on_behalf_of: str | int | None, config: ClientConfig) -> str:
+    if on_behalf_of is None or (isinstance(on_behalf_of, str) and not on_behalf_of.strip()):
+        return config.on_behalf_of
+    return str(on_behalf_of).strip()
+
+
+def _one_by_title(items: list[dict[str, Any]], name: str, what: str, where: str) -> dict[str, Any]:
+    if not isinstance(name, str) or not name.strip():
+        raise WorkflowsoftLookupError(f"Cannot look up a {what}: the name {name!r} is empty")
+    folded = name.strip().casefold()
+    matches = [item for item in items if str(item.get("Title", "")).strip().casefold() == folded]
+    if len(matches) == 1:
+        return matches[0]
+    titles = ", ".join(f"{i.get('Title')!r} (Id {i.get('Id')})" for i in items[:20]) or "none"
+    if not matches:
+        raise WorkflowsoftLookupError(f"No {what} titled {name!r} {where}; found: {titles}", items)
+    raise WorkflowsoftLookupError(
+        f"{len(matches)} {what}s are titled {name!r} {where}; use the id instead: {titles}", matches
+    )
+
+
+def _required_error(instance_id: Any, missing: list[str]) -> WorkflowsoftValidationError:
+    problems = [f"{label!r}: the field is required and empty" for label in missing]
+    return WorkflowsoftValidationError(
+        f"Cannot complete integration instance {instance_id}: required field(s) empty: "
+        + ", ".join(repr(m) for m in missing)
+        + ". Nothing was sent.",
+        problems,
+    )
+
+
+def _written(fields: list[Field], wire: dict[str, Any]) -> dict[str, Any]:
+    by_param = {f.param_key: f for f in fields}
+    return {by_param[k].label or by_param[k].key: to_jsonable(v) for k, v in wire.items()}
+
+
+__all__ = [
+    "ClientConfig",
+    "WorkflowsoftAPIError",
+    "WorkflowsoftClient",
+    "WorkflowsoftError",
+]

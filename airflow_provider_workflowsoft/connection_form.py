@@ -1,0 +1,103 @@
+"""The ``workflowsoft`` connection form: its extras, labels and placeholders, in one place.
+
+Airflow 3.2+ builds the form from the provider info (``conn-fields`` and ``ui-field-behaviour``);
+Airflow 2.11 asks the hook (``get_connection_form_widgets`` / ``get_ui_field_behaviour``). Both are
+built from :data:`EXTRA_FIELDS` here, so the two can never disagree. No Airflow import at module level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_workflowsoft import defaults as protocol
+
+#: The connection extras: JSON-schema type, default, label, help text.
+EXTRA_FIELDS: dict[str, dict[str, Any]] = {
+    "token_lifetime_seconds": {
+        "type": "integer",
+        "default": protocol.DEFAULT_TOKEN_LIFETIME_SECONDS,
+        "label": "Token lifetime (seconds)",
+        "description": "Only with administrator credentials: lifetime asked for each minted API token "
+        "(lifeTimeInSec). Default 3600.",
+    },
+    "timeout": {
+        "type": "number",
+        "default": protocol.DEFAULT_TIMEOUT_SECONDS,
+        "label": "Timeout (seconds)",
+        "description": "Read timeout of every request. Default 30.",
+    },
+    "max_retries": {
+        "type": "integer",
+        "default": protocol.DEFAULT_MAX_RETRIES,
+        "label": "Max retries",
+        "description": "Retries after a connection error, 429 or 5xx, with exponential backoff. Default 5.",
+    },
+    "on_behalf_of": {
+        "type": "string",
+        "default": protocol.DEFAULT_ON_BEHALF_OF,
+        "label": "On behalf of (X-OnBehalfOf-Id)",
+        "description": "User id sent as X-OnBehalfOf-Id when updating fields and completing steps, and the "
+        "default user of process starts and tasks. Default: system.",
+    },
+    "verify_ssl": {
+        "type": "boolean",
+        "default": True,
+        "label": "Verify SSL",
+        "description": "Verify the server's TLS certificate. Default on.",
+    },
+}
+
+HOST_PLACEHOLDER = protocol.DEFAULT_BASE_URL
+
+
+def conn_fields() -> dict[str, Any]:
+    """``conn-fields`` of the provider info (Airflow 3.2+)."""
+    fields: dict[str, Any] = {}
+    for name, spec in EXTRA_FIELDS.items():
+        schema: dict[str, Any] = {"type": [spec["type"], "null"], "default": spec["default"]}
+        if spec["type"] == "integer":
+            schema["minimum"] = 1 if name == "token_lifetime_seconds" else 0
+        fields[name] = {"label": spec["label"], "description": spec["description"], "schema": schema}
+    return fields
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """Hidden standard fields, relabels and placeholders (both Airflow lines)."""
+    return {
+        # Port stays visible: Airflow 3.3's Test button sends an empty port as 0 and then refuses to
+        # test ("host or port differs"); the README tells users to enter 443 (or the emulator's port).
+        "hidden-fields": ["schema", "extra"],
+        "relabeling": {
+            "host": "API address",
+            "login": "Administrator login (optional)",
+            "password": "API token",
+        },
+        "placeholders": {
+            "host": HOST_PLACEHOLDER,
+            "port": "443",
+            "login": "Leave empty when the password holds an API token",
+            "password": "API token (or the administrator password when Login is set)",
+            "description": "Workflowsoft tenant used by the ETL DAGs",
+        },
+    }
+
+
+def form_widgets() -> dict[str, Any]:
+    """Extra fields as WTForms widgets, for Airflow 2.11's connection form."""
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget  # type: ignore[import-not-found]
+    from flask_babel import lazy_gettext  # type: ignore[import-not-found]
+    from wtforms import BooleanField, IntegerField, StringField  # type: ignore[import-not-found]
+    from wtforms.validators import NumberRange, Optional  # type: ignore[import-not-found]
+
+    widgets: dict[str, Any] = {}
+    for name, spec in EXTRA_FIELDS.items():
+        label, help_text = lazy_gettext(spec["label"]), spec["description"]
+        if spec["type"] == "integer":
+            widgets[name] = IntegerField(label, description=help_text, widget=BS3TextFieldWidget(),
+                                         validators=[Optional(), NumberRange(min=0)], default=spec["default"])
+        elif spec["type"] == "boolean":
+            widgets[name] = BooleanField(label, description=help_text, default=spec["default"])
+        else:
+            widgets[name] = StringField(label, description=help_text, widget=BS3TextFieldWidget(),
+                                        default=str(spec["default"]))
+    return widgets

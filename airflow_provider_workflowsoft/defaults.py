@@ -1,0 +1,10 @@
+"""Default values of the connection and the client, free of imports: Airflow reads the provider info
+(which uses them) while it is still starting, before any other module of this package may load."""
+
+DEFAULT_BASE_URL = "https://api.workflowsoft.com"
+DEFAULT_CONN_ID = "workflowsoft_default"
+DEFAULT_ON_BEHALF_OF = "system"
+DEFAULT_TOKEN_LIFETIME_SECONDS = 3600
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_RETRIES = 5

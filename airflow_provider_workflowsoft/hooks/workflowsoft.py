@@ -1,0 +1,346 @@
+"""``WorkflowsoftHook``: turns an Airflow connection of type ``workflowsoft`` into an API client.
+
+The hook is thin. It reads the connection (host, API token or administrator credentials, extras),
+builds one :class:`~airflow_provider_workflowsoft.client.WorkflowsoftClient` lazily, masks every token
+with Airflow's secrets masker as soon as it is known, and exposes every call of the API as a method.
+The HTTP work, retries and token handling live in the client; the field model in
+:mod:`airflow_provider_workflowsoft.fields`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any
+
+from airflow_provider_workflowsoft import defaults, protocol
+from airflow_provider_workflowsoft._compat import BaseHook, mask_secret
+from airflow_provider_workflowsoft.client import ClientConfig, WorkflowsoftClient
+from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS
+from airflow_provider_workflowsoft.errors import (
+    WorkflowsoftAPIError,
+    WorkflowsoftConfigError,
+    WorkflowsoftConnectionError,
+    WorkflowsoftError,
+)
+from airflow_provider_workflowsoft.fields import Field
+
+
+def _cast_extra(name: str, raw: Any) -> Any:
+    """An extra's value in its type; ``None``/empty (as the UI stores untouched fields) means the default."""
+    spec = EXTRA_FIELDS[name]
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return spec["default"]
+    kind = spec["type"]
+    try:
+        if kind == "integer":
+            if isinstance(raw, bool):
+                raise ValueError
+            value: Any = int(str(raw).strip()) if not isinstance(raw, int) else raw
+            if value < 0:
+                raise ValueError
+            return value
+        if kind == "number":
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(str(raw).strip()) if not isinstance(raw, int | float) else float(raw)
+            if value <= 0:
+                raise ValueError
+            return value
+        if kind == "boolean":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        return str(raw).strip()
+    except ValueError:
+        expected = {"integer": "a whole number >= 0", "number": "a number > 0", "boolean": "true or false"}
+        raise WorkflowsoftConfigError(
+            f"The connection's extra {name!r} is {raw!r}, which is not {expected.get(kind, kind)}"
+        ) from None
+
+
+def config_from_connection(conn: Any, **overrides: Any) -> ClientConfig:
+    """A :class:`ClientConfig` from an Airflow ``Connection`` (or anything with the same attributes).
+
+    :param overrides: ``ClientConfig`` fields that win over the connection (for example ``pool_size``)
+    """
+    extras = getattr(conn, "extra_dejson", None) or {}
+    if not isinstance(extras, Mapping):
+        raise WorkflowsoftConfigError("The connection's extra is not a JSON object")
+    host = (conn.host or "").strip()
+    schema = (getattr(conn, "schema", None) or "").strip().lower()
+    if host and "://" not in host and schema in ("http", "https"):
+        host = f"{schema}://{host}"
+    port = conn.port or None
+    try:
+        port = int(port) if port else None
+    except (TypeError, ValueError):
+        raise WorkflowsoftConfigError(f"The connection's port {conn.port!r} is not a number") from None
+    login = (conn.login or "").strip() or None
+    password = conn.password or None
+    values = {name: _cast_extra(name, extras.get(name)) for name in EXTRA_FIELDS}
+    credentials: dict[str, Any]
+    if login and password:
+        credentials = {"login": login, "password": password}
+    elif password:
+        credentials = {"api_token": password.strip()}
+    elif login:
+        raise WorkflowsoftConfigError(
+            "The connection has a login but no password: set the password to the administrator password "
+            "(or clear the login and put an API token in the password)"
+        )
+    else:
+        raise WorkflowsoftConfigError(
+            f"The connection {getattr(conn, 'conn_id', '')!r} has no API token: put it in the password field "
+            "(or fill login and password with administrator credentials)"
+        )
+    kwargs: dict[str, Any] = {
+        "base_url": protocol.normalise_base_url(host, port),
+        "token_lifetime_seconds": values["token_lifetime_seconds"],
+        "timeout": values["timeout"],
+        "max_retries": values["max_retries"],
+        "on_behalf_of": values["on_behalf_of"] or defaults.DEFAULT_ON_BEHALF_OF,
+        "verify_ssl": values["verify_ssl"],
+        **credentials,
+    }
+    kwargs.update(overrides)
+    return ClientConfig(**kwargs)
+
+
+class WorkflowsoftHook(BaseHook):
+    """Interact with the Workflowsoft API.
+
+    The connection (type ``workflowsoft``) holds the API address in *Host* (default
+    ``https://api.workflowsoft.com``) and either an API token in *Password*, or administrator
+    credentials in *Login* and *Password* from which tokens are minted (one per lifetime per process).
+
+    .. code-block:: python
+
+        hook = WorkflowsoftHook()  # workflowsoft_default
+        step = hook.find_integration_step(hook.find_process_diagram("Event registration")["Id"], "Enrich event")
+        instance = hook.poll_new_integration(step["Id"])
+        if instance:
+            values = hook.get_field_values(instance["IntegrationInstanceId"])
+            hook.update_fields(instance["IntegrationInstanceId"], {"Event exists": True})
+            hook.complete_step(instance["IntegrationInstanceId"])
+
+    :param workflowsoft_conn_id: the Airflow connection id (default ``workflowsoft_default``)
+    :param client_options: :class:`~airflow_provider_workflowsoft.client.ClientConfig` fields that win over
+        the connection (for example ``{"pool_size": 16}``)
+    :param client_kwargs: keyword arguments of :class:`WorkflowsoftClient` (for example ``sleep`` in tests)
+    """
+
+    conn_name_attr = "workflowsoft_conn_id"
+    default_conn_name = "workflowsoft_default"
+    conn_type = "workflowsoft"
+    hook_name = "Workflowsoft"
+
+    def __init__(
+        self,
+        workflowsoft_conn_id: str = default_conn_name,
+        *,
+        client_options: Mapping[str, Any] | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.workflowsoft_conn_id = workflowsoft_conn_id
+        self._client_options = dict(client_options or {})
+        self._client_kwargs = dict(client_kwargs or {})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(workflowsoft_conn_id={self.workflowsoft_conn_id!r})"
+
+    @cached_property
+    def config(self) -> ClientConfig:
+        """The client settings read from the connection."""
+        conn = self.get_connection(self.workflowsoft_conn_id)
+        config = config_from_connection(conn, **self._client_options)
+        for secret in config.secrets():
+            mask_secret(secret)
+        return config
+
+    @cached_property
+    def client(self) -> WorkflowsoftClient:
+        """The API client, built once per hook (one pooled session, one token per lifetime)."""
+        kwargs = {"on_token": mask_secret, **self._client_kwargs}
+        return WorkflowsoftClient(self.config, **kwargs)
+
+    def get_conn(self) -> WorkflowsoftClient:
+        """The API client (the Airflow name for it)."""
+        return self.client
+
+    # -- every call of the API ----------------------------------------------------------------------
+
+    def list_process_diagrams(self, search_term: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Process diagrams (``Id``, ``Title``), optionally only those matching ``search_term``."""
+        return self.client.list_process_diagrams(search_term=search_term, limit=limit)
+
+    def list_integration_steps(self, process_diagram_id: int | str) -> list[dict[str, Any]]:
+        """Integration steps (``Id``, ``Title``) of a process diagram."""
+        return self.client.list_integration_steps(process_diagram_id)
+
+    def find_process_diagram(self, name: str) -> dict[str, Any]:
+        """The one process diagram titled ``name`` (case-insensitive); a clear error for none or several."""
+        return self.client.find_process_diagram(name)
+
+    def find_integration_step(self, process_diagram_id: int | str, name: str) -> dict[str, Any]:
+        """The one integration step titled ``name`` (case-insensitive) of a process diagram."""
+        return self.client.find_integration_step(process_diagram_id, name)
+
+    def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
+        """``{"IntegrationInstanceId", "ProcessInstanceId"}`` of the next new instance, or ``None``."""
+        return self.client.poll_new_integration(integration_diagram_id)
+
+    def get_fields(self, integration_instance_id: Any) -> list[Field]:
+        """The fields of an integration instance (``label``, ``key``, ``type``, ``options``, ``value``,
+        ``value_json``, ``is_readonly``, ``is_required``)."""
+        return self.client.get_fields(integration_instance_id)
+
+    def get_field_values(self, integration_instance_id: Any) -> dict[str, Any]:
+        """``{label: value}`` of an integration instance (values typed: see :mod:`.fields`)."""
+        return self.client.get_field_values(integration_instance_id)
+
+    def update_fields(
+        self,
+        integration_instance_id: Any,
+        values: Mapping[str, Any],
+        *,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+    ) -> dict[str, Any]:
+        """Validate then write field values; keys may be labels, keys or ``field_<key>``.
+
+        :return: ``{label: value written}``, JSON-safe
+        """
+        return self.client.update_fields(integration_instance_id, values, fields=fields, on_behalf_of=on_behalf_of)
+
+    def complete_step(
+        self,
+        integration_instance_id: Any,
+        *,
+        validate: bool = True,
+        on_behalf_of: str | None = None,
+        already_completed_ok: bool = False,
+    ) -> dict[str, Any]:
+        """Complete an integration instance, refusing (without sending) when a required field is empty.
+
+        :param validate: ``False`` skips the one GET that checks required fields
+        """
+        return self.client.complete_step(
+            integration_instance_id,
+            validate=validate,
+            on_behalf_of=on_behalf_of,
+            already_completed_ok=already_completed_ok,
+        )
+
+    def update_and_complete(
+        self,
+        integration_instance_id: Any,
+        values: Mapping[str, Any] | None,
+        *,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+        already_completed_ok: bool = False,
+    ) -> dict[str, Any]:
+        """Validate values and required fields, then write, then complete: nothing half-written."""
+        return self.client.update_and_complete(
+            integration_instance_id,
+            values,
+            fields=fields,
+            on_behalf_of=on_behalf_of,
+            already_completed_ok=already_completed_ok,
+        )
+
+    def search_users(self, query: str, limit: int = 15) -> list[dict[str, Any]]:
+        """Users matching a name or email (``Id``, ``FullName``, ``Email``)."""
+        return self.client.search_users(query, limit=limit)
+
+    def find_user(self, query: Any) -> dict[str, Any]:
+        """Exactly one user by id, email or full name; a clear error listing candidates otherwise."""
+        return self.client.find_user(query)
+
+    def resolve_user_id(self, user: Any) -> int | str:
+        """A user id from an id (int or numeric string, used as is), an email or a full name."""
+        if isinstance(user, int) and not isinstance(user, bool):
+            return user
+        text = str(user).strip()
+        if text.isdigit():
+            return int(text)
+        return self.find_user(text)["Id"]  # type: ignore[no-any-return]
+
+    def start_process(
+        self,
+        process_diagram_id: int | str,
+        fields: Mapping[str, Any] | None = None,
+        on_behalf_of: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Start a process on behalf of a user id; returns ``{"Id", "Title"}``."""
+        return self.client.start_process(process_diagram_id, fields=fields, on_behalf_of=on_behalf_of)
+
+    def create_task(
+        self,
+        title: str,
+        assigned_user_id: int | str | None = None,
+        description: str | None = None,
+        files: list[Any] | None = None,
+        on_behalf_of: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Create a task on behalf of a user id; returns the task object."""
+        return self.client.create_task(
+            title,
+            assigned_user_id=assigned_user_id,
+            description=description,
+            files=files,
+            on_behalf_of=on_behalf_of,
+        )
+
+    # -- connection test and form -------------------------------------------------------------------
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call (list one process diagram), without retries.
+
+        Returns ``(True, message)`` or ``(False, reason)``; no secret is ever part of the message."""
+        try:
+            config = config_from_connection(
+                self.get_connection(self.workflowsoft_conn_id), max_retries=0, connect_timeout=5.0
+            )
+            for secret in config.secrets():
+                mask_secret(secret)
+            with WorkflowsoftClient(config, on_token=mask_secret) as client:
+                return True, client.check()
+        except WorkflowsoftConfigError as exc:
+            return False, str(exc)
+        except WorkflowsoftAPIError as exc:
+            if exc.status in (401, 403):
+                return False, (
+                    f"Workflowsoft refused the credentials (HTTP {exc.status}) at {exc.path}: check the API token "
+                    "(or the administrator login and password)"
+                    + (f". Server said: {exc.server_message}" if exc.server_message else "")
+                )
+            return False, str(exc)
+        except WorkflowsoftConnectionError as exc:
+            return False, f"Could not reach {config.base_url}: {exc.reason}"
+        except WorkflowsoftError as exc:
+            return False, str(exc)
+        except Exception as exc:  # a test button must answer, whatever happened
+            return False, f"{type(exc).__name__}: {exc}"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form of Airflow 2.11 (Airflow 3.2+ reads ``connection-types`` of the provider info)."""
+        from airflow_provider_workflowsoft import connection_form
+
+        return connection_form.ui_field_behaviour()
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form of Airflow 2.11."""
+        from airflow_provider_workflowsoft import connection_form
+
+        return connection_form.form_widgets()

@@ -1,0 +1,516 @@
+"""The Workflowsoft API without I/O: what each call sends, how answers are read, when to retry.
+
+Both transports (:mod:`.client` on ``requests``, :mod:`.async_client` on ``httpx``) build their
+requests and read their answers here, so the sync hook and the async trigger follow the same rules.
+Every reading of a point the vendor's page leaves open is made here and listed in ``docs/assumptions.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import hashlib
+import html
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from airflow_provider_workflowsoft.defaults import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+)
+from airflow_provider_workflowsoft.errors import (
+    WorkflowsoftInputError,
+    WorkflowsoftResponseError,
+)
+from airflow_provider_workflowsoft.fields import _lookup, param_key, to_jsonable
+
+USER_AGENT = "airflow-provider-workflowsoft"
+
+TOKEN_PATH = "/api/v2/app/apitoken"
+
+#: Keys read from a token answer that is a JSON object, compared case-insensitively.
+TOKEN_KEYS = ("token", "access_token", "accessToken", "apiToken", "api_token", "value")
+
+
+def normalise_base_url(host: str | None, port: int | None = None) -> str:
+    """``api.example.com/`` -> ``https://api.example.com``; an empty host gives the public API.
+
+    A port is added when the host has none (the Airflow form keeps host and port apart)."""
+    text = (host or "").strip()
+    if not text:
+        text = DEFAULT_BASE_URL
+    if "://" not in text:
+        text = "https://" + text
+    text = text.rstrip("/")
+    if port:
+        scheme, rest = text.split("://", 1)
+        hostpart, sep, path = rest.partition("/")
+        if not re.search(r":\d+$", hostpart):
+            default_port = {"https": 443, "http": 80}.get(scheme.lower())
+            if port != default_port:
+                hostpart = f"{hostpart}:{port}"
+        text = f"{scheme}://{hostpart}{sep}{path}".rstrip("/")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One API request, before a transport sends it.
+
+    ``creates`` marks requests that create something (start a process, create a task): they are resent
+    only when the server surely did not act on them."""
+
+    method: str
+    path: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    body: Any = None
+    on_behalf_of: str | None = None
+    creates: bool = False
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.body is not None:
+            headers["Content-Type"] = "application/json"
+        if self.on_behalf_of is not None:
+            headers["X-OnBehalfOf-Id"] = self.on_behalf_of
+        return headers
+
+    def content(self) -> bytes | None:
+        return None if self.body is None else dumps_body(self.body).encode("utf-8")
+
+
+def _instance_id(value: Any, name: str = "integration_instance_id") -> int | str:
+    """Ids are integers on the page; a numeric string is accepted, anything else is refused."""
+    if isinstance(value, bool) or value is None:
+        raise WorkflowsoftInputError(f"{name} must be an integer id, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise WorkflowsoftInputError(f"{name} must be an integer id, got {value!r}")
+
+
+def call_list_process_diagrams(search_term: str | None, limit: int) -> Call:
+    params: dict[str, Any] = {"mode": "view", "limit": limit}
+    if search_term:
+        params["searchTerm"] = search_term
+    return Call("GET", "/api/v2/workflows", params)
+
+
+def call_list_integration_steps(process_diagram_id: Any) -> Call:
+    pid = _instance_id(process_diagram_id, "process_diagram_id")
+    return Call("GET", f"/api/v2/workflows/{pid}/tasks", {"integration": "true"})
+
+
+def call_poll_new_integration(integration_diagram_id: Any) -> Call:
+    iid = _instance_id(integration_diagram_id, "integration_diagram_id")
+    return Call("GET", "/api/v2/workflows/instances/new-integrations", {"id": iid})
+
+
+def call_get_fields(integration_instance_id: Any) -> Call:
+    iid = _instance_id(integration_instance_id)
+    return Call("GET", f"/api/v2/workflows/instances/tasks/{iid}/variables")
+
+
+def call_update_fields(integration_instance_id: Any, wire_fields: dict[str, Any], on_behalf_of: str) -> Call:
+    iid = _instance_id(integration_instance_id)
+    body = {"TaskId": iid, "Fields": wire_fields}
+    return Call("POST", "/api/v2/workflows/instances/variables", body=body, on_behalf_of=on_behalf_of)
+
+
+def call_complete_step(integration_instance_id: Any, on_behalf_of: str) -> Call:
+    iid = _instance_id(integration_instance_id)
+    body = {"Action": "Complete", "CustomAction": "__AUTO__"}
+    return Call("PATCH", f"/api/v2/tasks/{iid}/action", body=body, on_behalf_of=on_behalf_of)
+
+
+def call_search_users(query: str, limit: int) -> Call:
+    return Call("GET", "/api/users/search", {"Query": query, "entityType": "users", "limit": limit})
+
+
+def call_start_process(process_diagram_id: Any, fields: Mapping[str, Any] | None, on_behalf_of: str) -> Call:
+    pid = _instance_id(process_diagram_id, "process_diagram_id")
+    body = {"TemplateId": pid, "Fields": process_fields(fields)}
+    return Call("POST", "/api/v2/workflows/start", body=body, on_behalf_of=on_behalf_of, creates=True)
+
+
+def call_create_task(
+    title: str,
+    assigned_user_id: Any,
+    description: str | None,
+    files: Any,
+    on_behalf_of: str,
+) -> Call:
+    problems = []
+    if not isinstance(title, str) or not title.strip():
+        problems.append(f"title: {title!r} is refused: a task needs a non-empty title")
+    if description is not None and not isinstance(description, str):
+        problems.append(f"description: {description!r} is refused: it must be a string")
+    if files is not None and not isinstance(files, list):
+        problems.append(f"files: {files!r} is refused: it must be a list")
+    if problems:
+        raise WorkflowsoftInputError("Cannot create the task, nothing was sent: " + "; ".join(problems))
+    body: dict[str, Any] = {"Title": title}
+    if assigned_user_id is not None:
+        body["AssignedUserId"] = _instance_id(assigned_user_id, "assigned_user_id")
+    if description is not None:
+        body["Description"] = description
+    if files:
+        body["Files"] = to_jsonable(files)
+    return Call("POST", "/api/v2/tasks", body=body, on_behalf_of=on_behalf_of, creates=True)
+
+
+def call_mint_token(lifetime_seconds: int) -> Call:
+    return Call("GET", TOKEN_PATH, {"lifeTimeInSec": lifetime_seconds})
+
+
+_UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def process_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``Fields`` of a process start: a uuid key becomes ``field_<key>``, other names pass as they
+    are; values are made JSON-safe (Decimals stay exact numbers, datetimes become ISO 8601 UTC)."""
+    if fields is None:
+        return {}
+    if not isinstance(fields, Mapping):
+        raise WorkflowsoftInputError(f"fields must be a mapping of field key -> value, got {fields!r}")
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if not isinstance(name, str) or not name:
+            raise WorkflowsoftInputError(f"fields: the name {name!r} is refused: names must be strings")
+        wire_name = param_key(name) if _UUID_RE.match(name) else name
+        out[wire_name] = value if isinstance(value, Decimal) else to_jsonable(value)
+    return out
+
+
+def dumps_body(body: Any) -> str:
+    """JSON text of a request body, with Decimals written as JSON numbers digit for digit.
+
+    ``json`` cannot write a Decimal as a number, and going through ``float`` loses digits; each
+    Decimal is replaced by a unique placeholder string, then the placeholder by the exact digits."""
+    placeholders: dict[str, str] = {}
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            if not value.is_finite():
+                raise WorkflowsoftInputError(f"{value!r} is not a finite number and cannot be sent")
+            token = f"__decimal_{uuid.uuid4().hex}__"
+            placeholders[token] = str(value)
+            return token
+        if isinstance(value, Mapping):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [swap(v) for v in value]
+        return value
+
+    try:
+        text = json.dumps(swap(body), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise WorkflowsoftInputError(f"the request body cannot be written as JSON: {exc}") from None
+    for token, digits in placeholders.items():
+        text = text.replace(f'"{token}"', digits)
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------
+# Answers
+# ---------------------------------------------------------------------------------------------------
+
+
+def _looks_like_html(text: str, content_type: str) -> bool:
+    start = text.lstrip()[:100].lower()
+    return "html" in content_type.lower() or start.startswith(("<!doctype", "<html", "<?xml", "<head", "<body"))
+
+
+def decode_json(text: str, content_type: str, method: str, path: str) -> Any:
+    """The JSON value of a 2xx answer; ``None`` for an empty body. HTML or broken JSON is a clear error."""
+    if not text.strip():
+        return None
+    if _looks_like_html(text, content_type):
+        shown = extract_message(text, content_type)
+        raise WorkflowsoftResponseError(
+            f"Workflowsoft answered {method} {path} with an HTML page instead of JSON: {shown!r}"
+        )
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except ValueError:
+        start = text.strip()[:120]
+        raise WorkflowsoftResponseError(
+            f"Workflowsoft answered {method} {path} with a body that is not JSON: {start!r}"
+        ) from None
+
+
+def extract_message(text: str, content_type: str = "", limit: int = 300) -> str:
+    """The server's error message: JSON ``Message``/``message``/``error``/``detail``/``title``, the
+    title of an HTML page, or the start of a text body."""
+    text = text or ""
+    stripped = text.strip()
+    if not stripped:
+        return ""
+    if stripped[:1] in "{[\"":
+        try:
+            data = json.loads(stripped)
+        except ValueError:
+            data = None
+        found = _message_from_json(data)
+        if found:
+            return _shorten(found, limit)
+    if _looks_like_html(stripped, content_type):
+        for pattern in (r"<title[^>]*>(.*?)</title>", r"<h1[^>]*>(.*?)</h1>", r"<p[^>]*>(.*?)</p>"):
+            match = re.search(pattern, stripped, re.I | re.S)
+            if match and match.group(1).strip():
+                return _shorten(html.unescape(re.sub(r"<[^>]+>", "", match.group(1))).strip(), limit)
+        return _shorten(re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", stripped))).strip(), limit)
+    return _shorten(stripped, limit)
+
+
+def _message_from_json(data: Any) -> str | None:
+    if isinstance(data, str):
+        return data
+    if not isinstance(data, Mapping):
+        return None
+    for key in ("Message", "message", "error_description", "error", "detail", "title", "errors"):
+        value = _lookup(data, key)
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, Mapping):
+            inner = _message_from_json(value)
+            if inner:
+                return inner
+        if isinstance(value, list) and value:
+            return "; ".join(str(_message_from_json(v) or v) for v in value)
+    return None
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_token(text: str, content_type: str = "") -> str:
+    """The token of an ``apitoken`` answer: a JSON string, a JSON object with a token field (any of
+    :data:`TOKEN_KEYS`, any case, also one level down), or the plain text of the body."""
+    stripped = (text or "").strip()
+    if not stripped:
+        raise WorkflowsoftResponseError("the token endpoint answered with an empty body")
+    if _looks_like_html(stripped, content_type):
+        raise WorkflowsoftResponseError("the token endpoint answered with an HTML page instead of a token")
+    data: Any
+    try:
+        data = json.loads(stripped)
+    except ValueError:
+        data = stripped  # plain text
+    token = _token_from(data)
+    if not token or any(ch.isspace() for ch in token):
+        raise WorkflowsoftResponseError("the token endpoint's answer holds no token this client can read")
+    return token
+
+
+def _token_from(data: Any) -> str | None:
+    if isinstance(data, str):
+        return data.strip()
+    if isinstance(data, Mapping):
+        for key in TOKEN_KEYS:
+            value = _lookup(data, key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        for value in data.values():
+            if isinstance(value, Mapping):
+                inner = _token_from(value)
+                if inner:
+                    return inner
+    return None
+
+
+def unwrap_list(data: Any, what: str, method: str, path: str) -> list[Any]:
+    """A list answer, also when wrapped in an object (``items``, ``data``, ``results``, ``value``)."""
+    if data is None:
+        return []
+    if isinstance(data, list):
+        return data
+    if isinstance(data, Mapping):
+        for key in ("items", "data", "results", "value", "records"):
+            inner = _lookup(data, key)
+            if isinstance(inner, list):
+                return inner
+    raise WorkflowsoftResponseError(
+        f"Workflowsoft answered {method} {path} with {type(data).__name__} where a list of {what} was expected"
+    )
+
+
+def _id_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def normalise_poll(data: Any) -> dict[str, Any] | None:
+    """A poll answer -> ``{"IntegrationInstanceId", "ProcessInstanceId"}``, or ``None`` for every
+    "nothing new" shape: no body, ``null``, ``{}``, ``[]``, an object whose instance id is null or 0.
+    A list is read as instances, oldest first: its first element is taken."""
+    if isinstance(data, list):
+        data = next((item for item in data if normalise_poll(item) is not None), None)
+    if not isinstance(data, Mapping) or not data:
+        return None
+    instance_id = _lookup(data, "IntegrationInstanceId", "integrationInstanceID", "TaskId", "Id")
+    if instance_id in (None, "", 0, "0"):
+        return None
+    process_id = _lookup(data, "ProcessInstanceId", "processInstanceID", "WorkflowInstanceId")
+    return {"IntegrationInstanceId": _id_value(instance_id), "ProcessInstanceId": _id_value(process_id)}
+
+
+def normalise_object(data: Any, method: str, path: str) -> dict[str, Any]:
+    """An object answer (process instance, task), JSON-safe; ``Id`` read case-insensitively."""
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if not isinstance(data, Mapping):
+        raise WorkflowsoftResponseError(
+            f"Workflowsoft answered {method} {path} with {type(data).__name__} where an object was expected"
+        )
+    out = {str(k): to_jsonable(v) for k, v in data.items()}
+    for canonical in ("Id", "Title"):
+        if canonical not in out:
+            value = _lookup(data, canonical)
+            if value is not None:
+                out[canonical] = to_jsonable(value)
+    if "Id" in out:
+        out["Id"] = _id_value(out["Id"])
+    return out
+
+
+def looks_already_completed(status: int, message: str) -> bool:
+    """Does an error answer to a completion say "this instance is already completed"?"""
+    if status == 409:
+        return True
+    return status in (400, 422) and bool(re.search(r"already|complet|closed|finished|not (open|active)", message, re.I))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Retries
+# ---------------------------------------------------------------------------------------------------
+
+#: Transport failures, by whether the request surely did not reach the server.
+NOT_SENT = "not-sent"  # connection refused, DNS failure, connect timeout, TLS handshake
+MAYBE_SENT = "maybe-sent"  # read timeout, connection dropped while waiting for the answer
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter; honours ``Retry-After`` up to ``retry_after_max``.
+
+    Reads and idempotent writes are retried on transport failures, 429 and 5xx. Creates are retried
+    only when the server surely did not act: not sent, 429, 503. Other 4xx are never retried."""
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 60.0
+
+    def should_retry(self, call: Call, *, status: int | None = None, failure: str | None = None) -> bool:
+        if failure is not None:
+            return failure == NOT_SENT or not call.creates
+        if status is None:
+            return False
+        if call.creates:
+            return status in (429, 503)
+        return status == 429 or 500 <= status <= 599
+
+    def delay(self, attempt: int, retry_after: str | None = None, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        hinted = parse_retry_after(retry_after)
+        if hinted is not None:
+            return min(hinted, self.retry_after_max)
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
+        # full jitter, with a floor so retries never hammer the server back to back
+        return ceiling / 2 + rand() * ceiling / 2
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date. ``None`` when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Token cache
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _CachedToken:
+    token: str
+    expires_at: float
+
+
+class TokenCache:
+    """Minted tokens, per process, keyed by (base URL, login, password digest, lifetime).
+
+    A token is reused until ``min(60 s, 10 % of its lifetime)`` before it runs out, so a process asks
+    for one token per lifetime whatever the number of hooks it builds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._tokens: dict[tuple[str, str, str, int], _CachedToken] = {}
+        self._lock = threading.Lock()
+        self.clock = clock
+
+    @staticmethod
+    def key(base_url: str, login: str, password: str, lifetime: int) -> tuple[str, str, str, int]:
+        digest = hashlib.sha256(password.encode("utf-8")).hexdigest()
+        return (base_url, login, digest, lifetime)
+
+    @staticmethod
+    def margin(lifetime: int) -> float:
+        return min(60.0, lifetime * 0.1)
+
+    def get(self, key: tuple[str, str, str, int]) -> str | None:
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached and self.clock() < cached.expires_at - self.margin(key[3]):
+                return cached.token
+            return None
+
+    def put(self, key: tuple[str, str, str, int], token: str, minted_at: float) -> None:
+        with self._lock:
+            self._tokens[key] = _CachedToken(token, minted_at + key[3])
+
+    def discard(self, key: tuple[str, str, str, int], token: str | None = None) -> None:
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached and (token is None or cached.token == token):
+                del self._tokens[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+
+#: The process-wide cache shared by every client of this process.
+TOKEN_CACHE = TokenCache()

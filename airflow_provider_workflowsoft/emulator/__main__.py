@@ -26,15 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a local emulator of the Workflowsoft REST API.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=8765, help="port to bind; 0 picks a free port (default: 8765)"
-    )
+    parser.add_argument("--port", type=int, default=8765, help="port to bind; 0 picks a free port (default: 8765)")
     parser.add_argument("--scenario", help="scenario file (.json, or .yaml/.yml); default: built-in demo")
     parser.add_argument("--state-file", help="persist state to this JSON file and reload it on start")
     parser.add_argument("--poll-semantics", choices=POLL_SEMANTICS, help="default: once")
-    parser.add_argument(
-        "--empty-poll", choices=EMPTY_POLL_SHAPES, help="answer to an empty poll (default: 204)"
-    )
+    parser.add_argument("--empty-poll", choices=EMPTY_POLL_SHAPES, help="answer to an empty poll (default: 204)")
     parser.add_argument("--token-shape", choices=TOKEN_SHAPES, help="apitoken answer shape (default: string)")
     parser.add_argument("--error-shape", choices=ERROR_SHAPES, help="error body shape (default: message)")
     parser.add_argument("--latency-ms", type=int, help="delay every /api/ answer by this many milliseconds")

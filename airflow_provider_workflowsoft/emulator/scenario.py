@@ -135,9 +135,7 @@ class FieldSpec:
 
     def with_default(self, value: Any) -> FieldSpec:
         text = value_to_json(self, value, allow_null=True)
-        return FieldSpec(
-            self.label, self.type, self.key, self.options, self.is_readonly, self.is_required, text
-        )
+        return FieldSpec(self.label, self.type, self.key, self.options, self.is_readonly, self.is_required, text)
 
 
 @dataclass(frozen=True)
@@ -211,15 +209,13 @@ class Scenario:
                     "Id": d.id,
                     "Title": d.title,
                     "integration_steps": [
-                        {"Id": s.id, "Title": s.title, "fields": [f.to_dict() for f in s.fields]}
-                        for s in d.steps
+                        {"Id": s.id, "Title": s.title, "fields": [f.to_dict() for f in s.fields]} for s in d.steps
                     ],
                 }
                 for d in self.diagrams
             ],
             "instances": [
-                {"integration_step_id": i.integration_step_id, "values": dict(i.values)}
-                for i in self.instances
+                {"integration_step_id": i.integration_step_id, "values": dict(i.values)} for i in self.instances
             ],
         }
 
@@ -440,9 +436,7 @@ def seed_values(step: StepSpec, values: Mapping[str, Any], *, where: str = "valu
         spec = resolve_field(step, name)
         if spec is None:
             known = ", ".join(repr(f.label) for f in step.fields) or "none"
-            raise FieldValueError(
-                f"{where}: step {step.id} ({step.title!r}) has no field {name!r} (fields: {known})"
-            )
+            raise FieldValueError(f"{where}: step {step.id} ({step.title!r}) has no field {name!r} (fields: {known})")
         result[spec.key] = value_to_json(spec, value, allow_null=True)
     return result
 
@@ -461,8 +455,7 @@ def parse_scenario(raw: Any, source: str = "<dict>") -> Scenario:
     login = _expect_str("admin.login", admin.get("login", "admin@example.com"))
     password = _expect_str("admin.password", admin.get("password", "admin-password"))
     tokens = tuple(
-        _expect_str(f"api_tokens[{i}]", t)
-        for i, t in enumerate(_expect_list("api_tokens", data.get("api_tokens", [])))
+        _expect_str(f"api_tokens[{i}]", t) for i, t in enumerate(_expect_list("api_tokens", data.get("api_tokens", [])))
     )
     users: list[UserSpec] = []
     for index, raw_user in enumerate(_expect_list("users", data.get("users", []))):
@@ -492,9 +485,7 @@ def parse_scenario(raw: Any, source: str = "<dict>") -> Scenario:
         for step_index, raw_step in enumerate(raw_steps):
             step = _parse_step(f"{where}.integration_steps[{step_index}]", raw_step)
             if step.id in step_ids:
-                raise ScenarioError(
-                    f"{where}.integration_steps[{step_index}]: duplicate integration step Id {step.id}"
-                )
+                raise ScenarioError(f"{where}.integration_steps[{step_index}]: duplicate integration step Id {step.id}")
             step_ids.add(step.id)
             steps.append(step)
         diagrams.append(DiagramSpec(diagram_id, title, tuple(steps)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import copy
 import datetime
+import decimal
 import os
 import random
 import secrets
@@ -123,10 +124,9 @@ class FaultConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
-                f"unknown fault option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
-        config = cls(**dict(data))
+            raise ValueError(f"unknown fault option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        # JSON bodies are parsed with exact Decimals; fault knobs are plain floats.
+        config = cls(**{k: float(v) if isinstance(v, decimal.Decimal) else v for k, v in data.items()})
         for name in ("error_rate", "drop_rate", "commit_then_drop_rate"):
             rate = getattr(config, name)
             if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
@@ -139,11 +139,7 @@ class FaultConfig:
             or not all(isinstance(s, int) and not isinstance(s, bool) and 400 <= s <= 599 for s in statuses)
         ):
             raise ValueError("error_statuses must be a non-empty list of HTTP error statuses (400-599)")
-        if (
-            isinstance(config.latency_ms, bool)
-            or not isinstance(config.latency_ms, int)
-            or config.latency_ms < 0
-        ):
+        if isinstance(config.latency_ms, bool) or not isinstance(config.latency_ms, int) or config.latency_ms < 0:
             raise ValueError("latency_ms must be a non-negative integer")
         if isinstance(config.retry_after, bool) or not isinstance(config.retry_after, int | float):
             raise ValueError("retry_after must be a number of seconds")
@@ -158,9 +154,7 @@ class FaultConfig:
         ):
             raise ValueError("paths must be null or a list of path prefixes")
         if config.max_faults is not None and (
-            isinstance(config.max_faults, bool)
-            or not isinstance(config.max_faults, int)
-            or config.max_faults < 0
+            isinstance(config.max_faults, bool) or not isinstance(config.max_faults, int) or config.max_faults < 0
         ):
             raise ValueError("max_faults must be null or a non-negative integer")
         return config
@@ -233,6 +227,10 @@ class IntegrationInstance:
     def from_record(cls, data: Mapping[str, Any]) -> IntegrationInstance:
         values = dict(data)
         values["fields"] = [FieldSpec.from_dict(spec) for spec in data["fields"]]
+        # The state file is parsed with exact Decimals; timestamps are plain floats in memory.
+        for name in ("created_at", "handed_out_at", "completed_at"):
+            values[name] = _float_or_none(values.get(name))
+        values["updates"] = [{**u, "at": float(u["at"])} for u in values.get("updates", [])]
         return cls(**values)
 
 
@@ -351,11 +349,11 @@ class EmulatorState:
             self.settings = Settings().updated(data.get("settings", {}))
             self._static_tokens_valid = bool(data["static_tokens_valid"])
             self._minted_tokens = {str(k): float(v) for k, v in data["minted_tokens"].items()}
-            self.instances = {
-                int(rec["id"]): IntegrationInstance.from_record(rec) for rec in data["instances"]
+            self.instances = {int(rec["id"]): IntegrationInstance.from_record(rec) for rec in data["instances"]}
+            self.processes = {
+                int(rec["id"]): {**rec, "created_at": float(rec["created_at"])} for rec in data["processes"]
             }
-            self.processes = {int(rec["id"]): rec for rec in data["processes"]}
-            self.tasks = {int(rec["id"]): rec for rec in data["tasks"]}
+            self.tasks = {int(rec["id"]): {**rec, "created_at": float(rec["created_at"])} for rec in data["tasks"]}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"cannot load state file {self.state_file.name}: {exc}") from exc
 
@@ -371,9 +369,7 @@ class EmulatorState:
         with self._lock:
             return asdict(self.settings)
 
-    def set_faults(
-        self, config: FaultConfig | Mapping[str, Any] | None = None, **options: Any
-    ) -> dict[str, Any]:
+    def set_faults(self, config: FaultConfig | Mapping[str, Any] | None = None, **options: Any) -> dict[str, Any]:
         if config is None:
             config = FaultConfig.from_mapping(options)
         elif not isinstance(config, FaultConfig):
@@ -410,12 +406,7 @@ class EmulatorState:
             # does not shift the sequence of an error_rate-only configuration.
             if not exhausted and config.drop_rate and self._rng.random() < config.drop_rate:
                 action = "drop"
-            if (
-                action is None
-                and not exhausted
-                and config.error_rate
-                and self._rng.random() < config.error_rate
-            ):
+            if action is None and not exhausted and config.error_rate and self._rng.random() < config.error_rate:
                 action = "error"
                 status = self._rng.choice(config.error_statuses)
             if (
@@ -486,9 +477,7 @@ class EmulatorState:
     def search_users(self, query: str | None = None, limit: int = 15) -> list[dict[str, Any]]:
         term = (query or "").casefold()
         found = [
-            u.to_api()
-            for u in self.scenario.users
-            if term in u.full_name.casefold() or term in u.email.casefold()
+            u.to_api() for u in self.scenario.users if term in u.full_name.casefold() or term in u.email.casefold()
         ]
         return found[:limit]
 
@@ -572,9 +561,7 @@ class EmulatorState:
             used: set[str] = set()
             for step in diagram.steps:
                 names = (
-                    {s.label for s in step.fields}
-                    | {s.key for s in step.fields}
-                    | {s.api_name for s in step.fields}
+                    {s.label for s in step.fields} | {s.key for s in step.fields} | {s.api_name for s in step.fields}
                 )
                 plan.append((step, {k: v for k, v in values.items() if k in names}))
                 used.update(k for k in values if k in names)
@@ -623,9 +610,7 @@ class EmulatorState:
             if self.scenario.step(step_id) is None:
                 raise ApiError(404, f"Integration step {step_id} not found")
             wanted = ("new",) if self.settings.poll_semantics == "once" else ("new", "handed_out")
-            candidates = [
-                i for i in self.instances.values() if i.integration_step_id == step_id and i.status in wanted
-            ]
+            candidates = [i for i in self.instances.values() if i.integration_step_id == step_id and i.status in wanted]
             if not candidates:
                 return None
             instance = min(candidates, key=lambda i: i.id)
@@ -684,21 +669,13 @@ class EmulatorState:
     def complete(self, instance_id: int, body: Any, on_behalf_of: str | None) -> None:
         if not on_behalf_of:
             raise ApiError(400, "Header X-OnBehalfOf-Id is required")
-        if (
-            not isinstance(body, Mapping)
-            or body.get("Action") != "Complete"
-            or body.get("CustomAction") != "__AUTO__"
-        ):
+        if not isinstance(body, Mapping) or body.get("Action") != "Complete" or body.get("CustomAction") != "__AUTO__":
             raise ApiError(400, 'Body must be {"Action": "Complete", "CustomAction": "__AUTO__"}')
         with self._lock:
             instance = self._instance(instance_id)
             if instance.status == "completed":
                 raise ApiError(409, f"Integration instance {instance_id} is already completed")
-            empty = [
-                s.label
-                for s in instance.fields
-                if s.is_required and is_empty_json(instance.values.get(s.key))
-            ]
+            empty = [s.label for s in instance.fields if s.is_required and is_empty_json(instance.values.get(s.key))]
             if empty:
                 raise ApiError(400, f"Required fields are empty: {', '.join(empty)}")
             instance.status = "completed"
@@ -800,9 +777,7 @@ class EmulatorState:
                     "next_integration_instance_id": self._next_instance_id,
                     "next_task_id": self._next_task_id,
                 },
-                "instances": [
-                    self._instance_view(i) for i in sorted(self.instances.values(), key=lambda i: i.id)
-                ],
+                "instances": [self._instance_view(i) for i in sorted(self.instances.values(), key=lambda i: i.id)],
                 "processes": [self._process_view(p) for _, p in sorted(self.processes.items())],
                 "tasks": [self._task_view(t) for _, t in sorted(self.tasks.items())],
                 "request_count": len(self._requests),
@@ -843,6 +818,10 @@ class EmulatorState:
     def instances_for(self, step_id: int) -> Iterable[dict[str, Any]]:
         """Snapshot views of the instances of one integration step (oldest first)."""
         return [i for i in self.snapshot()["instances"] if i["integration_step_id"] == step_id]
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _iso_or_none(timestamp: float | None) -> str | None:

@@ -297,9 +297,7 @@ def test_update_unknown_field_task_and_missing_header(api: Api, emulator: Emulat
     assert api.update(777777, {field_name("Attendees"): 1}).status_code == 404
     assert api.update(iid, {field_name("Attendees"): 1}, on_behalf=None).status_code == 400
     assert api.update("abc", {}).status_code == 400
-    bad_json = api.post(
-        "/api/v2/workflows/instances/variables", data="{nope", headers={"X-OnBehalfOf-Id": "system"}
-    )
+    bad_json = api.post("/api/v2/workflows/instances/variables", data="{nope", headers={"X-OnBehalfOf-Id": "system"})
     assert bad_json.status_code == 400
 
 
@@ -391,7 +389,9 @@ def test_start_process_creates_one_instance_per_step(api: Api, emulator: Emulato
     assert api.variables(polled["IntegrationInstanceId"])["Event duration"]["valueJson"] == "1640.0"
     [record] = emulator.state.snapshot()["processes"]
     assert record["created_by"] == 1 and record["fields"] == {"note": "hello"} and record["created_at"]
-    no_steps = api.post("/api/v2/workflows/start", json={"TemplateId": 3, "Fields": {}}, headers={"X-OnBehalfOf-Id": "2"})
+    no_steps = api.post(
+        "/api/v2/workflows/start", json={"TemplateId": 3, "Fields": {}}, headers={"X-OnBehalfOf-Id": "2"}
+    )
     assert no_steps.status_code == 200
     assert len(emulator.state.snapshot()["instances"]) == 1
 

@@ -517,8 +517,8 @@ def load_scenario(source: Scenario | Mapping[str, Any] | str | Path | None = Non
     """
     if isinstance(source, Scenario):
         return source
-    if isinstance(source, Mapping):
-        return parse_scenario(source)
+    if source is not None and not isinstance(source, str | Path):
+        return parse_scenario(source)  # a mapping, or anything else, which gets a clear error
     path = DEMO_SCENARIO_PATH if source is None else Path(source)
     try:
         text = path.read_text(encoding="utf-8")

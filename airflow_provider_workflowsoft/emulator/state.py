@@ -126,7 +126,8 @@ class FaultConfig:
         if unknown:
             raise ValueError(f"unknown fault option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         # JSON bodies are parsed with exact Decimals; fault knobs are plain floats.
-        config = cls(**{k: float(v) if isinstance(v, decimal.Decimal) else v for k, v in data.items()})
+        normalized: dict[str, Any] = {k: float(v) if isinstance(v, decimal.Decimal) else v for k, v in data.items()}
+        config = cls(**normalized)
         for name in ("error_rate", "drop_rate", "commit_then_drop_rate"):
             rate = getattr(config, name)
             if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:

@@ -212,18 +212,14 @@ def test_variables_unknown_instance(api: Api) -> None:
 def test_update_fields_keeps_decimal_text_exactly(api: Api, emulator: EmulatorServer) -> None:
     [created] = emulator.create_instances(EVENT_STEP)
     iid = created["IntegrationInstanceId"]
+    names = [
+        field_name(label)
+        for label in ("Event duration", "Event exists", "Event start", "Category", "Attendees", "Venue code")
+    ]
     raw = (
-        '{"TaskId": %d, "Fields": {"%s": 12.50, "%s": true, "%s": "2024-05-01T10:00:00+02:00",'
-        ' "%s": "Workshop", "%s": 250, "%s": "V-1"}}'
-        % (
-            iid,
-            field_name("Event duration"),
-            field_name("Event exists"),
-            field_name("Event start"),
-            field_name("Category"),
-            field_name("Attendees"),
-            field_name("Venue code"),
-        )
+        f'{{"TaskId": {iid}, "Fields": {{"{names[0]}": 12.50, "{names[1]}": true,'
+        f' "{names[2]}": "2024-05-01T10:00:00+02:00", "{names[3]}": "Workshop", "{names[4]}": 250,'
+        f' "{names[5]}": "V-1"}}}}'
     )
     resp = api.post(
         "/api/v2/workflows/instances/variables",

@@ -189,7 +189,7 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
         [created] = server.create_instances(EVENT_STEP)
         iid = created["IntegrationInstanceId"]
         assert api.poll().json()["IntegrationInstanceId"] == iid
-        raw = '{"TaskId": %d, "Fields": {"%s": 0.1000}}' % (iid, field_name("Event duration"))
+        raw = f'{{"TaskId": {iid}, "Fields": {{"{field_name("Event duration")}": 0.1000}}}}'
         resp = api.post("/api/v2/workflows/instances/variables", data=raw, headers={"X-OnBehalfOf-Id": "s"})
         assert resp.status_code == 200
         token = server.mint_token(600)

@@ -1,0 +1,270 @@
+"""An asynchronous Workflowsoft API client on ``httpx``, for triggers; no Airflow in it.
+
+It follows the rules of the synchronous :class:`~airflow_provider_workflowsoft.client.WorkflowsoftClient`
+exactly, because both read them from :mod:`~airflow_provider_workflowsoft.protocol`: the requests are
+built by the ``call_*`` functions, answers decoded by ``decode_json``/``normalise_poll``, retries decided
+by :class:`~airflow_provider_workflowsoft.protocol.RetryPolicy`, minted tokens shared through
+:data:`~airflow_provider_workflowsoft.protocol.TOKEN_CACHE` (one token per lifetime per process, sync
+and async clients alike) and renewed once after a 401.
+
+.. code-block:: python
+
+    async with AsyncWorkflowsoftClient(ClientConfig(base_url=url, api_token=token)) as client:
+        instance = await client.poll_new_integration(11)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from airflow_provider_workflowsoft import protocol
+from airflow_provider_workflowsoft.client import ClientConfig, _Answer
+from airflow_provider_workflowsoft.errors import (
+    WorkflowsoftAuthError,
+    WorkflowsoftConnectionError,
+    WorkflowsoftUnknownOutcomeError,
+    status_error,
+)
+from airflow_provider_workflowsoft.fields import Field, field_values, parse_fields
+
+log = logging.getLogger(__name__)
+
+
+def classify_httpx_failure(exc: httpx.HTTPError) -> str:
+    """Did a failed request surely not reach the server (``NOT_SENT``), or may it have (``MAYBE_SENT``)?"""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.UnsupportedProtocol):
+        return protocol.NOT_SENT
+    return protocol.MAYBE_SENT
+
+
+def _short_reason(exc: BaseException) -> str:
+    names = {
+        httpx.ConnectError: "Connection refused",
+        httpx.ConnectTimeout: "Connect timed out",
+        httpx.ReadTimeout: "Read timed out",
+        httpx.WriteTimeout: "Write timed out",
+        httpx.PoolTimeout: "Pool timed out",
+        httpx.RemoteProtocolError: "Remote end closed connection",
+        httpx.ReadError: "Connection reset",
+    }
+    for cls, text in names.items():
+        if isinstance(exc, cls):
+            return text
+    return type(exc).__name__
+
+
+class AsyncWorkflowsoftClient:
+    """The asynchronous client (one ``httpx.AsyncClient``; use it from one event loop).
+
+    :param config: connection settings (see :class:`~airflow_provider_workflowsoft.client.ClientConfig`)
+    :param transport: an ``httpx`` async transport to use instead of the network (tests pass
+        ``httpx.MockTransport``)
+    :param sleep: awaited with seconds to wait between retries (tests inject a recorder)
+    :param on_token: called with every token as soon as it is known (the trigger masks it there)
+    :param token_cache: where minted tokens are kept (the process-wide cache by default)
+    """
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        on_token: Callable[[str], None] | None = None,
+        token_cache: protocol.TokenCache | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._mint_lock: asyncio.Lock | None = None
+        self._sleep = sleep
+        self._rand = rand
+        self._on_token = on_token
+        self._token_cache = token_cache or protocol.TOKEN_CACHE
+        self._policy = config.retry_policy
+        self.request_count = 0
+        if config.api_token and on_token:
+            on_token(config.api_token)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.config.base_url!r})"
+
+    # -- transport ----------------------------------------------------------------------------------
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            timeout = httpx.Timeout(self.config.timeout, connect=self.config.connect_timeout)
+            limits = httpx.Limits(max_connections=max(1, self.config.pool_size))
+            kwargs: dict[str, Any] = {
+                "base_url": self.config.base_url,
+                "timeout": timeout,
+                "limits": limits,
+                "headers": {"User-Agent": protocol.USER_AGENT},
+                "verify": self.config.verify_ssl,
+                "follow_redirects": False,
+            }
+            if self._transport is not None:
+                kwargs["transport"] = self._transport
+            self._client = httpx.AsyncClient(**kwargs)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __aenter__(self) -> AsyncWorkflowsoftClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _redact(self, text: str) -> str:
+        secrets = list(self.config.secrets())
+        if self.config.mints_tokens:
+            token = self._token_cache.get(self.config.token_cache_key())
+            if token:
+                secrets.append(token)
+        for secret in secrets:
+            if secret and secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+    async def _send_once(self, call: protocol.Call, auth_header: dict[str, str]) -> _Answer:
+        headers = call.headers()
+        headers.update(auth_header)
+        self.request_count += 1
+        response = await self.http.request(
+            call.method, call.path, params=call.params or None, content=call.content(), headers=headers
+        )
+        return _Answer(response.status_code, response.text, response.headers.get("Content-Type", ""),
+                       response.headers)
+
+    async def _exchange(
+        self, call: protocol.Call, auth: Callable[[], Awaitable[dict[str, str]]], *, refresh_on_401: bool
+    ) -> _Answer:
+        """Send ``call`` with retries; return the first non-retryable answer (the sync client's loop)."""
+        attempt = 0
+        refreshed = False
+        maybe_applied = False
+        while True:
+            attempt += 1
+            try:
+                answer = await self._send_once(call, await auth())
+                answer.earlier_attempt_maybe_applied = maybe_applied
+            except httpx.HTTPError as exc:
+                failure = classify_httpx_failure(exc)
+                maybe_applied = maybe_applied or failure == protocol.MAYBE_SENT
+                reason = self._redact(_short_reason(exc))
+                if attempt <= self._policy.max_retries and self._policy.should_retry(call, failure=failure):
+                    wait = self._policy.delay(attempt, rand=self._rand)
+                    log.warning("Workflowsoft %s %s failed (%s); retry %d/%d in %.1f s",
+                                call.method, call.path, reason, attempt, self._policy.max_retries, wait)
+                    await self._sleep(wait)
+                    continue
+                if call.creates and failure == protocol.MAYBE_SENT:
+                    raise WorkflowsoftUnknownOutcomeError(call.method, call.path, reason) from None
+                raise WorkflowsoftConnectionError(
+                    call.method, call.path, reason, sent=failure == protocol.MAYBE_SENT
+                ) from None
+            if answer.status == 401 and refresh_on_401 and not refreshed and self.config.mints_tokens:
+                refreshed = True
+                self._token_cache.discard(self.config.token_cache_key())
+                attempt -= 1
+                continue
+            if answer.status < 400:
+                return answer
+            maybe_applied = maybe_applied or answer.status >= 500
+            if attempt <= self._policy.max_retries and self._policy.should_retry(call, status=answer.status):
+                wait = self._policy.delay(attempt, answer.headers.get("Retry-After"), rand=self._rand)
+                log.warning("Workflowsoft %s %s answered %d; retry %d/%d in %.1f s",
+                            call.method, call.path, answer.status, attempt, self._policy.max_retries, wait)
+                await self._sleep(wait)
+                continue
+            return answer
+
+    async def request(self, call: protocol.Call) -> Any:
+        """Send an authenticated call; return its decoded JSON (``None`` for an empty body)."""
+        answer = await self._exchange(call, self._auth_header, refresh_on_401=True)
+        if answer.status >= 400:
+            message = self._redact(protocol.extract_message(answer.text, answer.content_type))
+            if call.creates and answer.status in (500, 502, 504):
+                raise WorkflowsoftUnknownOutcomeError(call.method, call.path, f"HTTP {answer.status}: {message}")
+            raise status_error(answer.status, call.method, call.path, message)
+        if answer.status == 204:
+            return None
+        return protocol.decode_json(answer.text, answer.content_type, call.method, call.path)
+
+    # -- token --------------------------------------------------------------------------------------
+
+    async def _auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token()}"}
+
+    async def token(self) -> str:
+        """The bearer token: the configured one, or a minted one from the cache (minting when needed)."""
+        if self.config.api_token:
+            return self.config.api_token
+        key = self.config.token_cache_key()
+        token = self._token_cache.get(key)
+        if token:
+            return token
+        if self._mint_lock is None:
+            self._mint_lock = asyncio.Lock()
+        async with self._mint_lock:
+            token = self._token_cache.get(key)
+            if token:
+                return token
+            return await self._mint(key)
+
+    async def _mint(self, key: tuple[str, str, str, int]) -> str:
+        call = protocol.call_mint_token(self.config.token_lifetime_seconds)
+        pair = f"{self.config.login or ''}:{self.config.password or ''}".encode()
+        basic = "Basic " + base64.b64encode(pair).decode("ascii")
+        minted_at = self._token_cache.clock()
+
+        async def auth() -> dict[str, str]:
+            return {"Authorization": basic}
+
+        answer = await self._exchange(call, auth, refresh_on_401=False)
+        if answer.status >= 400:
+            message = self._redact(protocol.extract_message(answer.text, answer.content_type))
+            if answer.status in (401, 403):
+                raise WorkflowsoftAuthError(
+                    answer.status, call.method, call.path,
+                    f"the administrator login or password was refused ({message or 'no message'})",
+                )
+            raise status_error(answer.status, call.method, call.path, message)
+        token = protocol.parse_token(answer.text, answer.content_type)
+        if self._on_token:
+            self._on_token(token)
+        self._token_cache.put(key, token, minted_at)
+        return token
+
+    # -- calls --------------------------------------------------------------------------------------
+
+    async def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
+        """The next new integration instance of a step, or ``None`` when there is none."""
+        data = await self.request(protocol.call_poll_new_integration(integration_diagram_id))
+        return protocol.normalise_poll(data)
+
+    async def get_fields(self, integration_instance_id: Any) -> list[Field]:
+        """The fields of an integration instance, values parsed by type."""
+        data = await self.request(protocol.call_get_fields(integration_instance_id))
+        return parse_fields(data, instance_id=integration_instance_id)
+
+    async def get_field_values(self, integration_instance_id: Any) -> dict[str, Any]:
+        """``{label: value}`` of an integration instance."""
+        return field_values(await self.get_fields(integration_instance_id))
+
+
+__all__ = ["AsyncWorkflowsoftClient", "classify_httpx_failure"]

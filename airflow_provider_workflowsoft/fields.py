@@ -399,6 +399,18 @@ def to_jsonable(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------
 
 
+def to_wire_json(value: Any) -> Any:
+    """Like :func:`to_jsonable`, but Decimals (at any depth) stay Decimals, so the request body
+    writes them as JSON numbers digit for digit instead of strings."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): to_wire_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_wire_json(v) for v in value]
+    return to_jsonable(value)
+
+
 def to_wire(value: Any, field: Field) -> Any:
     """The JSON value to send for ``value`` in ``field`` (Decimals stay Decimals: the client writes
     them as JSON numbers digit for digit). Raises ``ValueError``/``TypeError`` with the reason."""
@@ -424,7 +436,7 @@ def to_wire(value: Any, field: Field) -> Any:
             json.dumps(to_jsonable(value))
         except (TypeError, ValueError):
             raise TypeError(f"{value!r} ({type(value).__name__}) cannot be written as JSON") from None
-        wire = value if isinstance(value, Decimal) else to_jsonable(value)
+        wire = to_wire_json(value)
     if field.options:
         allowed = _allowed_values(field.options)
         if not any(_same_option(wire, option) for option in allowed):

@@ -29,7 +29,7 @@ from airflow_provider_workflowsoft.errors import (
     WorkflowsoftInputError,
     WorkflowsoftResponseError,
 )
-from airflow_provider_workflowsoft.fields import _lookup, param_key, to_jsonable
+from airflow_provider_workflowsoft.fields import _lookup, param_key, to_jsonable, to_wire_json
 
 USER_AGENT = "airflow-provider-workflowsoft"
 
@@ -191,7 +191,7 @@ def process_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
         if not isinstance(name, str) or not name:
             raise WorkflowsoftInputError(f"fields: the name {name!r} is refused: names must be strings")
         wire_name = param_key(name) if _UUID_RE.match(name) else name
-        out[wire_name] = value if isinstance(value, Decimal) else to_jsonable(value)
+        out[wire_name] = to_wire_json(value)
     return out
 
 

@@ -1,0 +1,134 @@
+"""Shared fixtures of the unit suite: a fresh token cache, a client wired to requests-mock, field data."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+# pytest puts the tests folder on sys.path (its packages have an __init__.py); a package of that folder
+# named like an installed one must not shadow it: import the real Airflow first.
+_TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if "airflow" not in sys.modules:
+    _saved_path = sys.path[:]
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != _TESTS_DIR]
+    try:
+        import airflow.exceptions  # noqa: F401
+    finally:
+        sys.path[:] = _saved_path
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+import requests_mock as requests_mock_module  # noqa: E402
+
+from airflow_provider_workflowsoft import protocol  # noqa: E402
+from airflow_provider_workflowsoft.client import ClientConfig, WorkflowsoftClient  # noqa: E402
+
+BASE = "https://api.workflowsoft.com"
+TOKEN = "tok-SECRET-abcdef123456"
+MINTED = "minted-SECRET-987654321"
+ADMIN_LOGIN = "admin@example.com"
+ADMIN_PASSWORD = "admin-PASSWORD-xyz789"
+
+KEY_NAME = "9aae87b4-2b01-43eb-be17-d0080a225f54"
+KEY_EXISTS = "3db9d864-d2ea-43f5-8907-2a350c5708d5"
+KEY_START = "cdb815a3-0c60-4cd6-88b2-ef3f9becddc7"
+KEY_DURATION = "4dc8a917-da0c-4cf7-a43e-064785e42785"
+KEY_COUNT = "11111111-2222-3333-4444-555555555555"
+KEY_STATUS = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+KEY_LOCKED = "99999999-8888-7777-6666-555555555555"
+
+FIELDS_PATH = "/api/v2/workflows/instances/tasks/42/variables"
+UPDATE_PATH = "/api/v2/workflows/instances/variables"
+
+
+def page_fields() -> list[dict[str, Any]]:
+    """The four fields of the vendor's page, plus an integer, an option field and a read-only one."""
+    return [
+        {"label": "Event name", "type": "String", "key": KEY_NAME, "options": None,
+         "valueJson": '"Event Test"', "isReadonly": False, "isRequired": False},
+        {"label": "Event exists", "type": "Boolean?", "key": KEY_EXISTS, "options": None,
+         "valueJson": "true", "isReadonly": False, "isRequired": False},
+        {"label": "Event start", "type": "DateTime?", "key": KEY_START, "options": None,
+         "valueJson": '"2021-08-24T21:00:00Z"', "isReadonly": False, "isRequired": False},
+        {"label": "Event duration", "type": "Decimal?", "key": KEY_DURATION, "options": None,
+         "valueJson": "1640.0", "isReadonly": False, "isRequired": False},
+        {"label": "Attendees", "type": "Int32?", "key": KEY_COUNT, "options": None,
+         "valueJson": "12", "isReadonly": False, "isRequired": False},
+        {"label": "Status", "type": "String", "key": KEY_STATUS, "options": ["Open", "Closed"],
+         "valueJson": '"Open"', "isReadonly": False, "isRequired": False},
+        {"label": "Locked", "type": "String", "key": KEY_LOCKED, "options": None,
+         "valueJson": '"fixed"', "isReadonly": True, "isRequired": False},
+    ]
+
+
+class SleepRecorder:
+    """Stands in for ``time.sleep``: records the waits, never waits."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def _clear_token_cache() -> Iterator[None]:
+    protocol.TOKEN_CACHE.clear()
+    yield
+    protocol.TOKEN_CACHE.clear()
+
+
+@pytest.fixture
+def sleep() -> SleepRecorder:
+    return SleepRecorder()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def token_cache(clock: FakeClock) -> protocol.TokenCache:
+    return protocol.TokenCache(clock=clock)
+
+
+@pytest.fixture
+def rm() -> Iterator[requests_mock_module.Mocker]:
+    with requests_mock_module.Mocker() as mocker:
+        yield mocker
+
+
+@pytest.fixture
+def make_client(sleep: SleepRecorder, token_cache: protocol.TokenCache) -> Callable[..., WorkflowsoftClient]:
+    def build(**options: Any) -> WorkflowsoftClient:
+        client_kwargs = {k: options.pop(k) for k in ("on_token", "rand") if k in options}
+        if "login" not in options and "api_token" not in options:
+            options["api_token"] = TOKEN
+        config = ClientConfig(**options)
+        return WorkflowsoftClient(
+            config, sleep=sleep, token_cache=token_cache, rand=client_kwargs.pop("rand", lambda: 0.0),
+            **client_kwargs,
+        )
+
+    return build
+
+
+@pytest.fixture
+def client(make_client: Callable[..., WorkflowsoftClient]) -> WorkflowsoftClient:
+    return make_client()
+
+
+def body_of(request: Any) -> Any:
+    """The JSON body a request sent."""
+    return json.loads(request.text)

@@ -66,6 +66,9 @@ def _print_summary(snapshot: dict[str, Any]) -> None:
               f"completed by {instance.get('completed_by')}: {shown}")
     if not completed:
         print("  (none)")
+    still_open = [i["IntegrationInstanceId"] for i in instances if i.get("status") != "completed"]
+    if still_open:
+        print(f"  still open: {still_open}")
     api_processes = [p for p in snapshot.get("processes", []) if p.get("source") == "api"]
     print("\nProcesses started:")
     for process in api_processes:
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Running DAG {dag_id} with `airflow dags test`...", flush=True)
             log_file = logs / f"{dag_id}.log"
             code = _run([sys.executable, "-m", "airflow", "dags", "test", dag_id], env, log_file)
-            print(f"  {'succeeded' if code == 0 else 'FAILED'} (log: {log_file.relative_to(Path.cwd()) if log_file.is_relative_to(Path.cwd()) else log_file})")
+            shown = log_file.relative_to(Path.cwd()) if log_file.is_relative_to(Path.cwd()) else log_file
+            print(f"  {'succeeded' if code == 0 else 'FAILED'} (log: {shown})")
             if code != 0:
                 failures.append(dag_id)
         snapshot = emulator.snapshot()

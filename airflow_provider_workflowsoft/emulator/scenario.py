@@ -539,6 +539,6 @@ def load_scenario(source: Scenario | Mapping[str, Any] | str | Path | None = Non
         except ValueError as exc:
             raise ScenarioError(f"{path.name}: invalid JSON: {exc}") from None
     try:
-        return parse_scenario(raw, source=str(path))
+        return parse_scenario(raw, source="built-in demo" if source is None else str(path))
     except ScenarioError as exc:
         raise ScenarioError(f"{path.name}: {exc}") from None

@@ -614,9 +614,15 @@ class EmulatorServer:
         process_diagram_id: int | None = None,
         count: int = 1,
         values: Mapping[str, Any] | None = None,
+        created_by: str | int | None = "emulator",
     ) -> list[dict[str, int]]:
+        """Queue pending integration instances; see :meth:`EmulatorState.create_instances`."""
         return self.state.create_instances(
-            integration_step_id, process_diagram_id=process_diagram_id, count=count, values=values
+            integration_step_id,
+            process_diagram_id=process_diagram_id,
+            count=count,
+            values=values,
+            created_by=created_by,
         )
 
     def snapshot(self) -> dict[str, Any]:

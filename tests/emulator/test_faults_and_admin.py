@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -223,3 +224,34 @@ def test_stop_closes_keep_alive_connections() -> None:
     server.stop()
     with pytest.raises(requests.ConnectionError):
         api.get("/api/v2/workflows")
+
+
+def test_fault_path_filter(api: Api, emulator: EmulatorServer) -> None:
+    emulator.set_faults(error_rate=1.0, error_statuses=[500], paths=["/api/users"])
+    assert api.get("/api/v2/workflows").status_code == 200
+    assert api.get("/api/users/search", params={"Query": "j"}).status_code == 500
+    assert emulator.state.get_faults() is not None
+
+
+def test_concurrent_pollers_get_each_instance_once(emulator: EmulatorServer) -> None:
+    created = {c["IntegrationInstanceId"] for c in emulator.create_instances(EVENT_STEP, count=40)}
+    results: list[list[int]] = [[] for _ in range(4)]
+
+    def worker(out: list[int]) -> None:
+        client = Api(emulator.base_url)
+        while True:
+            resp = client.poll()
+            if resp.status_code == 204:
+                break
+            out.append(resp.json()["IntegrationInstanceId"])
+        client.session.close()
+
+    threads = [threading.Thread(target=worker, args=(out,)) for out in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    handed = [iid for out in results for iid in out]
+    assert sorted(handed) == sorted(created)
+    # One keep-alive connection per worker thread.
+    assert len({e["client"] for e in emulator.request_log()}) == 4

@@ -312,6 +312,8 @@ def parse_token(text: str, content_type: str = "") -> str:
         data = json.loads(stripped)
     except ValueError:
         data = stripped  # plain text
+    if not isinstance(data, str | Mapping):
+        data = stripped  # plain text that happens to read as a JSON number
     token = _token_from(data)
     if not token or any(ch.isspace() for ch in token):
         raise WorkflowsoftResponseError("the token endpoint's answer holds no token this client can read")
@@ -380,8 +382,9 @@ def normalise_object(data: Any, method: str, path: str) -> dict[str, Any]:
     if isinstance(data, list) and len(data) == 1:
         data = data[0]
     if not isinstance(data, Mapping):
+        got = "an empty body" if data is None else type(data).__name__
         raise WorkflowsoftResponseError(
-            f"Workflowsoft answered {method} {path} with {type(data).__name__} where an object was expected"
+            f"Workflowsoft answered {method} {path} with {got} where an object was expected"
         )
     out = {str(k): to_jsonable(v) for k, v in data.items()}
     for canonical in ("Id", "Title"):

@@ -1,0 +1,290 @@
+"""``WorkflowsoftIntegrationSensor``: waits for new integration instances of an integration step.
+
+Reliability rules (the claims ledger, :class:`~airflow_provider_workflowsoft.ledger.ClaimsLedger`):
+
+* every instance received from Workflowsoft is claimed in the ledger right after it is polled, before
+  anything else (fields) is done with it: a poll hands an instance out once, so a run that dies
+  afterwards must not lose it;
+* before polling, claims of this step that are older than ``reclaim_after`` and not done are offered
+  again (they count in ``max_instances``), and so are this task's own claims from an earlier try;
+* instances that another run claimed recently are not taken again when a server repeats them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_provider_workflowsoft import defaults, ledger
+from airflow_provider_workflowsoft._compat import (
+    AirflowException,
+    BaseSensorOperator,
+    Context,
+    PokeReturnValue,
+    default_deferrable,
+)
+from airflow_provider_workflowsoft.errors import WorkflowsoftError, WorkflowsoftInputError
+from airflow_provider_workflowsoft.fields import to_jsonable
+from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+from airflow_provider_workflowsoft.triggers.workflowsoft import Drain, WorkflowsoftIntegrationTrigger
+
+log = logging.getLogger(__name__)
+
+
+def _owner(context: Any) -> str:
+    ti = context["ti"] if context and "ti" in context else None
+    if ti is None:
+        return ""
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
+
+
+class WorkflowsoftIntegrationSensor(BaseSensorOperator):
+    """Waits for new integration instances of an integration step and returns them.
+
+    The XCom ``return_value`` is a list of ``{"IntegrationInstanceId", "ProcessInstanceId"}`` dicts
+    (plus ``"fields": {label: value}`` with ``fetch_fields=True``; datetimes as ISO strings ending in
+    ``Z``, decimals as exact strings), ready for ``.expand(integration_instance_id=sensor.output)``.
+
+    .. code-block:: python
+
+        new_events = WorkflowsoftIntegrationSensor(
+            task_id="new_events",
+            process_diagram_name="Event registration",
+            integration_step_name="Enrich event",
+            max_instances=10,
+            fetch_fields=True,
+            deferrable=True,
+        )
+
+    :param integration_diagram_id: the integration step (``IntegrationDiagramID``) to wait on
+    :param process_diagram_name: with ``integration_step_name``, the step by name (resolved at run time)
+    :param integration_step_name: the integration step's title in that process diagram
+    :param max_instances: the most instances one run takes; a drain also stops at an empty answer or
+        when the server repeats an instance it already gave
+    :param fetch_fields: read each instance's fields into ``"fields"``
+    :param reclaim_after: lease of a claim: claimed-but-not-done instances older than this are offered
+        again (``None``: never)
+    :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``)
+    :param max_consecutive_failures: deferrable mode: failed polls in a row before the task fails
+    :param workflowsoft_conn_id: the Workflowsoft connection id
+    :param ledger_store: the claims ledger's store (default: Airflow Variables)
+    """
+
+    template_fields: Sequence[str] = (
+        "integration_diagram_id",
+        "process_diagram_name",
+        "integration_step_name",
+        "max_instances",
+        "fetch_fields",
+        "workflowsoft_conn_id",
+    )
+    ui_color = "#e8f0ff"
+
+    #: the ledgers' store; ``None`` means Airflow Variables (tests set a ``ledger.MemoryStore``)
+    ledger_store: Any = None
+
+    def __init__(
+        self,
+        *,
+        integration_diagram_id: int | str | None = None,
+        process_diagram_name: str | None = None,
+        integration_step_name: str | None = None,
+        max_instances: int | str = 1,
+        fetch_fields: bool = False,
+        reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
+        deferrable: bool | None = None,
+        max_consecutive_failures: int = 5,
+        workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
+        ledger_store: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if integration_diagram_id is None and not (process_diagram_name and integration_step_name):
+            raise WorkflowsoftInputError(
+                "WorkflowsoftIntegrationSensor needs integration_diagram_id, or process_diagram_name and "
+                "integration_step_name"
+            )
+        self.integration_diagram_id = integration_diagram_id
+        self.process_diagram_name = process_diagram_name
+        self.integration_step_name = integration_step_name
+        self.max_instances = max_instances
+        self.fetch_fields = fetch_fields
+        self.reclaim_after = reclaim_after
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.max_consecutive_failures = max_consecutive_failures
+        self.workflowsoft_conn_id = workflowsoft_conn_id
+        if ledger_store is not None:
+            self.ledger_store = ledger_store
+        self._step_id: int | None = None
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    @property
+    def hook(self) -> WorkflowsoftHook:
+        if getattr(self, "_hook", None) is None:
+            self._hook = WorkflowsoftHook(self.workflowsoft_conn_id)
+        return self._hook
+
+    @property
+    def claims(self) -> ledger.ClaimsLedger:
+        return ledger.ClaimsLedger(self.workflowsoft_conn_id, store=self.ledger_store)
+
+    def _limit(self) -> int:
+        try:
+            limit = int(self.max_instances)
+        except (TypeError, ValueError):
+            raise WorkflowsoftInputError(f"max_instances must be a whole number, got {self.max_instances!r}") from None
+        if limit < 1:
+            raise WorkflowsoftInputError(f"max_instances must be 1 or more, got {limit}")
+        return limit
+
+    def step_id(self) -> int:
+        """The integration step id, resolved by name once per task run when not given."""
+        if self._step_id is None:
+            if self.integration_diagram_id not in (None, ""):
+                value = self.integration_diagram_id
+                if isinstance(value, str) and value.strip().isdigit():
+                    value = int(value.strip())
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise WorkflowsoftInputError(f"integration_diagram_id must be an integer id, got {value!r}")
+                self._step_id = value
+            else:
+                diagram = self.hook.find_process_diagram(str(self.process_diagram_name))
+                step = self.hook.find_integration_step(diagram["Id"], str(self.integration_step_name))
+                self._step_id = int(step["Id"])
+                self.log.info("Integration step %r of %r is %s", self.integration_step_name,
+                              self.process_diagram_name, self._step_id)
+        return self._step_id
+
+    def _held_elsewhere(self, step: int, owner: str) -> tuple[list[dict[str, Any]], list[Any]]:
+        """(this task's own open claims from an earlier try, ids other runs hold within their lease)."""
+        own: list[dict[str, Any]] = []
+        others: list[Any] = []
+        now = self.claims.clock()
+        for record in self.claims.list_claims(step):
+            iid = record.get("integration_instance_id")
+            if owner and record.get("owner") == owner and record.get("state") == ledger.CLAIMED:
+                own.append({"IntegrationInstanceId": iid, "ProcessInstanceId": record.get("process_instance_id"),
+                            "reclaimed": True})
+                continue
+            claimed = ledger._parse(record.get("claimed_at")) or now
+            if self.reclaim_after is None or now - claimed < self.reclaim_after:
+                others.append(iid)
+        return own, others
+
+    def _reoffered(self, step: int, owner: str, limit: int) -> tuple[list[dict[str, Any]], list[Any]]:
+        own, others = self._held_elsewhere(step, owner)
+        offered = own[:limit]
+        if len(offered) < limit:
+            for instance in self.claims.reclaim(step, self.reclaim_after, owner=owner, limit=limit):
+                if len(offered) >= limit:
+                    break
+                if instance["IntegrationInstanceId"] not in {i["IntegrationInstanceId"] for i in offered}:
+                    offered.append(instance)
+        if own:
+            self.claims.claim(step, own[: len(offered)], owner=owner)
+        taken = {i["IntegrationInstanceId"] for i in offered}
+        return offered, [i for i in others if i not in taken]
+
+    def _with_fields(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for instance in instances:
+            item = {"IntegrationInstanceId": instance["IntegrationInstanceId"],
+                    "ProcessInstanceId": instance.get("ProcessInstanceId")}
+            if instance.get("reclaimed"):
+                item["reclaimed"] = True
+            if to_bool(self.fetch_fields):
+                fields = instance.get("fields")
+                if fields is None:
+                    fields = to_jsonable(self.hook.get_field_values(instance["IntegrationInstanceId"]))
+                item["fields"] = fields
+            out.append(item)
+        return out
+
+    def drain(self, context: Context) -> list[dict[str, Any]]:
+        """One check: re-offered claims first, then new instances, each claimed as soon as it is polled."""
+        step = self.step_id()
+        owner = _owner(context)
+        limit = self._limit()
+        offered, others = self._reoffered(step, owner, limit)
+        drain = Drain(limit, taken=offered, skip=others)
+        try:
+            while not drain.finished:
+                instance = self.hook.poll_new_integration(step)
+                if drain.offer(instance):
+                    assert instance is not None
+                    self.claims.claim(step, [instance], owner=owner)
+        except WorkflowsoftError as exc:
+            if not drain.instances or isinstance(exc, WorkflowsoftInputError):
+                raise
+            self.log.warning("Polling failed after %d instance(s) were received (%s); returning those",
+                             len(drain.instances), exc)
+        if drain.instances:
+            self.log.info("Took %d integration instance(s) of step %s (drain stopped: %s): %s",
+                          len(drain.instances), step, drain.reason or "limit",
+                          [i["IntegrationInstanceId"] for i in drain.instances])
+        return self._with_fields(drain.instances)
+
+    # -- sensor -------------------------------------------------------------------------------------
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        instances = self.drain(context)
+        return PokeReturnValue(is_done=bool(instances), xcom_value=instances)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        instances = self.drain(context)
+        if instances:
+            return instances
+        self._defer(context)
+        return None  # pragma: no cover - defer raises
+
+    def _defer(self, context: Context) -> None:
+        step = self.step_id()
+        _own, others = self._held_elsewhere(step, _owner(context))
+        timeout = self.timeout
+        self.defer(
+            trigger=WorkflowsoftIntegrationTrigger(
+                integration_diagram_id=step,
+                conn_id=self.workflowsoft_conn_id,
+                max_instances=self._limit(),
+                fetch_fields=to_bool(self.fetch_fields),
+                poll_interval=float(self.poke_interval),
+                max_consecutive_failures=self.max_consecutive_failures,
+                skip_ids=others,
+            ),
+            method_name="execute_complete",
+            timeout=dt.timedelta(seconds=float(timeout)) if timeout is not None else None,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Resume after the trigger: claim the event's instances, then return them (or fail clearly)."""
+        if not isinstance(event, dict):
+            raise AirflowException(f"Workflowsoft trigger sent an event this sensor cannot read: {event!r}")
+        step = self.step_id()
+        owner = _owner(context)
+        instances = [i for i in event.get("instances") or [] if isinstance(i, dict)]
+        if instances:
+            self.claims.claim(step, instances, owner=owner)
+        if event.get("status") != "success":
+            kept = f" ({len(instances)} instance(s) received were claimed and will be re-offered)" if instances else ""
+            raise AirflowException(f"Waiting for Workflowsoft integration step {step} failed: "
+                                   f"{event.get('message', 'no message')}{kept}")
+        if not instances:
+            self._defer(context)
+        if event.get("warning"):
+            self.log.warning("The trigger reported: %s", event["warning"])
+        return self._with_fields(instances)
+
+
+def to_bool(value: Any) -> bool:
+    """A templated boolean (``"True"``/``"false"`` after rendering) as a bool."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes", "on")
+    return bool(value)
+
+
+__all__ = ["WorkflowsoftIntegrationSensor"]

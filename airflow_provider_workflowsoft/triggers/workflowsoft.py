@@ -1,0 +1,222 @@
+"""``WorkflowsoftIntegrationTrigger``: waits in the triggerer for new integration instances.
+
+The trigger polls ``new-integrations`` with the async client until it gets at least one instance,
+drains up to ``max_instances`` in one go (the same stop rules as the sensor: see :class:`Drain`),
+optionally reads each instance's fields, and fires one ``TriggerEvent``. Transient faults (network,
+429, 5xx after the client's own retries) are ridden out with backoff; an error event is fired only
+after ``max_consecutive_failures`` failed rounds in a row, or at once for errors that cannot heal
+(refused credentials, unknown integration step).
+
+Instances already received are never dropped: when polling or reading fields fails after some were
+received, the event carries them (without fields; the sensor reads those itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft._compat import BaseHook, BaseTrigger, TriggerEvent, mask_secret
+from airflow_provider_workflowsoft.errors import WorkflowsoftError, WorkflowsoftInputError
+from airflow_provider_workflowsoft.fields import to_jsonable
+
+log = logging.getLogger(__name__)
+
+CLASSPATH = "airflow_provider_workflowsoft.triggers.workflowsoft.WorkflowsoftIntegrationTrigger"
+
+
+class Drain:
+    """The stop rules of one drain, shared by the sensor and the trigger.
+
+    A drain takes instances until ``limit`` is reached, the server answers "nothing new", or the server
+    repeats an instance this drain already has (a server that hands out the oldest open instance
+    until it is completed would otherwise make the drain loop). Ids in ``skip`` (instances another run
+    is working on) also end the drain, without being taken.
+
+    :param limit: the most instances to take (already-taken instances passed in ``taken`` count)
+    :param taken: instances already taken (for example claims re-offered from the ledger)
+    :param skip: instance ids not to take
+    """
+
+    def __init__(self, limit: int, taken: Iterable[dict[str, Any]] = (), skip: Iterable[Any] = ()) -> None:
+        self.limit = max(1, int(limit))
+        self.instances: list[dict[str, Any]] = list(taken)
+        self.seen = {_iid(i) for i in self.instances}
+        self.skip = {_iid(i) for i in skip}
+        self.finished = len(self.instances) >= self.limit
+        self.reason = "limit" if self.finished else ""
+
+    def offer(self, instance: dict[str, Any] | None) -> bool:
+        """Take a poll answer; ``True`` when it was taken (and the drain may poll again if not finished)."""
+        if self.finished:
+            return False
+        if instance is None:
+            self.finished, self.reason = True, "empty"
+            return False
+        iid = _iid(instance)
+        if iid in self.seen:
+            self.finished, self.reason = True, "repeated"
+            return False
+        if iid in self.skip:
+            self.finished, self.reason = True, "held elsewhere"
+            return False
+        self.seen.add(iid)
+        self.instances.append(dict(instance))
+        if len(self.instances) >= self.limit:
+            self.finished, self.reason = True, "limit"
+        return True
+
+
+def _iid(instance: Any) -> Any:
+    if isinstance(instance, dict):
+        instance = instance.get("IntegrationInstanceId")
+    if isinstance(instance, str) and instance.strip().isdigit():
+        return int(instance.strip())
+    return instance
+
+
+async def _get_connection(conn_id: str) -> Any:
+    """The connection, read with Airflow's async API (3.x) or in a thread (2.11)."""
+    aget = getattr(BaseHook, "aget_connection", None)
+    if aget is not None:
+        return await aget(conn_id)
+    return await asyncio.to_thread(BaseHook.get_connection, conn_id)  # pragma: no cover - Airflow 2.11
+
+
+class WorkflowsoftIntegrationTrigger(BaseTrigger):
+    """Fires when new integration instances of an integration step are available.
+
+    Event payloads: ``{"status": "success", "instances": [{"IntegrationInstanceId", "ProcessInstanceId",
+    "fields"?}, ...]}`` or ``{"status": "error", "message": ..., "instances": [...]}``.
+
+    .. code-block:: python
+
+        trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11, max_instances=10, poll_interval=30)
+
+    :param conn_id: the Workflowsoft connection id
+    :param integration_diagram_id: the integration step (``IntegrationDiagramID``) to poll
+    :param max_instances: the most instances one event carries
+    :param fetch_fields: also read each instance's fields (``{label: value}``, JSON-safe)
+    :param poll_interval: seconds between polls when nothing is new
+    :param max_consecutive_failures: failed rounds in a row before an error event
+    :param skip_ids: instance ids another run is working on: polled again, they count as "nothing new"
+    :param client_options: :class:`~airflow_provider_workflowsoft.client.ClientConfig` fields that win over
+        the connection (JSON-safe values)
+    :param failure_backoff_max: the longest wait, in seconds, between failed rounds
+    """
+
+    def __init__(
+        self,
+        integration_diagram_id: int,
+        conn_id: str = defaults.DEFAULT_CONN_ID,
+        max_instances: int = 1,
+        fetch_fields: bool = False,
+        poll_interval: float = 60.0,
+        max_consecutive_failures: int = 5,
+        skip_ids: list[Any] | None = None,
+        client_options: dict[str, Any] | None = None,
+        failure_backoff_max: float = 300.0,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.integration_diagram_id = integration_diagram_id
+        self.max_instances = int(max_instances)
+        self.fetch_fields = bool(fetch_fields)
+        self.poll_interval = float(poll_interval)
+        self.max_consecutive_failures = max(1, int(max_consecutive_failures))
+        self.skip_ids = list(skip_ids or [])
+        self.client_options = dict(client_options or {})
+        self.failure_backoff_max = float(failure_backoff_max)
+        #: built by ``run()``; tests replace it to inject a transport
+        self.client_factory: Callable[[Any], Any] | None = None
+        self.sleep: Callable[[float], Any] = asyncio.sleep
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            CLASSPATH,
+            {
+                "integration_diagram_id": self.integration_diagram_id,
+                "conn_id": self.conn_id,
+                "max_instances": self.max_instances,
+                "fetch_fields": self.fetch_fields,
+                "poll_interval": self.poll_interval,
+                "max_consecutive_failures": self.max_consecutive_failures,
+                "skip_ids": list(self.skip_ids),
+                "client_options": dict(self.client_options),
+                "failure_backoff_max": self.failure_backoff_max,
+            },
+        )
+
+    async def _client(self) -> Any:
+        from airflow_provider_workflowsoft.async_client import AsyncWorkflowsoftClient
+        from airflow_provider_workflowsoft.hooks.workflowsoft import config_from_connection
+
+        conn = await _get_connection(self.conn_id)
+        config = config_from_connection(conn, **self.client_options)
+        for secret in config.secrets():
+            mask_secret(secret)
+        if self.client_factory is not None:
+            return self.client_factory(config)
+        return AsyncWorkflowsoftClient(config, on_token=mask_secret)
+
+    def _failure_wait(self, failures: int) -> float:
+        return min(self.failure_backoff_max, max(self.poll_interval, 1.0) * (2 ** (failures - 1)))
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:  # type: ignore[override]
+        received: list[dict[str, Any]] = []  # kept across failed rounds: never drop a handed-out instance
+        failures = 0
+        client = None
+        try:
+            while True:
+                try:
+                    if client is None:
+                        client = await self._client()
+                    drain = Drain(self.max_instances, taken=received, skip=self.skip_ids)
+                    while not drain.finished:
+                        if drain.offer(await client.poll_new_integration(self.integration_diagram_id)):
+                            received = drain.instances
+                    if self.fetch_fields:
+                        for instance in received:
+                            if "fields" not in instance:
+                                values = await client.get_field_values(instance["IntegrationInstanceId"])
+                                instance["fields"] = to_jsonable(values)
+                    failures = 0
+                except WorkflowsoftInputError as exc:
+                    # Cannot heal by waiting (credentials refused, unknown step, bad connection).
+                    yield TriggerEvent(self._error(str(exc), received))
+                    return
+                except (TimeoutError, WorkflowsoftError, OSError) as exc:
+                    failures += 1
+                    if received:
+                        log.warning("Reading new integration instances failed (%s); handing over the %d received",
+                                    exc, len(received))
+                        yield TriggerEvent({"status": "success", "instances": received, "warning": str(exc)})
+                        return
+                    if failures >= self.max_consecutive_failures:
+                        yield TriggerEvent(self._error(
+                            f"Polling integration step {self.integration_diagram_id} failed "
+                            f"{failures} times in a row; last error: {exc}", received))
+                        return
+                    wait = self._failure_wait(failures)
+                    log.warning("Polling integration step %s failed (%s); attempt %d/%d, next in %.1f s",
+                                self.integration_diagram_id, exc, failures, self.max_consecutive_failures, wait)
+                    await self.sleep(wait)
+                    continue
+                if received:
+                    log.info("Received %d integration instance(s) of step %s: %s", len(received),
+                             self.integration_diagram_id, [i["IntegrationInstanceId"] for i in received])
+                    yield TriggerEvent({"status": "success", "instances": received})
+                    return
+                await self.sleep(self.poll_interval)
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    def _error(self, message: str, received: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"status": "error", "message": message, "instances": received}
+
+
+__all__ = ["Drain", "WorkflowsoftIntegrationTrigger"]

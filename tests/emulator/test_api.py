@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -73,11 +74,13 @@ def test_mint_token_rejects_bad_lifetime(api: Api, lifetime: str) -> None:
         ("text", lambda r: r.headers["Content-Type"].startswith("text/plain") and r.text.startswith("tok")),
     ],
 )
-def test_token_shapes(api: Api, emulator: EmulatorServer, shape: str, check: object) -> None:
+def test_token_shapes(
+    api: Api, emulator: EmulatorServer, shape: str, check: Callable[[requests.Response], bool]
+) -> None:
     emulator.update_settings(token_shape=shape)
     resp = api.get("/api/v2/app/apitoken", token=None, auth=emulator.admin_credentials)
     assert resp.status_code == 200
-    assert check(resp)  # type: ignore[operator]
+    assert check(resp)
     token = resp.text if shape == "text" else (resp.json() if shape == "string" else resp.json()["token"])
     assert api.get("/api/v2/workflows", token=token).status_code == 200
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import threading
 import time
@@ -87,7 +88,9 @@ class ClientConfig:
             raise WorkflowsoftConfigError(
                 f"token_lifetime_seconds must be a positive number of seconds, got {self.token_lifetime_seconds}"
             )
-        if self.timeout <= 0 or self.connect_timeout <= 0:
+        if not (math.isfinite(self.timeout) and math.isfinite(self.connect_timeout)) or min(
+            self.timeout, self.connect_timeout
+        ) <= 0:
             raise WorkflowsoftConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if self.max_retries < 0:
             raise WorkflowsoftConfigError(f"max_retries must be 0 or more, got {self.max_retries}")

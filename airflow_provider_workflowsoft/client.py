@@ -325,7 +325,7 @@ class WorkflowsoftClient:
 
     def _mint(self, key: tuple[str, str, str, int]) -> str:
         call = protocol.call_mint_token(self.config.token_lifetime_seconds)
-        basic = requests.auth._basic_auth_str(self.config.login or "", self.config.password or "")
+        basic = protocol.basic_auth_header(self.config.login or "", self.config.password or "")
         minted_at = self._token_cache.clock()
         answer = self._exchange(call, lambda: {"Authorization": basic}, refresh_on_401=False)
         if answer.status >= 400:

@@ -7,6 +7,7 @@ Every reading of a point the vendor's page leaves open is made here and listed i
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import email.utils
 import hashlib
@@ -170,6 +171,11 @@ def call_create_task(
     if files:
         body["Files"] = to_jsonable(files)
     return Call("POST", "/api/v2/tasks", body=body, on_behalf_of=on_behalf_of, creates=True)
+
+
+def basic_auth_header(login: str, password: str) -> str:
+    """``Basic <base64(login:password)>``: how the token endpoint is assumed to authenticate."""
+    return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
 
 
 def call_mint_token(lifetime_seconds: int) -> Call:

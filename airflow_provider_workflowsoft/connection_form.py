@@ -12,40 +12,48 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults as protocol
 
 #: The connection extras: JSON-schema type, default, label, help text.
+#:
+#: No key may contain a word Airflow treats as sensitive (``token``, ``secret``, ``password``, ``key``
+#: after ``api_``/``access_``, ``dsn``, ``proxy``...): Airflow 3.3 masks such extras as ``***`` in the
+#: form's defaults and in what the form sends back, so the UI would store ``"***"`` instead of the value.
 EXTRA_FIELDS: dict[str, dict[str, Any]] = {
-    "token_lifetime_seconds": {
+    "lifetime_seconds": {
         "type": "integer",
         "default": protocol.DEFAULT_TOKEN_LIFETIME_SECONDS,
         "label": "Token lifetime (seconds)",
-        "description": "Only with administrator credentials: lifetime asked for each minted API token "
-        "(lifeTimeInSec). Default 3600.",
+        "description": "Only with administrator credentials: lifetime asked for each API token minted "
+        "from them (lifeTimeInSec). Ignored with an API token. Empty: 3600.",
     },
     "timeout": {
         "type": "number",
         "default": protocol.DEFAULT_TIMEOUT_SECONDS,
         "label": "Timeout (seconds)",
-        "description": "Read timeout of every request. Default 30.",
+        "description": "Read timeout of every request, in seconds. Empty: 30.",
     },
     "max_retries": {
         "type": "integer",
         "default": protocol.DEFAULT_MAX_RETRIES,
         "label": "Max retries",
-        "description": "Retries after a connection error, 429 or 5xx, with exponential backoff. Default 5.",
+        "description": "Retries after a connection error, 429 or 5xx, with exponential backoff (0: none). "
+        "Empty: 5.",
     },
     "on_behalf_of": {
         "type": "string",
         "default": protocol.DEFAULT_ON_BEHALF_OF,
         "label": "On behalf of (X-OnBehalfOf-Id)",
         "description": "User id sent as X-OnBehalfOf-Id when updating fields and completing steps, and the "
-        "default user of process starts and tasks. Default: system.",
+        "default user of process starts and tasks. Empty: system.",
     },
     "verify_ssl": {
         "type": "boolean",
         "default": True,
         "label": "Verify SSL",
-        "description": "Verify the server's TLS certificate. Default on.",
+        "description": "Verify the server's TLS certificate (https only). Default on.",
     },
 }
+
+#: Extra keys used before, still read by the hook when the new key is absent.
+LEGACY_EXTRA_NAMES: dict[str, str] = {"token_lifetime_seconds": "lifetime_seconds"}
 
 HOST_PLACEHOLDER = protocol.DEFAULT_BASE_URL
 
@@ -56,7 +64,7 @@ def conn_fields() -> dict[str, Any]:
     for name, spec in EXTRA_FIELDS.items():
         schema: dict[str, Any] = {"type": [spec["type"], "null"], "default": spec["default"]}
         if spec["type"] == "integer":
-            schema["minimum"] = 1 if name == "token_lifetime_seconds" else 0
+            schema["minimum"] = 1 if name == "lifetime_seconds" else 0
         fields[name] = {"label": spec["label"], "description": spec["description"], "schema": schema}
     return fields
 
@@ -64,20 +72,23 @@ def conn_fields() -> dict[str, Any]:
 def ui_field_behaviour() -> dict[str, Any]:
     """Hidden standard fields, relabels and placeholders (both Airflow lines)."""
     return {
-        # Port stays visible: Airflow 3.3's Test button sends an empty port as 0 and then refuses to
-        # test ("host or port differs"); the README tells users to enter 443 (or the emulator's port).
+        # Port stays visible and asks to be filled: Airflow 3.3's row Test button sends a stored empty
+        # port as 0, and the API then answers 400 "host or port differs" without calling the hook. The
+        # hook itself treats an empty port as "the port of the address" (443 for https).
+        # "extra" hides the raw JSON on Airflow 2.11; 3.3 always shows its "Extra Fields JSON" section.
         "hidden-fields": ["schema", "extra"],
         "relabeling": {
             "host": "API address",
+            "port": "Port (needed by Test)",
             "login": "Administrator login (optional)",
             "password": "API token",
         },
         "placeholders": {
             "host": HOST_PLACEHOLDER,
-            "port": "443",
-            "login": "Leave empty when the password holds an API token",
-            "password": "API token (or the administrator password when Login is set)",
-            "description": "Workflowsoft tenant used by the ETL DAGs",
+            "port": "443 for https, or the port in the API address",
+            "login": "Only for admin credentials (admin password in API token); else leave empty",
+            "password": "API token (or the administrator password when a login is set)",
+            "description": "Optional note, e.g. which Workflowsoft tenant",
         },
     }
 

@@ -16,7 +16,7 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults, protocol
 from airflow_provider_workflowsoft._compat import BaseHook, mask_secret
 from airflow_provider_workflowsoft.client import ClientConfig, WorkflowsoftClient
-from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS
+from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, LEGACY_EXTRA_NAMES
 from airflow_provider_workflowsoft.errors import (
     WorkflowsoftAPIError,
     WorkflowsoftConfigError,
@@ -26,8 +26,11 @@ from airflow_provider_workflowsoft.errors import (
 from airflow_provider_workflowsoft.fields import Field
 
 
-def _cast_extra(name: str, raw: Any) -> Any:
-    """An extra's value in its type; ``None``/empty (as the UI stores untouched fields) means the default."""
+def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
+    """An extra's value in its type; ``None``/empty (as the UI stores untouched fields) means the default.
+
+    :param key: the extra's key as stored, when it differs from ``name`` (an older key), for errors
+    """
     spec = EXTRA_FIELDS[name]
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return spec["default"]
@@ -60,7 +63,7 @@ def _cast_extra(name: str, raw: Any) -> Any:
     except ValueError:
         expected = {"integer": "a whole number >= 0", "number": "a number > 0", "boolean": "true or false"}
         raise WorkflowsoftConfigError(
-            f"The connection's extra {name!r} is {raw!r}, which is not {expected.get(kind, kind)}"
+            f"The connection's extra {key or name!r} is {raw!r}, which is not {expected.get(kind, kind)}"
         ) from None
 
 
@@ -83,7 +86,12 @@ def config_from_connection(conn: Any, **overrides: Any) -> ClientConfig:
         raise WorkflowsoftConfigError(f"The connection's port {conn.port!r} is not a number") from None
     login = (conn.login or "").strip() or None
     password = conn.password or None
-    values = {name: _cast_extra(name, extras.get(name)) for name in EXTRA_FIELDS}
+    keys = {name: name for name in EXTRA_FIELDS}
+    for old, new in LEGACY_EXTRA_NAMES.items():
+        # "***" is what Airflow 3.3's form stored for the old key (masked as sensitive): the default.
+        if extras.get(new) is None and extras.get(old) not in (None, "***"):
+            keys[new] = old
+    values = {name: _cast_extra(name, extras.get(key), key) for name, key in keys.items()}
     credentials: dict[str, Any]
     if login and password:
         credentials = {"login": login, "password": password}
@@ -91,17 +99,17 @@ def config_from_connection(conn: Any, **overrides: Any) -> ClientConfig:
         credentials = {"api_token": password.strip()}
     elif login:
         raise WorkflowsoftConfigError(
-            "The connection has a login but no password: set the password to the administrator password "
-            "(or clear the login and put an API token in the password)"
+            "The connection has a login but no password: put the administrator password in the API token "
+            "(password) field, or clear the login and put an API token there"
         )
     else:
         raise WorkflowsoftConfigError(
-            f"The connection {getattr(conn, 'conn_id', '')!r} has no API token: put it in the password field "
-            "(or fill login and password with administrator credentials)"
+            f"The connection {getattr(conn, 'conn_id', '')!r} has no API token: put it in the API token "
+            "(password) field, or fill the login and that field with administrator credentials"
         )
     kwargs: dict[str, Any] = {
         "base_url": protocol.normalise_base_url(host, port),
-        "token_lifetime_seconds": values["token_lifetime_seconds"],
+        "token_lifetime_seconds": values["lifetime_seconds"],
         "timeout": values["timeout"],
         "max_retries": values["max_retries"],
         "on_behalf_of": values["on_behalf_of"] or defaults.DEFAULT_ON_BEHALF_OF,

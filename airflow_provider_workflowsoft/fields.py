@@ -414,7 +414,7 @@ def to_wire_json(value: Any) -> Any:
 def to_wire(value: Any, field: Field) -> Any:
     """The JSON value to send for ``value`` in ``field`` (Decimals stay Decimals: the client writes
     them as JSON numbers digit for digit). Raises ``ValueError``/``TypeError`` with the reason."""
-    if value is None or (isinstance(value, str) and not value.strip() and field.kind != "string"):
+    if value is None or (isinstance(value, str) and not value.strip() and field.kind not in ("string", "unknown")):
         if not field.nullable:
             raise ValueError(f"the type {field.type!r} does not allow an empty value")
         return None

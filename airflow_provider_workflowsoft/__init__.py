@@ -48,6 +48,12 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_workflowsoft.triggers.workflowsoft"],
             }
         ],
+        "task-decorators": [
+            {
+                "name": "workflowsoft_worker",
+                "class-name": "airflow_provider_workflowsoft.decorators.workflowsoft.workflowsoft_worker_task",
+            }
+        ],
         "notifications": ["airflow_provider_workflowsoft.notifications.workflowsoft.WorkflowsoftNotifier"],
         "connection-types": [
             {

@@ -60,6 +60,19 @@ def conf_getboolean(section: str, key: str, fallback: bool) -> bool:
     return bool(value)
 
 
+def task_decorator_base() -> tuple[Any, Any]:
+    """``(DecoratedOperator, task_decorator_factory)`` of the running Airflow (imported only by the
+    ``decorators`` modules, so DAG files without ``@task.workflowsoft_*`` do not pay for them)."""
+    try:
+        from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+    except ImportError:  # Airflow 2.11
+        from airflow.decorators.base import (  # type: ignore[no-redef]
+            DecoratedOperator,
+            task_decorator_factory,
+        )
+    return DecoratedOperator, task_decorator_factory
+
+
 def default_deferrable() -> bool:
     """Airflow's ``[operators] default_deferrable``, the default of every ``deferrable`` argument."""
     return conf_getboolean("operators", "default_deferrable", fallback=False)
@@ -84,4 +97,5 @@ __all__ = [
     "default_deferrable",
     "get_current_context",
     "mask_secret",
+    "task_decorator_base",
 ]

@@ -414,7 +414,8 @@ class WorkflowsoftProcessInstancesOperator(BaseOperator):
         from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 
         # One pooled connection per worker and per poller: no connection is ever opened twice.
-        return WorkflowsoftHook(self.workflowsoft_conn_id, client_options={"pool_size": self.max_workers + self.pollers})
+        pool_size = self.max_workers + self.pollers
+        return WorkflowsoftHook(self.workflowsoft_conn_id, client_options={"pool_size": pool_size})
 
     def _step_id(self, hook: Any) -> int | str | None:
         if self.integration_diagram_id not in (None, ""):
@@ -464,7 +465,8 @@ class WorkflowsoftProcessInstancesOperator(BaseOperator):
         ti = context["ti"]
         title = spec.get("title") or f"Airflow {ti.dag_id}.{ti.task_id}: {len(report['failed'])} instance(s) failed"
         listing = "\n".join(f"- {f['IntegrationInstanceId']}: {f['error']}" for f in report["failed"])
-        description = "\n\n".join(p for p in (spec.get("description"), f"Failed integration instances:\n{listing}") if p)
+        parts = (spec.get("description"), f"Failed integration instances:\n{listing}")
+        description = "\n\n".join(p for p in parts if p)
         assignee = spec.get("assignee")
         on_behalf_of = spec.get("on_behalf_of")
 

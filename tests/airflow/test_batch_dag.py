@@ -1,0 +1,31 @@
+"""The batch worker operator and ``@task.workflowsoft_worker`` in a real ``airflow dags test`` run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_workflowsoft.emulator import EmulatorServer
+
+from .conftest import TEST_DAGS_FOLDER, RunDag, assert_dag_succeeded
+
+pytestmark = pytest.mark.airflow
+
+
+def test_batch_worker_dag_completes_every_instance(run_dag: RunDag, emulator: EmulatorServer) -> None:
+    created = [i["IntegrationInstanceId"] for i in emulator.create_instances(11, count=8)]
+    result = run_dag("workflowsoft_batch_worker", emulator=emulator, dags_folder=Path(TEST_DAGS_FOLDER))
+    assert_dag_succeeded(result)
+    views = {i["IntegrationInstanceId"]: i for i in emulator.snapshot()["instances"]}
+    for position, iid in enumerate(sorted(created)):
+        view = views[iid]
+        assert view["status"] == "completed", view
+        if position < 3:  # the operator took the first three (the poll hands out the oldest first)
+            assert view["fields"]["Venue code"] == f"OP-{iid}"
+            assert view["fields"]["Attendees"] == len("Event Test")
+        else:
+            assert view["fields"]["Venue code"] == f"DEC-{iid}"
+            assert view["fields"]["Category"] == "Workshop"
+    assert "Processed 3 integration instance(s)" in result.stdout
+    assert "Processed 5 integration instance(s)" in result.stdout

@@ -399,3 +399,5 @@ __all__ = [
     "WorkflowsoftUpdateFieldsOperator",
     "coerce_instance_id",
 ]
+
+from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator  # noqa: E402,F401

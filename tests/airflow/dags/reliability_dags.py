@@ -1,0 +1,116 @@
+"""DAGs of the reliability tests (tests/airflow/test_reliability.py).
+
+``reliability_process``: the sensor takes new "Enrich event" instances (step 11 of the demo scenario), a
+gate task may crash the whole run (``conf.crash``) or log a control string (``conf.control``), values are
+computed from each instance id, and a mapped completion writes them and completes the step.
+
+``reliability_creates``: starts a process and creates a task, both through the create ledger.
+
+Knobs: ``conf.max_instances`` (sensor), env ``RELIABILITY_RECLAIM_AFTER_S`` (claim lease, read when the
+file is parsed), env ``RELIABILITY_TASK_RETRIES``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Any
+
+from airflow.sdk import DAG, get_current_context, task
+
+from airflow_provider_workflowsoft.operators.workflowsoft import (
+    WorkflowsoftCompleteStepOperator,
+    WorkflowsoftCreateTaskOperator,
+    WorkflowsoftStartProcessOperator,
+)
+from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = ("Conference", "Workshop", "Webinar")
+RETRIES = int(os.environ.get("RELIABILITY_TASK_RETRIES", "4"))
+RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("RELIABILITY_RETRY_DELAY_S", "1")))
+RECLAIM_AFTER = dt.timedelta(seconds=float(os.environ.get("RELIABILITY_RECLAIM_AFTER_S", "3600")))
+
+
+def values_for(instance_id: int) -> dict[str, Any]:
+    """The field values written to an instance, computed from its id (the test recomputes them)."""
+    return {
+        "Venue code": f"V-{instance_id}",
+        "Attendees": instance_id % 1000,
+        "Event exists": instance_id % 2 == 0,
+        "Category": CATEGORIES[instance_id % 3],
+    }
+
+
+with DAG(
+    dag_id="reliability_process",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    default_args={"retries": RETRIES, "retry_delay": RETRY_DELAY},
+    tags=["workflowsoft", "reliability"],
+):
+    taken = WorkflowsoftIntegrationSensor(
+        task_id="take",
+        integration_diagram_id=11,
+        max_instances="{{ dag_run.conf.get('max_instances', 100) }}",
+        reclaim_after=RECLAIM_AFTER,
+        mode="poke",
+        poke_interval=1,
+        timeout=60,
+    )
+
+    @task
+    def gate(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        conf = get_current_context()["dag_run"].conf or {}
+        if conf.get("control"):
+            # Planted on purpose, so the token search of the tests is shown to find what is there.
+            log.info("control string: %s", conf["control"])
+        if conf.get("crash"):
+            log.warning("crashing the run on purpose after the sensor took %d instance(s)", len(instances))
+            os._exit(137)
+        return instances
+
+    @task
+    def compute(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        conf = get_current_context()["dag_run"].conf or {}
+        out = [
+            {
+                "integration_instance_id": i["IntegrationInstanceId"],
+                "fields": values_for(int(i["IntegrationInstanceId"])),
+            }
+            for i in instances
+        ]
+        if conf.get("control"):
+            out[0]["control"] = conf["control"]  # into XCom as well (the metadata database)
+        return out
+
+    @task
+    def kwargs_of(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{"integration_instance_id": i["integration_instance_id"], "fields": i["fields"]} for i in items]
+
+    WorkflowsoftCompleteStepOperator.partial(task_id="complete").expand_kwargs(kwargs_of(compute(gate(taken.output))))
+
+
+with DAG(
+    dag_id="reliability_creates",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=0)},
+    tags=["workflowsoft", "reliability"],
+):
+    WorkflowsoftStartProcessOperator(
+        task_id="start_process",
+        process_diagram_name="Customer follow-up",
+        on_behalf_of="john.doe@example.com",
+        fields={"Customer": "ACME Corp"},
+    )
+    WorkflowsoftCreateTaskOperator(
+        task_id="create_task",
+        title="Call the new customer",
+        assignee="ops@example.com",
+        on_behalf_of="john.doe@example.com",
+    )

@@ -1,0 +1,279 @@
+"""Never lose or duplicate work: real Airflow (``airflow dags test``) against the emulator under faults,
+crashes, lost answers and expiring tokens; and no token in anything Airflow writes.
+
+Each test gets its own AIRFLOW_HOME (a copy of the session's migrated database), so the ledgers'
+Variables of one test never meet another test's emulator ids.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_workflowsoft.emulator import EmulatorServer
+from tests.airflow.conftest import AIRFLOW_BIN, TEST_DAGS_FOLDER, airflow_env
+
+pytestmark = pytest.mark.airflow
+
+REPO = Path(__file__).resolve().parents[2]
+FIGURES_FILE = REPO / "tests" / "output" / "reliability_figures.json"
+CATEGORIES = ("Conference", "Workshop", "Webinar")
+STEP = 11
+UPDATE_PATH = "/api/v2/workflows/instances/variables"
+ACTION_PREFIX = "/api/v2/tasks/"
+CLAIM_PREFIX = "workflowsoft.claim."
+
+
+def values_for(instance_id: int) -> dict[str, Any]:
+    """What the DAG writes to an instance (same rule as the DAG file)."""
+    return {
+        "Venue code": f"V-{instance_id}",
+        "Attendees": instance_id % 1000,
+        "Event exists": instance_id % 2 == 0,
+        "Category": CATEGORIES[instance_id % 3],
+    }
+
+
+class Home:
+    """A private AIRFLOW_HOME and a runner of ``airflow dags test`` in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def env(self, conn: dict[str, Any], extra_env: dict[str, str] | None = None) -> dict[str, str]:
+        env = airflow_env(self.path, TEST_DAGS_FOLDER)
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{self.path / 'airflow.db'}"
+        env["AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT"] = json.dumps(conn)
+        env.update(extra_env or {})
+        return env
+
+    def run(
+        self,
+        dag_id: str,
+        conn: dict[str, Any],
+        *,
+        conf: dict[str, Any] | None = None,
+        extra_env: dict[str, str] | None = None,
+        logical_date: str | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
+        command = [AIRFLOW_BIN, "dags", "test", dag_id]
+        if logical_date:
+            command.append(logical_date)
+        if conf is not None:
+            command += ["--conf", json.dumps(conf)]
+        return subprocess.run(
+            command,
+            env=self.env(conn, extra_env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
+
+    def variables(self) -> dict[str, Any]:
+        """Every Airflow Variable of this home, JSON-decoded, through ``airflow variables export``
+        (Variables are stored encrypted with the home's Fernet key)."""
+        out_file = self.path / "variables.json"
+        result = subprocess.run(
+            [AIRFLOW_BIN, "variables", "export", str(out_file)],
+            env=self.env({"conn_type": "workflowsoft"}),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        data = json.loads(out_file.read_text())
+        out_file.unlink()
+        return {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v for k, v in data.items()}
+
+    def claims(self) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.variables().items() if k.startswith(CLAIM_PREFIX)}
+
+
+@pytest.fixture
+def home(airflow_home: Path, tmp_path: Path) -> Home:
+    path = tmp_path / "airflow_home"
+    path.mkdir()
+    shutil.copy2(airflow_home / "airflow.db", path / "airflow.db")
+    return Home(path)
+
+
+def token_conn(emulator: EmulatorServer, token: str = "demo-token", **extra: Any) -> dict[str, Any]:
+    conn: dict[str, Any] = {"conn_type": "workflowsoft", "host": emulator.base_url, "password": token}
+    if extra:
+        conn["extra"] = extra
+    return conn
+
+
+def admin_conn(emulator: EmulatorServer, lifetime: int = 3600, **extra: Any) -> dict[str, Any]:
+    # "lifetime_seconds" is the extra's name; "token_lifetime_seconds" its older name (read as a fallback).
+    return {
+        "conn_type": "workflowsoft",
+        "host": emulator.base_url,
+        "login": "admin@example.com",
+        "password": "admin-password",
+        "extra": {"lifetime_seconds": lifetime, "token_lifetime_seconds": lifetime, **extra},
+    }
+
+
+def succeeded(result: subprocess.CompletedProcess[str]) -> bool:
+    return result.returncode == 0 and "state=success" in result.stdout
+
+
+def effective(entry: dict[str, Any]) -> bool:
+    """Did the server act on this logged request (answered 2xx, or acted and then dropped the answer)?"""
+    return entry["fault"] == "commit_then_drop" or (entry["status"] is not None and 200 <= entry["status"] < 300)
+
+
+def completions_by_instance(log: list[dict[str, Any]]) -> collections.Counter[int]:
+    counts: collections.Counter[int] = collections.Counter()
+    for entry in log:
+        if entry["method"] == "PATCH" and entry["path"].startswith(ACTION_PREFIX) and effective(entry):
+            counts[int(entry["path"].split("/")[4])] += 1
+    return counts
+
+
+def check_instances(emulator: EmulatorServer, ids: list[int], home: Home) -> dict[str, Any]:
+    """Every instance completed exactly once with its values; no extra process or task; no open claim.
+    Returns the counts (lost, duplicated...)."""
+    snapshot = emulator.snapshot()
+    instances = {int(i["IntegrationInstanceId"]): i for i in _instances(snapshot)}
+    completions = completions_by_instance(emulator.request_log())
+    lost = [i for i in ids if instances[i]["status"] != "completed"]
+    duplicated = [i for i in ids if completions[i] > 1]
+    wrong = {
+        i: {k: instances[i]["fields"].get(k) for k in values_for(i)}
+        for i in ids
+        if instances[i]["status"] == "completed"
+        and any(instances[i]["fields"].get(k) != v for k, v in values_for(i).items())
+    }
+    open_claims = {k: v for k, v in home.claims().items() if v.get("state") != "done"}
+    return {
+        "lost": lost,
+        "duplicated": duplicated,
+        "wrong_values": wrong,
+        "never_completed_by_patch": [i for i in ids if completions[i] == 0],
+        "processes": len(_processes(snapshot)),
+        "processes_by_api": sum(1 for p in _processes(snapshot) if p.get("source") == "api"),
+        "tasks": len(snapshot.get("tasks") or []),
+        "open_claims": open_claims,
+        "done_claims": sum(1 for v in home.claims().values() if v.get("state") == "done"),
+    }
+
+
+def _instances(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    items = snapshot["instances"]
+    return list(items.values()) if isinstance(items, dict) else list(items)
+
+
+def _processes(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    items = snapshot.get("processes") or []
+    return list(items.values()) if isinstance(items, dict) else list(items)
+
+
+def fault_counts(log: list[dict[str, Any]]) -> dict[str, int]:
+    counts: collections.Counter[str] = collections.Counter()
+    for entry in log:
+        if entry["fault"]:
+            counts[entry["fault"]] += 1
+    return dict(sorted(counts.items()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. 30 % of requests failing while a mapped DAG processes 100 instances
+# ---------------------------------------------------------------------------------------------------
+
+CHAOS_INSTANCES = int(os.environ.get("RELIABILITY_CHAOS_INSTANCES", "100"))
+CHAOS_FAULTS = {
+    # GET: 1 - 0.95 * 0.78 ~ 26 % fail; POST/PATCH: 1 - 0.95 * 0.78 * 0.85 ~ 37 % fail.
+    "drop_rate": 0.05,
+    "error_rate": 0.22,
+    "error_statuses": [500, 502, 503, 504, 429],
+    "retry_after": 1,
+    # Only POST and PATCH can be committed-then-dropped; this DAG's only POST is the variables write and its
+    # only PATCH the completion (checked below from the request log).
+    "commit_then_drop_rate": 0.15,
+    "seed": 20261101,
+}
+
+
+def test_chaos_every_instance_completed_exactly_once(home: Home) -> None:
+    started = time.monotonic()
+    with EmulatorServer() as emulator:
+        created = emulator.create_instances(STEP, count=CHAOS_INSTANCES)
+        ids = [int(i["IntegrationInstanceId"]) for i in created]
+        emulator.set_faults(**CHAOS_FAULTS)
+        runs = []
+        # The sensor takes what it can; when a poll keeps failing it returns what it has, and the rest
+        # waits in Workflowsoft for the next run (as with a schedule). At most 3 runs.
+        for _ in range(3):
+            result = home.run(
+                "reliability_process",
+                token_conn(emulator),
+                conf={"max_instances": CHAOS_INSTANCES},
+                extra_env={"RELIABILITY_RECLAIM_AFTER_S": "600"},
+            )
+            runs.append(result)
+            assert succeeded(result), result.stdout[-6000:]
+            if all(i["status"] == "completed" for i in _instances(emulator.snapshot())):
+                break
+        log = emulator.request_log()
+        checked = check_instances(emulator, ids, home)
+
+    ctd_paths = {
+        (e["method"], e["path"].split("/")[-1] if e["method"] == "PATCH" else e["path"])
+        for e in log
+        if e["fault"] == "commit_then_drop"
+    }
+    assert ctd_paths <= {("POST", UPDATE_PATH), ("PATCH", "action")}, ctd_paths
+    faults = fault_counts(log)
+    api_requests = len(log)
+    failed = sum(faults.values())
+    assert checked["lost"] == [], checked
+    assert checked["duplicated"] == [], checked
+    assert checked["wrong_values"] == {}, checked
+    assert checked["processes"] == CHAOS_INSTANCES  # one per instance, made by the admin helper; none by the DAG
+    assert checked["tasks"] == 0
+    assert checked["open_claims"] == {}, checked["open_claims"]
+    assert checked["done_claims"] == CHAOS_INSTANCES
+    assert failed / api_requests >= 0.25, (faults, api_requests)
+    assert faults.get("commit_then_drop", 0) > 0 and faults.get("drop", 0) > 0
+    assert any(k.startswith("error:429") for k in faults) and any(k.startswith("error:5") for k in faults)
+    retried_tis = sum(r.stdout.count("state=up_for_retry") for r in runs)
+
+    figures = {
+        "instances": CHAOS_INSTANCES,
+        "instances_completed": CHAOS_INSTANCES - len(checked["lost"]),
+        "instances_lost": len(checked["lost"]),
+        "instances_duplicated": len(checked["duplicated"]),
+        "instances_with_wrong_values": len(checked["wrong_values"]),
+        "processes_created_by_dag": checked["processes"] - CHAOS_INSTANCES,
+        "tasks_created_by_dag": checked["tasks"],
+        "open_claims_left": len(checked["open_claims"]),
+        "api_requests": api_requests,
+        "faults_injected": failed,
+        "fault_share": round(failed / api_requests, 3),
+        "faults_by_kind": faults,
+        "completions_whose_answer_was_lost": faults_on(log, "commit_then_drop", "PATCH"),
+        "field_writes_whose_answer_was_lost": faults_on(log, "commit_then_drop", "POST"),
+        "dag_runs": len(runs),
+        "airflow_task_retries": retried_tis,
+        "fault_settings": CHAOS_FAULTS,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES_FILE.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+
+
+def faults_on(log: list[dict[str, Any]], kind: str, method: str) -> int:
+    return sum(1 for e in log if e["fault"] == kind and e["method"] == method)

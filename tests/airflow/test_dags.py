@@ -1,0 +1,122 @@
+"""Real Airflow (``airflow dags test``) against the emulator over loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.airflow.conftest import TEST_DAGS_FOLDER, assert_dag_succeeded
+
+pytestmark = pytest.mark.airflow
+
+FAST = {"WORKFLOWSOFT_POKE_INTERVAL": "1"}
+
+EXPECTED = {  # from dags/data/venues.csv
+    "PyCon Berlin": {"Venue code": "BER-HALL-A", "Event duration": Decimal("16.5"), "Attendees": 1200,
+                     "Event exists": True},
+    "Mystery meetup": {"Venue code": "ONLINE", "Event duration": Decimal("1.5"), "Attendees": 1000,
+                       "Event exists": False},
+}
+
+
+def _create_after_first_poll(emulator, delay: float = 1.5) -> threading.Thread:
+    """Create the instances once the sensor's first check found nothing (so it deferred and the trigger
+    is what finds them)."""
+
+    def polls() -> int:
+        return sum(1 for r in emulator.request_log() if "new-integrations" in str(r.get("path", "")))
+
+    def create() -> None:
+        deadline = time.monotonic() + 120
+        while polls() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(delay)
+        emulator.create_instances(11, values={"Event name": "PyCon Berlin"})
+        emulator.create_instances(11, values={"Event name": "Mystery meetup", "Category": "Webinar"})
+
+    thread = threading.Thread(target=create, daemon=True)
+    thread.start()
+    return thread
+
+
+def _trigger_polls(emulator) -> int:
+    return sum(1 for r in emulator.request_log() if "new-integrations" in str(r.get("path", "")))
+
+
+def _check_enriched(emulator) -> None:
+    instances = list(emulator.state.instances_for(11))
+    assert len(instances) == 2
+    for instance in instances:
+        assert instance["status"] == "completed", instance
+        fields = instance["fields"]
+        for label, value in EXPECTED[fields["Event name"]].items():
+            assert fields[label] == value, (label, fields)
+
+
+def test_enrich_events_deferrable_poll_once(run_dag, emulator):
+    emulator.update_settings(poll_semantics="once")
+    thread = _create_after_first_poll(emulator)
+    result = run_dag("workflowsoft_enrich_events", emulator=emulator, extra_env=FAST)
+    thread.join()
+    assert_dag_succeeded(result)
+    assert _trigger_polls(emulator) >= 3  # one check in execute, empty polls by the trigger, then the drain
+    assert "Received 2 integration instance(s) of step 11" in result.stdout
+    _check_enriched(emulator)
+
+
+def test_enrich_events_deferrable_until_completed(run_dag, emulator):
+    """A server that hands out the oldest open instance until it is completed: each drain stops at the
+    repeat, so the DAG runs until every instance is done (one per run), never looping."""
+    emulator.update_settings(poll_semantics="until-completed")
+    thread = _create_after_first_poll(emulator)
+    for _ in range(3):
+        result = run_dag("workflowsoft_enrich_events", emulator=emulator, extra_env=FAST)
+        thread.join()
+        assert_dag_succeeded(result)
+        if all(i["status"] == "completed" for i in emulator.state.instances_for(11)):
+            break
+    _check_enriched(emulator)
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+def test_sensor_modes_with_mapping(run_dag, emulator, mode):
+    emulator.create_instances(21, count=3)
+    result = run_dag(f"workflowsoft_sensor_{mode}", emulator=emulator, dags_folder=TEST_DAGS_FOLDER)
+    assert_dag_succeeded(result)
+    instances = list(emulator.state.instances_for(21))
+    assert [i["status"] for i in instances] == ["completed"] * 3
+    assert all(i["fields"]["Status"] == "Done" for i in instances)
+
+
+def test_start_processes_one_per_row_and_one_task(run_dag, emulator):
+    rows = (Path(__file__).resolve().parents[2] / "dags" / "data" / "new_customers.csv").read_text().splitlines()
+    result = run_dag("workflowsoft_start_processes", emulator=emulator)
+    assert_dag_succeeded(result)
+    snapshot = emulator.snapshot()
+    processes = snapshot["processes"]
+    assert len(processes) == len(rows) - 1
+    assert {p["process_diagram_id"] for p in processes} == {2}
+    assert len(snapshot["tasks"]) == 1
+    task = snapshot["tasks"][0]
+    assert task["assigned_user_id"] == 3 and task["created_by"] == 1
+    assert f"{len(rows) - 1} new customers" in task["title"]
+
+
+def test_failure_notifier_creates_a_task(run_dag, emulator):
+    result = run_dag("workflowsoft_failure_notifier", emulator=emulator, conf={"fail": True})
+    assert result.returncode != 0 or "state=failed" in result.stdout
+    tasks = emulator.snapshot()["tasks"]
+    assert len(tasks) == 1, result.stdout[-4000:]
+    assert tasks[0]["title"] == "Airflow task failed: workflowsoft_failure_notifier.load"
+    assert "Failing on purpose" in tasks[0]["description"]
+    assert tasks[0]["assigned_user_id"] == 3
+
+
+def test_failure_notifier_quiet_on_success(run_dag, emulator):
+    result = run_dag("workflowsoft_failure_notifier", emulator=emulator, conf={"fail": False})
+    assert_dag_succeeded(result)
+    assert emulator.snapshot()["tasks"] == []

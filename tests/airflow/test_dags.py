@@ -23,7 +23,7 @@ EXPECTED = {  # from dags/data/venues.csv
 }
 
 
-def _create_after_first_poll(emulator, delay: float = 1.5) -> threading.Thread:
+def _create_after_first_poll(emulator, delay: float = 1.5, step: int = 11) -> threading.Thread:
     """Create the instances once the sensor's first check found nothing (so it deferred and the trigger
     is what finds them)."""
 
@@ -35,6 +35,9 @@ def _create_after_first_poll(emulator, delay: float = 1.5) -> threading.Thread:
         while polls() == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(delay)
+        if step != 11:
+            emulator.create_instances(step, count=3)
+            return
         emulator.create_instances(11, values={"Event name": "PyCon Berlin"})
         emulator.create_instances(11, values={"Event name": "Mystery meetup", "Category": "Webinar"})
 
@@ -84,9 +87,11 @@ def test_enrich_events_deferrable_until_completed(run_dag, emulator):
 
 @pytest.mark.parametrize("mode", ["poke", "reschedule"])
 def test_sensor_modes_with_mapping(run_dag, emulator, mode):
-    emulator.create_instances(21, count=3)
+    thread = _create_after_first_poll(emulator, step=21)  # the first poke finds nothing: the sensor waits
     result = run_dag(f"workflowsoft_sensor_{mode}", emulator=emulator, dags_folder=TEST_DAGS_FOLDER)
+    thread.join()
     assert_dag_succeeded(result)
+    assert _trigger_polls(emulator) >= 2
     instances = list(emulator.state.instances_for(21))
     assert [i["status"] for i in instances] == ["completed"] * 3
     assert all(i["fields"]["Status"] == "Done" for i in instances)

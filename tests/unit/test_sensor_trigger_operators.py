@@ -411,7 +411,8 @@ def test_get_and_update_fields(emu, store) -> None:
     (instance,) = emu.create_instances(11)
     got = WorkflowsoftGetFieldsOperator(task_id="g", integration_instance_id=instance).execute(context())
     assert got["Event duration"] == "1640.0" and got["Event start"] == "2021-08-24T21:00:00Z"
-    written = WorkflowsoftUpdateFieldsOperator(task_id="u", integration_instance_id=str(instance["IntegrationInstanceId"]),
+    as_text = str(instance["IntegrationInstanceId"])
+    written = WorkflowsoftUpdateFieldsOperator(task_id="u", integration_instance_id=as_text,
                                                fields={"Attendees": 12}).execute(context())
     assert written == {"Attendees": 12}
     assert emu.state.instances_for(11)[0]["fields"]["Attendees"] == 12

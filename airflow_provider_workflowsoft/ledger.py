@@ -390,9 +390,11 @@ class CreateLedger:
 
 def _duplicate_message(what: str, key: str, record: dict[str, Any], first: bool = False) -> str:
     when = record.get("sent_at", "an earlier try")
-    lead = "" if first else f"An earlier try of this task sent {what} at {when}, but its answer was lost. "
+    # After an unknown outcome the error itself already says that it was not sent again.
+    lead = "" if first else (f"An earlier try of this task sent {what} at {when}, but its answer was lost. "
+                             "To avoid a duplicate, it is not sent again. ")
     return (
-        f"{lead}To avoid a duplicate, it is not sent again. Check in Workflowsoft whether {what} exists. "
+        f"{lead}Check in Workflowsoft whether {what} exists. "
         f"If it does not, delete the Airflow Variable {key!r} (airflow variables delete {key}) and clear "
         "the task, or set allow_duplicates=True on the operator."
     )

@@ -10,8 +10,10 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
+from airflow_provider_workflowsoft.emulator.scenario import DEMO_SCENARIO_PATH
 from tests.airflow.conftest import AIRFLOW_BIN, TEST_DAGS_FOLDER, airflow_env
 
 pytestmark = pytest.mark.airflow
@@ -77,6 +80,19 @@ class Home:
             stderr=subprocess.STDOUT,
             text=True,
             timeout=timeout,
+        )
+
+    def run_task(
+        self, dag_id: str, task_id: str, run_id: str, conn: dict[str, Any]
+    ) -> subprocess.CompletedProcess[str]:
+        """``airflow tasks test`` of one task instance of an existing run."""
+        return subprocess.run(
+            [AIRFLOW_BIN, "tasks", "test", dag_id, task_id, run_id],
+            env=self.env(conn),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
         )
 
     def variables(self) -> dict[str, Any]:
@@ -277,3 +293,179 @@ def test_chaos_every_instance_completed_exactly_once(home: Home) -> None:
 
 def faults_on(log: list[dict[str, Any]], kind: str, method: str) -> int:
     return sum(1 for e in log if e["fault"] == kind and e["method"] == method)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. A create whose answer is lost after the server acted
+# ---------------------------------------------------------------------------------------------------
+
+START_PATH = "/api/v2/workflows/start"
+TASKS_PATH = "/api/v2/tasks"
+
+
+def test_lost_create_answer_fails_clearly_and_never_duplicates(home: Home) -> None:
+    with EmulatorServer() as emulator:
+        # Every create is acted on, then its connection is closed without an answer.
+        emulator.set_faults(commit_then_drop_rate=1.0, methods=["POST"], paths=[START_PATH, TASKS_PATH], seed=7)
+        first = home.run("reliability_creates", token_conn(emulator))
+        run_id = re.search(r"run_id=(manual__[^,\s]+)", first.stdout)
+        assert run_id, first.stdout[-4000:]
+        # The same task instances again (what a retry or a clear does: same dag, run, task, map index).
+        again = [
+            home.run_task("reliability_creates", task_id, run_id.group(1), token_conn(emulator))
+            for task_id in ("start_process", "create_task")
+        ]
+        snapshot = emulator.snapshot()
+        log = emulator.request_log()
+
+    assert first.returncode != 0 and "state=success" not in first.stdout, first.stdout[-4000:]
+    # DuplicateRiskError fails the task at once: a retry could not tell more than the first try.
+    assert "up_for_retry" not in first.stdout
+    assert first.stdout.count("DuplicateRiskError: The outcome of POST") == 2, first.stdout[-4000:]
+    assert "may have acted on it" in first.stdout
+    # It says what to check and how to clear.
+    assert "Check in Workflowsoft whether a process of 'Customer follow-up' (diagram 2) exists" in first.stdout
+    assert "Check in Workflowsoft whether the task 'Call the new customer' exists" in first.stdout
+    assert "allow_duplicates=True" in first.stdout
+    for result in again:
+        assert "new_state=failed" in result.stdout, result.stdout[-4000:]  # (tasks test exits 0 anyway)
+        assert "DuplicateRiskError: An earlier try of this task sent" in result.stdout, result.stdout[-4000:]
+        assert "airflow variables delete workflowsoft.create.reliability_creates." in result.stdout
+
+    # Exactly one process and one task in Workflowsoft, each sent exactly once.
+    assert [p["process_diagram_id"] for p in _processes(snapshot) if p["source"] == "api"] == [2]
+    assert len(snapshot["tasks"]) == 1
+    assert sum(1 for e in log if e["method"] == "POST" and e["path"] == START_PATH) == 1
+    assert sum(1 for e in log if e["method"] == "POST" and e["path"] == TASKS_PATH) == 1
+    # The records the messages name are there, in the state "sending" (outcome unknown).
+    creates = {k: v for k, v in home.variables().items() if k.startswith("workflowsoft.create.")}
+    assert sorted(k.rsplit(".", 2)[-2] for k in creates) == ["create_task", "start_process"]
+    assert all(v["state"] == "sending" for v in creates.values()), creates
+    for key in creates:
+        assert f"airflow variables delete {key}" in first.stdout
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. A run killed right after its sensor received instances
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_killed_run_is_completed_by_the_next_run(home: Home) -> None:
+    with EmulatorServer(poll_semantics="once") as emulator:
+        ids = [int(i["IntegrationInstanceId"]) for i in emulator.create_instances(STEP, count=5)]
+        env = {"RELIABILITY_RECLAIM_AFTER_S": "0", "RELIABILITY_TASK_RETRIES": "0"}
+        crashed = home.run(
+            "reliability_process", token_conn(emulator), conf={"max_instances": 5, "crash": True}, extra_env=env
+        )
+        # `airflow dags test` runs tasks in its own process: the gate's os._exit killed the whole run.
+        assert crashed.returncode == 137, crashed.stdout[-4000:]
+        assert "crashing the run on purpose after the sensor took 5 instance(s)" in crashed.stdout
+        after_crash = {int(i["IntegrationInstanceId"]): i for i in _instances(emulator.snapshot())}
+        assert all(after_crash[i]["status"] == "handed_out" for i in ids), after_crash
+        claims = home.claims()
+        assert sorted(v["integration_instance_id"] for v in claims.values() if v["state"] == "claimed") == ids
+
+        polls_before = sum(1 for e in emulator.request_log() if "new-integrations" in e["path"])
+        nxt = home.run("reliability_process", token_conn(emulator), conf={"max_instances": 5}, extra_env=env)
+        assert succeeded(nxt), nxt.stdout[-6000:]
+        assert "Re-offering 5 claimed but uncompleted integration instance(s) of step 11" in nxt.stdout
+        checked = check_instances(emulator, ids, home)
+        snapshot = emulator.snapshot()
+        polls_after = sum(1 for e in emulator.request_log() if "new-integrations" in e["path"])
+
+    assert checked["lost"] == [] and checked["duplicated"] == [] and checked["wrong_values"] == {}, checked
+    assert checked["open_claims"] == {} and checked["done_claims"] == 5
+    # The server handed each instance out once: only the ledger could bring them back.
+    assert all(i["handed_out_count"] == 1 for i in _instances(snapshot))
+    assert polls_after == polls_before  # the next run took the reclaimed ones, without needing a poll
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. Tokens expiring in the middle of a run
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_token_expiry_mid_run_is_no_failure(home: Home) -> None:
+    with EmulatorServer() as emulator:
+        ids = [int(i["IntegrationInstanceId"]) for i in emulator.create_instances(STEP, count=12)]
+        stop = threading.Event()
+        expiries = 0
+
+        def expire_now_and_then() -> None:
+            nonlocal expiries
+            while not stop.wait(1.5):
+                emulator.expire_tokens()
+                expiries += 1
+
+        timer = threading.Thread(target=expire_now_and_then, daemon=True)
+        timer.start()
+        try:
+            # A 5 s lifetime, renewed by the client before it runs out, and every token revoked every 1.5 s.
+            result = home.run("reliability_process", admin_conn(emulator, lifetime=5), conf={"max_instances": 12})
+        finally:
+            stop.set()
+            timer.join()
+        log = emulator.request_log()
+        checked = check_instances(emulator, ids, home)
+
+    assert succeeded(result), result.stdout[-6000:]
+    assert "up_for_retry" not in result.stdout  # no task needed an Airflow retry
+    assert checked["lost"] == [] and checked["duplicated"] == [] and checked["wrong_values"] == {}, checked
+    assert expiries >= 3
+    rejected = [e for e in log if e["status"] == 401]
+    mints = [e for e in log if e["path"] == "/api/v2/app/apitoken" and e["status"] == 200]
+    assert rejected, "no request met an expired token: the test proved nothing"
+    assert len(mints) >= 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. No token in anything Airflow writes
+# ---------------------------------------------------------------------------------------------------
+
+
+def _written_by_airflow(home: Home, result: subprocess.CompletedProcess[str]) -> dict[str, bytes]:
+    """The run's output and every file of the AIRFLOW_HOME (task logs, metadata database and its journal)."""
+    found = {"<dags test output>": result.stdout.encode()}
+    for path in sorted(home.path.rglob("*")):
+        if path.is_file():
+            found[str(path.relative_to(home.path))] = path.read_bytes()
+    return found
+
+
+def _where(needle: str, blobs: dict[str, bytes]) -> list[str]:
+    return [name for name, data in blobs.items() if needle.encode() in data]
+
+
+def test_no_token_in_logs_or_metadata(home: Home, tmp_path: Path) -> None:
+    secret = "wfs-SECRET-" + os.urandom(12).hex()
+    control = "wfs-CONTROL-" + os.urandom(12).hex()
+    scenario = json.loads(Path(DEMO_SCENARIO_PATH).read_text())
+    scenario["api_tokens"] = [secret]
+    scenario_file = tmp_path / "scenario.json"
+    scenario_file.write_text(json.dumps(scenario))
+    state_file = tmp_path / "state.json"
+
+    with EmulatorServer(scenario=str(scenario_file), state_file=str(state_file)) as emulator:
+        emulator.create_instances(STEP, count=2)
+        given = home.run(
+            "reliability_process", token_conn(emulator, secret), conf={"max_instances": 2, "control": control}
+        )
+        assert succeeded(given), given.stdout[-6000:]
+        emulator.create_instances(STEP, count=2)
+        minted_run = home.run("reliability_process", admin_conn(emulator), conf={"max_instances": 2})
+        assert succeeded(minted_run), minted_run.stdout[-6000:]
+    minted = list(json.loads(state_file.read_text())["minted_tokens"])
+    assert minted, "the admin-credential run minted no token"
+
+    blobs = _written_by_airflow(home, given)
+    blobs["<second dags test output>"] = minted_run.stdout.encode()
+    logs = [name for name in blobs if name.startswith("logs/")]
+    assert logs, "Airflow wrote no log file under AIRFLOW_HOME/logs"
+    # The search finds what is there: the control string was logged and returned on purpose.
+    where_control = _where(control, blobs)
+    assert "<dags test output>" in where_control, where_control
+    assert "airflow.db" in where_control or any(n.startswith("airflow.db") for n in where_control), where_control
+    assert any(n.startswith("logs/") for n in where_control), where_control
+    # ... and finds no token.
+    for token in [secret, *minted]:
+        assert _where(token, blobs) == [], f"a token was written to {_where(token, blobs)}"

@@ -1,0 +1,354 @@
+"""Never lose or duplicate work, at unit level: idempotent completion, the create ledger's paths, claims
+leases and release. Ledgers in a ``ledger.MemoryStore``; HTTP through requests-mock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import requests_mock as requests_mock_module
+
+from airflow_provider_workflowsoft import ledger
+from airflow_provider_workflowsoft.errors import (
+    WorkflowsoftBadRequestError,
+    WorkflowsoftConflictError,
+    WorkflowsoftConnectionError,
+    WorkflowsoftTransientError,
+    WorkflowsoftUnknownOutcomeError,
+    WorkflowsoftValidationError,
+)
+from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+from airflow_provider_workflowsoft.operators.workflowsoft import (
+    WorkflowsoftClaimsOperator,
+    WorkflowsoftCompleteStepOperator,
+    WorkflowsoftCreateTaskOperator,
+)
+
+BASE = "https://api.workflowsoft.com"
+TOKEN = "tok-unit-reliability"
+IID = 42
+ACTION = f"{BASE}/api/v2/tasks/{IID}/action"
+FIELDS = f"{BASE}/api/v2/workflows/instances/tasks/{IID}/variables"
+UPDATE = f"{BASE}/api/v2/workflows/instances/variables"
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+VENUE_KEY = "68324e9b-332f-4c36-b71a-c194fe762465"
+ALREADY = {"Message": f"Integration instance {IID} is already completed"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def _connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT", json.dumps({"conn_type": "workflowsoft", "host": BASE, "password": TOKEN})
+    )
+
+
+@pytest.fixture
+def rm() -> Iterator[requests_mock_module.Mocker]:
+    with requests_mock_module.Mocker() as mocker:
+        yield mocker
+
+
+@pytest.fixture
+def store() -> ledger.MemoryStore:
+    return ledger.MemoryStore()
+
+
+def fields(venue: str | None = None) -> list[dict[str, Any]]:
+    return [
+        {"label": "Venue code", "type": "String", "key": VENUE_KEY, "options": None,
+         "valueJson": json.dumps(venue), "isReadonly": False, "isRequired": True},
+    ]  # fmt: skip
+
+
+def complete_operator(store: ledger.MemoryStore, **kwargs: Any) -> WorkflowsoftCompleteStepOperator:
+    op = WorkflowsoftCompleteStepOperator(task_id="complete", integration_instance_id=IID, ledger_store=store, **kwargs)
+    op._hook = WorkflowsoftHook(client_kwargs={"sleep": lambda seconds: None})  # no real waits between retries
+    return op
+
+
+def sent(rm: requests_mock_module.Mocker) -> list[str]:
+    return [f"{r.method} {r.path}" for r in rm.request_history]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Idempotent completion
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_ledger_done_instance_answered_already_completed_is_success(rm: Any, store: ledger.MemoryStore) -> None:
+    claims = ledger.ClaimsLedger("workflowsoft_default", store=store)
+    claims.claim(11, [{"IntegrationInstanceId": IID, "ProcessInstanceId": 7}])
+    claims.mark_done(IID, {"IntegrationInstanceId": IID, "completed": True, "fields": {"Venue code": "HALL-A"}})
+    rm.patch(ACTION, status_code=409, json=ALREADY)
+
+    result = complete_operator(store, fields={"Venue code": "HALL-A"}).execute({})
+
+    assert result["completed"] is True and result["already_completed"] is True
+    assert result["fields"] == {"Venue code": "HALL-A"}  # the recorded result is kept
+    assert sent(rm) == [f"PATCH /api/v2/tasks/{IID}/action"]  # no read, no second write
+    assert claims.state(IID) == ledger.DONE
+
+
+def test_completing_instance_retry_takes_already_completed_as_success(rm: Any, store: ledger.MemoryStore) -> None:
+    # An earlier try sent the completion and lost the answer: the ledger says "completing".
+    claims = ledger.ClaimsLedger("workflowsoft_default", store=store)
+    claims.claim(11, [{"IntegrationInstanceId": IID, "ProcessInstanceId": 7}])
+    claims.mark_completing(IID)
+    rm.get(FIELDS, json=fields("HALL-A"))
+    rm.post(UPDATE, status_code=409, json=ALREADY)  # a completed instance refuses writes
+    rm.patch(ACTION, status_code=409, json=ALREADY)
+
+    result = complete_operator(store, fields={"Venue code": "HALL-A"}).execute({})
+
+    assert result["completed"] is True and result["already_completed"] is True
+    assert claims.state(IID) == ledger.DONE
+
+
+def test_lost_completion_answer_then_already_completed_is_success(rm: Any, store: ledger.MemoryStore) -> None:
+    rm.get(FIELDS, json=fields())
+    rm.post(UPDATE, json=fields("HALL-A"))
+    rm.patch(ACTION, [{"exc": requests.exceptions.ConnectionError("Remote end closed connection")},
+                      {"status_code": 409, "json": ALREADY}])  # fmt: skip
+
+    result = complete_operator(store, fields={"Venue code": "HALL-A"}).execute({})
+
+    assert result["completed"] is True and result["already_completed"] is True
+    assert sent(rm).count(f"PATCH /api/v2/tasks/{IID}/action") == 2
+    assert ledger.ClaimsLedger("workflowsoft_default", store=store).state(IID) == ledger.DONE
+
+
+def test_already_completed_without_any_earlier_try_is_a_failure(rm: Any, store: ledger.MemoryStore) -> None:
+    # Nothing says this package completed it: someone else did, which the task must not hide.
+    rm.get(FIELDS, json=fields("HALL-A"))
+    rm.patch(ACTION, status_code=409, json=ALREADY)
+
+    with pytest.raises(WorkflowsoftConflictError, match="already completed"):
+        complete_operator(store).execute({})
+    assert ledger.ClaimsLedger("workflowsoft_default", store=store).state(IID) == ledger.COMPLETING
+
+
+def test_invalid_values_send_nothing_and_leave_the_claim(rm: Any, store: ledger.MemoryStore) -> None:
+    claims = ledger.ClaimsLedger("workflowsoft_default", store=store)
+    claims.claim(11, [{"IntegrationInstanceId": IID, "ProcessInstanceId": 7}])
+    rm.get(FIELDS, json=fields())
+
+    with pytest.raises(WorkflowsoftValidationError, match="Venue code"):
+        complete_operator(store).execute({})  # required field left empty
+    assert sent(rm) == [f"GET /api/v2/workflows/instances/tasks/{IID}/variables"]
+    assert claims.state(IID) == ledger.CLAIMED  # still offered again later
+
+
+# ---------------------------------------------------------------------------------------------------
+# Create ledger
+# ---------------------------------------------------------------------------------------------------
+
+KEY = ledger.idempotency_key("dag", "manual__2026-01-01T00:00:00+00:00", "create", 3)
+
+
+class Sender:
+    def __init__(self, *outcomes: Any) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def __call__(self) -> dict[str, Any]:
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return dict(outcome)
+
+
+def test_idempotency_key_is_a_safe_variable_name() -> None:
+    assert KEY == "workflowsoft.create.dag.manual__2026-01-01T00_00_00_00_00.create.3"
+
+
+def test_known_success_returns_the_recorded_result_without_sending(store: ledger.MemoryStore) -> None:
+    creates = ledger.CreateLedger(store=store)
+    first = Sender({"Id": 9001, "Title": "Call"})
+    assert creates.run_once(KEY, first, what="the task 'Call'") == {"Id": 9001, "Title": "Call"}
+    again = Sender(AssertionError("must not be sent"))
+    assert creates.run_once(KEY, again, what="the task 'Call'") == {"Id": 9001, "Title": "Call"}
+    assert (first.calls, again.calls) == (1, 0)
+    assert store.get(KEY)["state"] == ledger.DONE
+
+
+def test_unknown_outcome_is_a_duplicate_risk_with_guidance(store: ledger.MemoryStore) -> None:
+    creates = ledger.CreateLedger(store=store)
+    lost = Sender(WorkflowsoftUnknownOutcomeError("POST", "/api/v2/tasks", "Remote end closed connection"))
+    with pytest.raises(ledger.DuplicateRiskError) as first:
+        creates.run_once(KEY, lost, what="the task 'Call'")
+    message = str(first.value)
+    assert "may have acted on it" in message
+    assert "Check in Workflowsoft whether the task 'Call' exists" in message
+    assert f"airflow variables delete {KEY}" in message and "allow_duplicates=True" in message
+    assert message.count("not sent again") == 1
+    assert store.get(KEY)["state"] == ledger.SENDING
+
+    retry = Sender(AssertionError("must not be sent"))
+    with pytest.raises(ledger.DuplicateRiskError, match="An earlier try of this task sent the task 'Call'"):
+        creates.run_once(KEY, retry, what="the task 'Call'")
+    assert retry.calls == 0
+    # The guidance works: after checking by hand, forgetting the record lets the next try send.
+    creates.forget(KEY)
+    assert creates.run_once(KEY, Sender({"Id": 1}), what="the task 'Call'") == {"Id": 1}
+
+
+def test_allow_duplicates_resends(store: ledger.MemoryStore) -> None:
+    creates = ledger.CreateLedger(store=store)
+    with pytest.raises(ledger.DuplicateRiskError):
+        creates.run_once(KEY, Sender(WorkflowsoftUnknownOutcomeError("POST", "/p", "x")), what="w")
+    resend = Sender({"Id": 2})
+    assert creates.run_once(KEY, resend, what="w", allow_duplicates=True) == {"Id": 2}
+    assert resend.calls == 1 and store.get(KEY)["state"] == ledger.DONE
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        WorkflowsoftConnectionError("POST", "/api/v2/tasks", "Connection refused", sent=False),
+        WorkflowsoftBadRequestError(400, "POST", "/api/v2/tasks", "Title is required"),
+        WorkflowsoftTransientError(429, "POST", "/api/v2/tasks", "slow down"),
+        WorkflowsoftTransientError(503, "POST", "/api/v2/tasks", "unavailable"),
+        WorkflowsoftValidationError("bad title"),
+    ],
+    ids=["refused", "400", "429", "503", "invalid"],
+)
+def test_surely_not_sent_failures_clear_the_record(store: ledger.MemoryStore, error: Exception) -> None:
+    creates = ledger.CreateLedger(store=store)
+    with pytest.raises(type(error)):
+        creates.run_once(KEY, Sender(error), what="w")
+    assert store.get(KEY) is None
+    assert creates.run_once(KEY, Sender({"Id": 3}), what="w") == {"Id": 3}  # the retry sends
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        WorkflowsoftTransientError(500, "POST", "/api/v2/tasks", "boom"),
+        WorkflowsoftConnectionError("POST", "/api/v2/tasks", "Read timed out", sent=True),
+    ],
+    ids=["500", "maybe-sent"],
+)
+def test_maybe_acted_failures_keep_the_record(store: ledger.MemoryStore, error: Exception) -> None:
+    creates = ledger.CreateLedger(store=store)
+    with pytest.raises(type(error)):
+        creates.run_once(KEY, Sender(error), what="w")
+    assert store.get(KEY)["state"] == ledger.SENDING
+    with pytest.raises(ledger.DuplicateRiskError):
+        creates.run_once(KEY, Sender(AssertionError("must not be sent")), what="w")
+
+
+class _TI:
+    dag_id, run_id, task_id, map_index = "dag", "manual__1", "create_task", -1
+
+
+def test_create_task_operator_dropped_answer_sends_once(rm: Any, store: ledger.MemoryStore) -> None:
+    rm.post(f"{BASE}/api/v2/tasks", exc=requests.exceptions.ConnectionError("Remote end closed connection"))
+    op = WorkflowsoftCreateTaskOperator(task_id="create_task", title="Call", on_behalf_of=1, ledger_store=store)
+    op._hook = WorkflowsoftHook(client_kwargs={"sleep": lambda seconds: None})
+    rm.get(f"{BASE}/api/users/search", json=[{"Id": 1, "FullName": "John Doe", "Email": "john.doe@example.com"}])
+
+    for _ in range(3):  # the first try and two retries
+        with pytest.raises(ledger.DuplicateRiskError):
+            op.execute({"ti": _TI()})
+    assert sent(rm).count("POST /api/v2/tasks") == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims: lease, reclaim, release
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def claims(store: ledger.MemoryStore, clock: Clock) -> ledger.ClaimsLedger:
+    return ledger.ClaimsLedger("workflowsoft_default", store=store, clock=clock)
+
+
+def instances(*ids: int) -> list[dict[str, Any]]:
+    return [{"IntegrationInstanceId": i, "ProcessInstanceId": i - 4000} for i in ids]
+
+
+def test_reclaim_only_after_the_lease(claims: ledger.ClaimsLedger, clock: Clock) -> None:
+    claims.claim(11, instances(5001, 5002), owner="run-1")
+    lease = dt.timedelta(minutes=10)
+    clock.now = T0 + dt.timedelta(minutes=9)
+    assert claims.reclaim(11, lease, owner="run-2") == []
+    clock.now = T0 + dt.timedelta(minutes=10)
+    offered = claims.reclaim(11, lease, owner="run-2")
+    assert offered == [
+        {"IntegrationInstanceId": 5001, "ProcessInstanceId": 1001, "reclaimed": True},
+        {"IntegrationInstanceId": 5002, "ProcessInstanceId": 1002, "reclaimed": True},
+    ]
+    record = claims.get(5001)
+    assert record is not None and record["owner"] == "run-2" and record["offers"] == 2
+    assert record["first_claimed_at"] == T0.isoformat()
+    # The lease is renewed: a third run does not take them at once.
+    assert claims.reclaim(11, lease, owner="run-3") == []
+    assert claims.reclaim(11, None, owner="run-3") == []  # no lease: never re-offered
+
+
+def test_reclaim_skips_done_and_completing_is_offered(claims: ledger.ClaimsLedger, clock: Clock) -> None:
+    claims.claim(11, instances(5001, 5002, 5003))
+    claims.mark_done(5001)
+    claims.mark_completing(5002)
+    clock.now = T0 + dt.timedelta(hours=2)
+    offered = [i["IntegrationInstanceId"] for i in claims.reclaim(11, dt.timedelta(hours=1), limit=5)]
+    assert offered == [5002, 5003]
+    assert [i["IntegrationInstanceId"] for i in claims.reclaim(11, dt.timedelta(0), limit=1)] == [5002]
+
+
+def test_done_claims_are_pruned_after_retention(claims: ledger.ClaimsLedger, store: ledger.MemoryStore,
+                                                clock: Clock) -> None:  # fmt: skip
+    claims.claim(11, instances(5001))
+    claims.mark_done(5001)
+    clock.now = T0 + ledger.DONE_RETENTION + dt.timedelta(seconds=1)
+    assert claims.reclaim(11, dt.timedelta(0)) == []
+    assert claims.get(5001) is None and store.get(claims.index_key(11)) == []
+
+
+def test_release_forgets_claims(claims: ledger.ClaimsLedger, store: ledger.MemoryStore, clock: Clock) -> None:
+    claims.claim(11, instances(5001, 5002))
+    claims.claim(21, instances(5101))
+    assert sorted(r["integration_instance_id"] for r in claims.list_claims()) == [5001, 5002, 5101]
+    assert claims.release([5001, "5101", 9999]) == [5001, 5101]
+    assert store.get(claims.index_key(11)) == [5002] and store.get(claims.index_key(21)) == []
+    clock.now = T0 + dt.timedelta(days=1)
+    assert [i["IntegrationInstanceId"] for i in claims.reclaim(11, dt.timedelta(0))] == [5002]
+    assert claims.reclaim(21, dt.timedelta(0)) == []
+
+
+def test_claims_operator_lists_and_releases(store: ledger.MemoryStore) -> None:
+    ledger.ClaimsLedger("workflowsoft_default", store=store).claim(11, instances(5001, 5002))
+    listed = WorkflowsoftClaimsOperator(task_id="list", ledger_store=store).execute({})
+    assert [r["integration_instance_id"] for r in listed] == [5001, 5002]
+    released = WorkflowsoftClaimsOperator(
+        task_id="release", action="release", instance_ids="5001", ledger_store=store
+    ).execute({})
+    assert [r["integration_instance_id"] for r in released] == [5001]
+    left = WorkflowsoftClaimsOperator(task_id="list", integration_diagram_id="11", ledger_store=store).execute({})
+    assert [r["integration_instance_id"] for r in left] == [5002]
+
+
+def test_claim_keys_are_per_connection_and_safe(store: ledger.MemoryStore) -> None:
+    a = ledger.ClaimsLedger("wfs:prod", store=store)
+    b = ledger.ClaimsLedger("wfs_test", store=store)
+    a.claim(11, instances(5001))
+    assert a.claim_key(5001) == "workflowsoft.claim.wfs_prod.5001"
+    assert b.get(5001) is None and b.list_claims() == []

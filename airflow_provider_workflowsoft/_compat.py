@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
+try:  # Airflow 3.x: exceptions live in the Task SDK (the old path warns)
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
+except ImportError:  # Airflow 2.11
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowException,
+        AirflowFailException,
+        AirflowNotFoundException,
+    )
 
 try:  # Airflow 3.x: the Task SDK is the public authoring interface.
     from airflow.sdk import (

@@ -56,9 +56,10 @@ def _run(command: list[str], env: dict[str, str], log_file: Path) -> int:
 
 
 def _print_summary(snapshot: dict[str, Any]) -> None:
-    instances = snapshot.get("instances", [])
+    # The ETL DAG works on step 11; the processes started by the second DAG queue step-21 instances.
+    instances = [i for i in snapshot.get("instances", []) if i.get("integration_step_id") == 11]
     completed = [i for i in instances if i.get("status") == "completed"]
-    print("\nIntegration instances completed by the ETL DAG:")
+    print("\nIntegration instances completed by the ETL DAG (step 'Enrich event'):")
     for instance in completed:
         fields = instance.get("fields", {})
         shown = ", ".join(f"{label}={value!r}" for label, value in fields.items())

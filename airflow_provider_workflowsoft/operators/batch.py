@@ -34,7 +34,6 @@ claimed, so a later run (after ``reclaim_after``) offers them again.
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
 import inspect
 import json
@@ -42,19 +41,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_workflowsoft._compat import AirflowException, BaseOperator, Context
-from airflow_provider_workflowsoft.errors import WorkflowsoftInputError
-from airflow_provider_workflowsoft.fields import Field, field_values, to_jsonable
-from airflow_provider_workflowsoft.ledger import (
-    COMPLETING,
-    DONE,
-    ClaimsLedger,
-    CreateLedger,
-    KeyValueStore,
-    key_from_context,
-)
+
+if TYPE_CHECKING:  # the rest is imported when a task runs, so that DAG files parse fast
+    import concurrent.futures
+
+    from airflow_provider_workflowsoft.fields import Field
+    from airflow_provider_workflowsoft.ledger import ClaimsLedger, KeyValueStore
+
+# ClaimsLedger states (kept equal to airflow_provider_workflowsoft.ledger.COMPLETING/DONE; checked by tests)
+COMPLETING = "completing"
+DONE = "done"
+
+
+def _input_error(message: str) -> Exception:
+    """A WorkflowsoftInputError (fails the task without retries), imported only when needed."""
+    from airflow_provider_workflowsoft.errors import WorkflowsoftInputError as error
+
+    return error(message)
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +89,14 @@ class InstanceApi(Protocol):
 def _instance_id(raw: Any) -> int | str:
     value = raw.get("IntegrationInstanceId") if isinstance(raw, Mapping) else raw
     if isinstance(value, bool) or value is None:
-        raise WorkflowsoftInputError(f"Not an integration instance (id or dict with IntegrationInstanceId): {raw!r}")
+        raise _input_error(f"Not an integration instance (id or dict with IntegrationInstanceId): {raw!r}")
     if isinstance(value, int):
         return value
     text = str(value).strip()
     if text.isdigit():
         return int(text)
     if not text:
-        raise WorkflowsoftInputError(f"Not an integration instance (id or dict with IntegrationInstanceId): {raw!r}")
+        raise _input_error(f"Not an integration instance (id or dict with IntegrationInstanceId): {raw!r}")
     return text
 
 
@@ -156,11 +162,11 @@ class BatchEngine:
         owner: str = "",
     ) -> None:
         if max_workers < 1:
-            raise WorkflowsoftInputError(f"max_workers must be 1 or more, got {max_workers}")
+            raise _input_error(f"max_workers must be 1 or more, got {max_workers}")
         if pollers < 1:
-            raise WorkflowsoftInputError(f"pollers must be 1 or more, got {pollers}")
+            raise _input_error(f"pollers must be 1 or more, got {pollers}")
         if max_instances < 0:
-            raise WorkflowsoftInputError(f"max_instances must be 0 or more, got {max_instances}")
+            raise _input_error(f"max_instances must be 0 or more, got {max_instances}")
         self.api = api
         self.python_callable = python_callable
         self.integration_diagram_id = integration_diagram_id
@@ -187,6 +193,8 @@ class BatchEngine:
 
     def process_one(self, instance: dict[str, Any], *, already_completed_ok: bool = False) -> dict[str, Any]:
         """Read, call, write and complete one instance; returns ``{"IntegrationInstanceId", "fields"}``."""
+        from airflow_provider_workflowsoft.fields import field_values, to_jsonable
+
         iid = instance["IntegrationInstanceId"]
         fields = self.api.get_fields(iid)
         kwargs = dict(self.op_kwargs)
@@ -194,7 +202,7 @@ class BatchEngine:
             kwargs["instance"] = dict(instance)
         values = self.python_callable(field_values(fields), **kwargs)
         if values is not None and not isinstance(values, Mapping):
-            raise WorkflowsoftInputError(
+            raise _input_error(
                 f"The callable returned {type(values).__name__} for integration instance {iid}; "
                 "return a dict of field values to write, or None to complete without writing"
             )
@@ -212,6 +220,8 @@ class BatchEngine:
 
         :return: the JSON-safe report ``{"processed", "succeeded", "failed", "results", "skipped", ...}``
         """
+        import concurrent.futures
+
         started = time.monotonic()
         report: dict[str, Any] = {"processed": 0, "succeeded": [], "failed": [], "results": {}, "skipped": []}
         futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]] = {}
@@ -262,7 +272,7 @@ class BatchEngine:
     def _drain(self, submit: Callable[..., None], poll_error: list[str]) -> int:
         """Reclaimed claims first, then polls until an empty answer, a repeated instance or the limit."""
         if self.integration_diagram_id is None:
-            raise WorkflowsoftInputError("Nothing to poll: set integration_diagram_id (or the diagram and step names)")
+            raise _input_error("Nothing to poll: set integration_diagram_id (or the diagram and step names)")
         step = self.integration_diagram_id
         seen: set[int | str] = set()
         count = 0
@@ -427,6 +437,8 @@ class WorkflowsoftProcessInstancesOperator(BaseOperator):
         return None
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_workflowsoft.ledger import ClaimsLedger
+
         hook = self.get_hook()
         ti = context["ti"]
         owner = f"{ti.dag_id}.{ti.task_id}.{ti.run_id}"
@@ -461,6 +473,9 @@ class WorkflowsoftProcessInstancesOperator(BaseOperator):
         return report
 
     def _notify(self, hook: Any, context: Context, report: dict[str, Any]) -> dict[str, Any]:
+        from airflow_provider_workflowsoft.fields import to_jsonable
+        from airflow_provider_workflowsoft.ledger import CreateLedger, key_from_context
+
         spec = dict(self.notify_on_failure or {})
         ti = context["ti"]
         title = spec.get("title") or f"Airflow {ti.dag_id}.{ti.task_id}: {len(report['failed'])} instance(s) failed"

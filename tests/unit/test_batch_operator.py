@@ -303,3 +303,10 @@ def test_normalise_instances() -> None:
 def test_operator_requires_a_source() -> None:
     with pytest.raises(ValueError):
         WorkflowsoftProcessInstancesOperator(task_id="x", python_callable=enrich)
+
+
+def test_ledger_states_match() -> None:
+    from airflow_provider_workflowsoft import ledger
+    from airflow_provider_workflowsoft.operators import batch
+
+    assert (batch.COMPLETING, batch.DONE) == (ledger.COMPLETING, ledger.DONE)

@@ -16,7 +16,6 @@ and async clients alike) and renewed once after a 401.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -25,13 +24,7 @@ from typing import Any
 import httpx
 
 from airflow_provider_workflowsoft import protocol
-from airflow_provider_workflowsoft.client import ClientConfig, _Answer
-from airflow_provider_workflowsoft.errors import (
-    WorkflowsoftAuthError,
-    WorkflowsoftConnectionError,
-    WorkflowsoftUnknownOutcomeError,
-    status_error,
-)
+from airflow_provider_workflowsoft.client import ClientConfig
 from airflow_provider_workflowsoft.fields import Field, field_values, parse_fields
 
 log = logging.getLogger(__name__)
@@ -130,80 +123,46 @@ class AsyncWorkflowsoftClient:
         await self.aclose()
 
     def _redact(self, text: str) -> str:
-        secrets = list(self.config.secrets())
-        if self.config.mints_tokens:
-            token = self._token_cache.get(self.config.token_cache_key())
-            if token:
-                secrets.append(token)
-        for secret in secrets:
-            if secret and secret in text:
-                text = text.replace(secret, "***")
-        return text
+        token = self._token_cache.get(self.config.token_cache_key()) if self.config.mints_tokens else None
+        return protocol.redact(text, [*self.config.secrets(), token])
 
-    async def _send_once(self, call: protocol.Call, auth_header: dict[str, str]) -> _Answer:
+    async def _send_once(self, call: protocol.Call, auth_header: dict[str, str]) -> protocol.Answer:
         headers = call.headers()
         headers.update(auth_header)
         self.request_count += 1
         response = await self.http.request(
             call.method, call.path, params=call.params or None, content=call.content(), headers=headers
         )
-        return _Answer(response.status_code, response.text, response.headers.get("Content-Type", ""),
+        return protocol.Answer(response.status_code, response.text, response.headers.get("Content-Type", ""),
                        response.headers)
 
     async def _exchange(
         self, call: protocol.Call, auth: Callable[[], Awaitable[dict[str, str]]], *, refresh_on_401: bool
-    ) -> _Answer:
-        """Send ``call`` with retries; return the first non-retryable answer (the sync client's loop)."""
-        attempt = 0
-        refreshed = False
-        maybe_applied = False
+    ) -> protocol.Answer:
+        """Send ``call`` with retries; return the first answer not to retry (the sync client's loop)."""
+        attempts = protocol.Attempts(
+            call, self._policy, can_refresh=refresh_on_401 and self.config.mints_tokens,
+            redact=self._redact, rand=self._rand,
+        )
         while True:
-            attempt += 1
+            attempts.next()
             try:
                 answer = await self._send_once(call, await auth())
-                answer.earlier_attempt_maybe_applied = maybe_applied
             except httpx.HTTPError as exc:
-                failure = classify_httpx_failure(exc)
-                maybe_applied = maybe_applied or failure == protocol.MAYBE_SENT
-                reason = self._redact(_short_reason(exc))
-                if attempt <= self._policy.max_retries and self._policy.should_retry(call, failure=failure):
-                    wait = self._policy.delay(attempt, rand=self._rand)
-                    log.warning("Workflowsoft %s %s failed (%s); retry %d/%d in %.1f s",
-                                call.method, call.path, reason, attempt, self._policy.max_retries, wait)
-                    await self._sleep(wait)
-                    continue
-                if call.creates and failure == protocol.MAYBE_SENT:
-                    raise WorkflowsoftUnknownOutcomeError(call.method, call.path, reason) from None
-                raise WorkflowsoftConnectionError(
-                    call.method, call.path, reason, sent=failure == protocol.MAYBE_SENT
-                ) from None
-            if answer.status == 401 and refresh_on_401 and not refreshed and self.config.mints_tokens:
-                refreshed = True
-                self._token_cache.discard(self.config.token_cache_key())
-                attempt -= 1
+                await self._sleep(attempts.failed(classify_httpx_failure(exc), _short_reason(exc)))
                 continue
-            if answer.status < 400:
+            verdict = attempts.answered(answer)
+            if verdict == protocol.DONE:
                 return answer
-            maybe_applied = maybe_applied or answer.status >= 500
-            if attempt <= self._policy.max_retries and self._policy.should_retry(call, status=answer.status):
-                wait = self._policy.delay(attempt, answer.headers.get("Retry-After"), rand=self._rand)
-                log.warning("Workflowsoft %s %s answered %d; retry %d/%d in %.1f s",
-                            call.method, call.path, answer.status, attempt, self._policy.max_retries, wait)
-                await self._sleep(wait)
+            if verdict == protocol.REFRESH_TOKEN:
+                self._token_cache.discard(self.config.token_cache_key())
                 continue
-            return answer
+            await self._sleep(float(verdict))
 
     async def request(self, call: protocol.Call) -> Any:
         """Send an authenticated call; return its decoded JSON (``None`` for an empty body)."""
         answer = await self._exchange(call, self._auth_header, refresh_on_401=True)
-        if answer.status >= 400:
-            message = self._redact(protocol.extract_message(answer.text, answer.content_type))
-            if call.creates and answer.status in (500, 502, 504):
-                raise WorkflowsoftUnknownOutcomeError(call.method, call.path, f"HTTP {answer.status}: {message}")
-            raise status_error(answer.status, call.method, call.path, message)
-        if answer.status == 204:
-            return None
-        return protocol.decode_json(answer.text, answer.content_type, call.method, call.path)
+        return protocol.decode_answer(call, answer, self._redact)
 
     # -- token --------------------------------------------------------------------------------------
 
@@ -228,8 +187,7 @@ class AsyncWorkflowsoftClient:
 
     async def _mint(self, key: tuple[str, str, str, int]) -> str:
         call = protocol.call_mint_token(self.config.token_lifetime_seconds)
-        pair = f"{self.config.login or ''}:{self.config.password or ''}".encode()
-        basic = "Basic " + base64.b64encode(pair).decode("ascii")
+        basic = protocol.basic_auth_header(self.config.login or "", self.config.password or "")
         minted_at = self._token_cache.clock()
 
         async def auth() -> dict[str, str]:
@@ -238,12 +196,7 @@ class AsyncWorkflowsoftClient:
         answer = await self._exchange(call, auth, refresh_on_401=False)
         if answer.status >= 400:
             message = self._redact(protocol.extract_message(answer.text, answer.content_type))
-            if answer.status in (401, 403):
-                raise WorkflowsoftAuthError(
-                    answer.status, call.method, call.path,
-                    f"the administrator login or password was refused ({message or 'no message'})",
-                )
-            raise status_error(answer.status, call.method, call.path, message)
+            raise protocol.mint_error(call, answer, message)
         token = protocol.parse_token(answer.text, answer.content_type)
         if self._on_token:
             self._on_token(token)

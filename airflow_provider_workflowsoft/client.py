@@ -24,12 +24,9 @@ from requests.adapters import HTTPAdapter
 from airflow_provider_workflowsoft import defaults, protocol
 from airflow_provider_workflowsoft.errors import (
     WorkflowsoftAPIError,
-    WorkflowsoftAuthError,
     WorkflowsoftConfigError,
-    WorkflowsoftConnectionError,
     WorkflowsoftError,
     WorkflowsoftLookupError,
-    WorkflowsoftUnknownOutcomeError,
     WorkflowsoftValidationError,
     status_error,
 )
@@ -110,19 +107,6 @@ class ClientConfig:
 
     def secrets(self) -> list[str]:
         return [s for s in (self.api_token, self.password) if s]
-
-
-class _Answer:
-    """What a transport got back, reduced to what the protocol functions read."""
-
-    __slots__ = ("content_type", "earlier_attempt_maybe_applied", "headers", "status", "text")
-
-    def __init__(self, status: int, text: str, content_type: str, headers: Mapping[str, str]) -> None:
-        self.earlier_attempt_maybe_applied = False  # an earlier attempt's answer was lost or a 5xx
-        self.status = status
-        self.text = text
-        self.content_type = content_type
-        self.headers = headers
 
 
 def classify_requests_failure(exc: requests.RequestException) -> str:
@@ -219,16 +203,13 @@ class WorkflowsoftClient:
         self.close()
 
     def _redact(self, text: str) -> str:
-        for secret in self.config.secrets() + self._live_tokens():
-            if secret and secret in text:
-                text = text.replace(secret, "***")
-        return text
+        return protocol.redact(text, self.config.secrets() + self._live_tokens())
 
     def _live_tokens(self) -> list[str]:
         token = self._token_cache.get(self.config.token_cache_key()) if self.config.mints_tokens else None
         return [token] if token else []
 
-    def _send_once(self, call: protocol.Call, auth_header: dict[str, str]) -> _Answer:
+    def _send_once(self, call: protocol.Call, auth_header: dict[str, str]) -> protocol.Answer:
         headers = call.headers()
         headers.update(auth_header)
         self.request_count += 1
@@ -240,69 +221,40 @@ class WorkflowsoftClient:
             headers=headers,
             timeout=(self.config.connect_timeout, self.config.timeout),
         )
-        return _Answer(
+        return protocol.Answer(
             response.status_code,
             response.text,
             response.headers.get("Content-Type", ""),
             response.headers,
         )
 
-    def _exchange(self, call: protocol.Call, auth: Callable[[], dict[str, str]], *, refresh_on_401: bool) -> _Answer:
-        """Send ``call`` with retries; return the first non-retryable answer (2xx or error)."""
-        attempt = 0
-        refreshed = False
-        maybe_applied = False
+    def _exchange(
+        self, call: protocol.Call, auth: Callable[[], dict[str, str]], *, refresh_on_401: bool
+    ) -> protocol.Answer:
+        """Send ``call`` with retries; return the first answer not to retry (2xx or error)."""
+        attempts = protocol.Attempts(
+            call, self._policy, can_refresh=refresh_on_401 and self.config.mints_tokens,
+            redact=self._redact, rand=self._rand,
+        )
         while True:
-            attempt += 1
+            attempts.next()
             try:
                 answer = self._send_once(call, auth())
-                answer.earlier_attempt_maybe_applied = maybe_applied
             except requests.RequestException as exc:
-                failure = classify_requests_failure(exc)
-                maybe_applied = maybe_applied or failure == protocol.MAYBE_SENT
-                reason = self._redact(_short_reason(exc))
-                if attempt <= self._policy.max_retries and self._policy.should_retry(call, failure=failure):
-                    wait = self._policy.delay(attempt, rand=self._rand)
-                    log.warning("Workflowsoft %s %s failed (%s); retry %d/%d in %.1f s",
-                                call.method, call.path, reason, attempt, self._policy.max_retries, wait)
-                    self._sleep(wait)
-                    continue
-                if call.creates and failure == protocol.MAYBE_SENT:
-                    raise WorkflowsoftUnknownOutcomeError(call.method, call.path, reason) from None
-                raise WorkflowsoftConnectionError(
-                    call.method, call.path, reason, sent=failure == protocol.MAYBE_SENT
-                ) from None
-            if answer.status == 401 and refresh_on_401 and not refreshed and self.config.mints_tokens:
-                # The token may have been revoked or expired early: get a new one, once.
-                refreshed = True
-                self._discard_token()
-                attempt -= 1
+                self._sleep(attempts.failed(classify_requests_failure(exc), _short_reason(exc)))
                 continue
-            if answer.status < 400:
+            verdict = attempts.answered(answer)
+            if verdict == protocol.DONE:
                 return answer
-            maybe_applied = maybe_applied or answer.status >= 500
-            if attempt <= self._policy.max_retries and self._policy.should_retry(call, status=answer.status):
-                wait = self._policy.delay(attempt, answer.headers.get("Retry-After"), rand=self._rand)
-                log.warning("Workflowsoft %s %s answered %d; retry %d/%d in %.1f s",
-                            call.method, call.path, answer.status, attempt, self._policy.max_retries, wait)
-                self._sleep(wait)
+            if verdict == protocol.REFRESH_TOKEN:
+                self._discard_token()
                 continue
-            return answer
-
-    def _raise_for(self, call: protocol.Call, answer: _Answer) -> None:
-        message = self._redact(protocol.extract_message(answer.text, answer.content_type))
-        if call.creates and answer.status in (500, 502, 504):
-            raise WorkflowsoftUnknownOutcomeError(call.method, call.path, f"HTTP {answer.status}: {message}")
-        raise status_error(answer.status, call.method, call.path, message)
+            self._sleep(float(verdict))
 
     def request(self, call: protocol.Call) -> Any:
         """Send an authenticated call; return its decoded JSON (``None`` for an empty body)."""
         answer = self._exchange(call, self._auth_header, refresh_on_401=True)
-        if answer.status >= 400:
-            self._raise_for(call, answer)
-        if answer.status == 204:
-            return None
-        return protocol.decode_json(answer.text, answer.content_type, call.method, call.path)
+        return protocol.decode_answer(call, answer, self._redact)
 
     # -- token --------------------------------------------------------------------------------------
 
@@ -330,13 +282,7 @@ class WorkflowsoftClient:
         answer = self._exchange(call, lambda: {"Authorization": basic}, refresh_on_401=False)
         if answer.status >= 400:
             message = self._redact(protocol.extract_message(answer.text, answer.content_type))
-            error = status_error(answer.status, call.method, call.path, message)
-            if answer.status in (401, 403):
-                raise WorkflowsoftAuthError(
-                    answer.status, call.method, call.path,
-                    f"the administrator login or password was refused ({message or 'no message'})",
-                )
-            raise error
+            raise protocol.mint_error(call, answer, message)
         token = protocol.parse_token(answer.text, answer.content_type)
         if self._on_token:
             self._on_token(token)

@@ -13,12 +13,13 @@ import email.utils
 import hashlib
 import html
 import json
+import logging
 import random
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +28,13 @@ from airflow_provider_workflowsoft.defaults import (
     DEFAULT_MAX_RETRIES,
 )
 from airflow_provider_workflowsoft.errors import (
+    WorkflowsoftAuthError,
+    WorkflowsoftConnectionError,
+    WorkflowsoftError,
     WorkflowsoftInputError,
     WorkflowsoftResponseError,
+    WorkflowsoftUnknownOutcomeError,
+    status_error,
 )
 from airflow_provider_workflowsoft.fields import _lookup, param_key, to_jsonable, to_wire_json
 
@@ -523,3 +529,127 @@ class TokenCache:
 
 #: The process-wide cache shared by every client of this process.
 TOKEN_CACHE = TokenCache()
+
+
+# ---------------------------------------------------------------------------------------------------
+# One call's attempts: the retry loop's decisions, shared by the sync and the async transport
+# ---------------------------------------------------------------------------------------------------
+
+
+class Answer:
+    """What a transport got back, reduced to what the functions here read."""
+
+    __slots__ = ("content_type", "earlier_attempt_maybe_applied", "headers", "status", "text")
+
+    def __init__(self, status: int, text: str, content_type: str, headers: Mapping[str, str]) -> None:
+        self.status = status
+        self.text = text
+        self.content_type = content_type
+        self.headers = headers
+        # True when an earlier attempt of the same call may have reached the server (its answer was
+        # lost, or it was a 5xx): a completion then reads "already completed" as its own success.
+        self.earlier_attempt_maybe_applied = False
+
+
+#: :meth:`Attempts.answered` verdicts besides a wait in seconds.
+DONE = "done"
+REFRESH_TOKEN = "refresh-token"
+
+log = logging.getLogger("airflow_provider_workflowsoft.client")
+
+
+class Attempts:
+    """The attempts of one call. A transport loops: send, then ask :meth:`failed` or :meth:`answered`
+    what to do next (wait that many seconds and resend, renew the token and resend, or stop).
+
+    :param can_refresh: a 401 may be answered by renewing a minted token once
+    :param redact: removes secrets from texts that go into logs and errors
+    """
+
+    def __init__(
+        self,
+        call: Call,
+        policy: RetryPolicy,
+        *,
+        can_refresh: bool,
+        redact: Callable[[str], str],
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.call = call
+        self.policy = policy
+        self.can_refresh = can_refresh
+        self.redact = redact
+        self.rand = rand
+        self.number = 0
+        self.maybe_applied = False
+
+    def next(self) -> None:
+        """Count the attempt about to be sent."""
+        self.number += 1
+
+    def failed(self, failure: str, reason: str) -> float:
+        """The transport failed (``NOT_SENT`` or ``MAYBE_SENT``): seconds to wait, or the final error."""
+        call = self.call
+        reason = self.redact(reason)
+        self.maybe_applied = self.maybe_applied or failure == MAYBE_SENT
+        if self.number <= self.policy.max_retries and self.policy.should_retry(call, failure=failure):
+            wait = self.policy.delay(self.number, rand=self.rand)
+            log.warning("Workflowsoft %s %s failed (%s); retry %d/%d in %.1f s",
+                        call.method, call.path, reason, self.number, self.policy.max_retries, wait)
+            return wait
+        if call.creates and failure == MAYBE_SENT:
+            raise WorkflowsoftUnknownOutcomeError(call.method, call.path, reason)
+        raise WorkflowsoftConnectionError(call.method, call.path, reason, sent=failure == MAYBE_SENT)
+
+    def answered(self, answer: Answer) -> float | str:
+        """The server answered: :data:`DONE` (hand the answer back), :data:`REFRESH_TOKEN` (renew the
+        token and resend, once), or seconds to wait before resending."""
+        answer.earlier_attempt_maybe_applied = self.maybe_applied
+        if answer.status == 401 and self.can_refresh:
+            # The token may have been revoked or expired early: get a new one, once.
+            self.can_refresh = False
+            self.number -= 1
+            return REFRESH_TOKEN
+        if answer.status < 400:
+            return DONE
+        self.maybe_applied = self.maybe_applied or answer.status >= 500
+        if self.number <= self.policy.max_retries and self.policy.should_retry(self.call, status=answer.status):
+            wait = self.policy.delay(self.number, answer.headers.get("Retry-After"), rand=self.rand)
+            log.warning("Workflowsoft %s %s answered %d; retry %d/%d in %.1f s", self.call.method,
+                        self.call.path, answer.status, self.number, self.policy.max_retries, wait)
+            return wait
+        return DONE
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def answer_error(call: Call, answer: Answer, message: str) -> WorkflowsoftError:
+    """The error for an error answer. A create answered 500/502/504 may have been acted on."""
+    if call.creates and answer.status in (500, 502, 504):
+        return WorkflowsoftUnknownOutcomeError(call.method, call.path, f"HTTP {answer.status}: {message}")
+    return status_error(answer.status, call.method, call.path, message)
+
+
+def mint_error(call: Call, answer: Answer, message: str) -> WorkflowsoftError:
+    """The error for a refused token request; 401/403 name the administrator credentials."""
+    if answer.status in (401, 403):
+        return WorkflowsoftAuthError(
+            answer.status, call.method, call.path,
+            f"the administrator login or password was refused ({message or 'no message'})",
+        )
+    return status_error(answer.status, call.method, call.path, message)
+
+
+def decode_answer(call: Call, answer: Answer, redact_text: Callable[[str], str]) -> Any:
+    """The decoded JSON of a final answer (``None`` for 204 or an empty body), or its error."""
+    if answer.status >= 400:
+        raise answer_error(call, answer, redact_text(extract_message(answer.text, answer.content_type)))
+    if answer.status == 204:
+        return None
+    return decode_json(answer.text, answer.content_type, call.method, call.path)

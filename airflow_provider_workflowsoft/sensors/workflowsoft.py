@@ -221,6 +221,7 @@ class WorkflowsoftIntegrationSensor(BaseSensorOperator):
                 raise
             self.log.warning("Polling failed after %d instance(s) were received (%s); returning those",
                              len(drain.instances), exc)
+            drain.finished, drain.reason = True, "a poll failed"
         if drain.instances:
             self.log.info("Took %d integration instance(s) of step %s (drain stopped: %s): %s",
                           len(drain.instances), step, drain.reason or "limit",

@@ -214,6 +214,7 @@ def fault_counts(log: list[dict[str, Any]]) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------------
 
 CHAOS_INSTANCES = int(os.environ.get("RELIABILITY_CHAOS_INSTANCES", "100"))
+CLIENT_RETRIES = 2
 CHAOS_FAULTS = {
     # GET: 1 - 0.95 * 0.78 ~ 26 % fail; POST/PATCH: 1 - 0.95 * 0.78 * 0.85 ~ 37 % fail.
     "drop_rate": 0.05,
@@ -235,11 +236,13 @@ def test_chaos_every_instance_completed_exactly_once(home: Home) -> None:
         emulator.set_faults(**CHAOS_FAULTS)
         runs = []
         # The sensor takes what it can; when a poll keeps failing it returns what it has, and the rest
-        # waits in Workflowsoft for the next run (as with a schedule). At most 3 runs.
-        for _ in range(3):
+        # waits in Workflowsoft for the next run (as a schedule would run it). At most 8 runs.
+        for _ in range(8):
             result = home.run(
                 "reliability_process",
-                token_conn(emulator),
+                # Two client retries per request (default 5): some requests still fail after them, so
+                # Airflow's task retries and the ledgers are exercised too, not only the client's retries.
+                token_conn(emulator, max_retries=CLIENT_RETRIES),
                 conf={"max_instances": CHAOS_INSTANCES},
                 extra_env={"RELIABILITY_RECLAIM_AFTER_S": "600"},
             )
@@ -249,6 +252,11 @@ def test_chaos_every_instance_completed_exactly_once(home: Home) -> None:
                 break
         log = emulator.request_log()
         checked = check_instances(emulator, ids, home)
+        statuses = collections.Counter(i["status"] for i in _instances(emulator.snapshot()))
+    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES_FILE.with_name("reliability_chaos_runs.log").write_text("\n".join(r.stdout for r in runs))
+    FIGURES_FILE.with_name("reliability_chaos_requests.json").write_text(json.dumps(log, indent=1, default=str))
+    assert statuses == {"completed": CHAOS_INSTANCES}, (statuses, len(runs))
 
     ctd_paths = {
         (e["method"], e["path"].split("/")[-1] if e["method"] == "PATCH" else e["path"])
@@ -269,7 +277,7 @@ def test_chaos_every_instance_completed_exactly_once(home: Home) -> None:
     assert failed / api_requests >= 0.25, (faults, api_requests)
     assert faults.get("commit_then_drop", 0) > 0 and faults.get("drop", 0) > 0
     assert any(k.startswith("error:429") for k in faults) and any(k.startswith("error:5") for k in faults)
-    retried_tis = sum(r.stdout.count("state=up_for_retry") for r in runs)
+    retried_tis = sum(r.stdout.count("new_state=up_for_retry") for r in runs)
 
     figures = {
         "instances": CHAOS_INSTANCES,
@@ -288,10 +296,10 @@ def test_chaos_every_instance_completed_exactly_once(home: Home) -> None:
         "field_writes_whose_answer_was_lost": faults_on(log, "commit_then_drop", "POST"),
         "dag_runs": len(runs),
         "airflow_task_retries": retried_tis,
+        "client_retries_per_request": CLIENT_RETRIES,
         "fault_settings": CHAOS_FAULTS,
         "seconds": round(time.monotonic() - started, 1),
     }
-    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
     FIGURES_FILE.write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
 

@@ -262,7 +262,7 @@ def test_create_task_operator_dropped_answer_sends_once(rm: Any, store: ledger.M
 
     for _ in range(3):  # the first try and two retries
         with pytest.raises(ledger.DuplicateRiskError):
-            op.execute({"ti": _TI()})
+            op.execute({"ti": _TI()})  # type: ignore[typeddict-item]
     assert sent(rm).count("POST /api/v2/tasks") == 1
 
 

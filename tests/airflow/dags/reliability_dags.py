@@ -91,7 +91,7 @@ with DAG(
     def kwargs_of(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{"integration_instance_id": i["integration_instance_id"], "fields": i["fields"]} for i in items]
 
-    WorkflowsoftCompleteStepOperator.partial(task_id="complete").expand_kwargs(kwargs_of(compute(gate(taken.output))))
+    WorkflowsoftCompleteStepOperator.partial(task_id="complete").expand_kwargs(kwargs_of(compute(gate(taken.output))))  # type: ignore[arg-type]
 
 
 with DAG(

@@ -312,7 +312,12 @@ class BatchEngine:
                         return
                     seen.add(iid)
                     # Claimed before anything else happens to it (the ledger write is serialised).
-                    self._ledger_call("claim", step, [found], owner=self.owner)
+                    try:
+                        self._ledger_call("claim", step, [found], owner=self.owner)
+                    except Exception as exc:  # still processed (it was handed out), but no more polling
+                        state["stop"] = True
+                        poll_error.append(f"claiming instance {iid} failed: {_error_text(exc)}")
+                        log.error("Claiming integration instance %s failed: %s", iid, _error_text(exc))
                     submit(instance)
 
         extra = [threading.Thread(target=poll_loop, name=f"workflowsoft-poller-{i}", daemon=True)

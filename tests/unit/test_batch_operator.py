@@ -310,3 +310,22 @@ def test_ledger_states_match() -> None:
     from airflow_provider_workflowsoft.operators import batch
 
     assert (batch.COMPLETING, batch.DONE) == (ledger.COMPLETING, ledger.DONE)
+
+
+def test_a_failing_claim_stops_the_drain_but_the_received_instance_is_processed(
+    emulator: EmulatorServer, conn: str
+) -> None:
+    emulator.create_instances(STEP, count=4)
+
+    class BrokenStore(MemoryStore):
+        def set(self, key: str, value: Any) -> None:
+            if ".claim." in key and value.get("state") == CLAIMED:
+                raise RuntimeError("variable store down")
+            super().set(key, value)
+
+    op = make_op(conn, BrokenStore())
+    report, ti, error = run(op)
+    assert error is not None and "variable store down" in str(error)
+    pushed = ti.xcom["return_value"]
+    assert pushed["processed"] == 1 and len(pushed["succeeded"]) == 1
+    assert [v["status"] for v in instance_view(emulator).values()].count("completed") == 1

@@ -17,6 +17,7 @@ def test_batch_worker_dag_completes_every_instance(run_dag: RunDag, emulator: Em
     created = [i["IntegrationInstanceId"] for i in emulator.create_instances(11, count=8)]
     result = run_dag("workflowsoft_batch_worker", emulator=emulator, dags_folder=Path(TEST_DAGS_FOLDER))
     assert_dag_succeeded(result)
+    print(*(line for line in result.stdout.splitlines() if "Processed" in line), sep="\n")
     views = {i["IntegrationInstanceId"]: i for i in emulator.snapshot()["instances"]}
     for position, iid in enumerate(sorted(created)):
         view = views[iid]

@@ -6,7 +6,7 @@ API is mended in one file.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:  # Airflow 3.x: exceptions live in the Task SDK (the old path warns)
     from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
@@ -43,7 +43,17 @@ except ImportError:  # Airflow 2.11
 
     AIRFLOW_V3 = False
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+def __getattr__(name: str) -> Any:
+    # Triggers' base classes load only where a trigger is defined, not in every DAG file.
+    if name in ("BaseTrigger", "TriggerEvent"):
+        from airflow.triggers import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def mask_secret(secret: str) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from airflow_provider_workflowsoft import protocol
-from airflow_provider_workflowsoft.client import ClientConfig
+from airflow_provider_workflowsoft.config import ClientConfig
 from airflow_provider_workflowsoft.fields import Field, field_values, parse_fields
 
 log = logging.getLogger(__name__)

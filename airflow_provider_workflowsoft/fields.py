@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import difflib
 import json
 import math
 import re
@@ -472,6 +471,8 @@ def resolve_field(name: str, fields: list[Field]) -> Field | None:
 
 def _unknown_field_message(name: str, fields: list[Field]) -> str:
     labels = [f.label for f in fields]
+    import difflib  # only when a name is wrong: keeps DAG-file imports light
+
     close = difflib.get_close_matches(name, labels, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"{name!r}: no such field{hint} Known labels: {', '.join(repr(label) for label in labels)}"
@@ -536,3 +537,14 @@ def empty_required(fields: list[Field], pending: Mapping[str, Any] | None = None
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def required_error(instance_id: Any, missing: list[str]) -> WorkflowsoftValidationError:
+    """The error that refuses a completion while required fields are empty (nothing was sent)."""
+    problems = [f"{label!r}: the field is required and empty" for label in missing]
+    return WorkflowsoftValidationError(
+        f"Cannot complete integration instance {instance_id}: required field(s) empty: "
+        + ", ".join(repr(m) for m in missing)
+        + ". Nothing was sent.",
+        problems,
+    )

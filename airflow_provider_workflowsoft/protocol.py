@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import email.utils
 import hashlib
 import html
 import json
@@ -18,7 +17,6 @@ import random
 import re
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -212,6 +210,8 @@ def dumps_body(body: Any) -> str:
 
     ``json`` cannot write a Decimal as a number, and going through ``float`` loses digits; each
     Decimal is replaced by a unique placeholder string, then the placeholder by the exact digits."""
+    import uuid  # lazily: DAG files import this module through the operators
+
     placeholders: dict[str, str] = {}
 
     def swap(value: Any) -> Any:
@@ -465,6 +465,8 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # lazily: only HTTP-date Retry-After values need it
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -305,8 +305,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for pollers_label, select in (("batch engine (1 poller)", lambda r: r["pollers"] == 1),
-                                  ("batch engine (pollers = workers)", lambda r: r["pollers"] == r["workers"])):
+    for pollers_label, select in (
+        ("batch engine (1 poller)", lambda r: r["pollers"] == 1),
+        ("batch engine (pollers = workers, the default)", lambda r: r["pollers"] == r["workers"]),
+    ):
         pts = sorted((r["workers"], r["n"] / r["wall"]) for r in rows if r["path"].startswith("batch") and select(r))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=pollers_label)
@@ -446,11 +448,12 @@ def where_time_goes(rows: list[dict[str, Any]]) -> list[str]:
     if one:
         per_poll = statistics.mean(r["wall"] / r["n"] for r in one) * 1000
         out.append(
-            f"- With one poller (the default), polling is one request after the other: each instance costs "
+            "- With one poller (`pollers=1`; the default is `pollers=max_workers`), polling is one request after "
+            f"the other: each instance costs "
             f"{per_poll:.1f} ms of the calling thread ({LATENCY_MS} ms latency + client and server handling), "
             f"so throughput stays near {1000 / per_poll:.0f} instances/s whatever `max_workers` is. The physical "
             "limit assumes `workers` requests in flight, which a single poll chain cannot give: from 8 workers on, "
-            "the limit cannot be reached with one poller. `pollers=max_workers` removes this (next rows).")
+            "the limit cannot be reached with one poller. That is why `pollers` defaults to `max_workers`.")
     top = [r for r in rows if r["path"].startswith("batch") and r["workers"] == 16 and r["pollers"] == 16]
     if top:
         r = top[0]
@@ -479,7 +482,7 @@ def targets(rows: list[dict[str, Any]], imports: list[dict[str, Any]]) -> list[s
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
-    for label, group in (("1 poller (the default)", batch1), ("pollers = workers", batchp)):
+    for label, group in (("1 poller", batch1), ("pollers = workers (the default)", batchp)):
         if group:
             worst = max(group, key=lambda r: r["wall"] / r["limit"])
             out.append(f"- Within 1.3x of the physical limit at every worker count, {label}: "

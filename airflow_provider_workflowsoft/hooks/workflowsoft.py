@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_workflowsoft import defaults, protocol
 from airflow_provider_workflowsoft._compat import BaseHook, mask_secret
-from airflow_provider_workflowsoft.client import ClientConfig, WorkflowsoftClient
+from airflow_provider_workflowsoft.config import ClientConfig
 from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, LEGACY_EXTRA_NAMES
 from airflow_provider_workflowsoft.errors import (
     WorkflowsoftAPIError,
@@ -24,6 +24,9 @@ from airflow_provider_workflowsoft.errors import (
     WorkflowsoftError,
 )
 from airflow_provider_workflowsoft.fields import Field
+
+if TYPE_CHECKING:
+    from airflow_provider_workflowsoft.client import WorkflowsoftClient
 
 
 def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
@@ -176,6 +179,9 @@ class WorkflowsoftHook(BaseHook):
     @cached_property
     def client(self) -> WorkflowsoftClient:
         """The API client, built once per hook (one pooled session, one token per lifetime)."""
+        # Imported here: a DAG file that imports an operator does not pay for requests.
+        from airflow_provider_workflowsoft.client import WorkflowsoftClient
+
         kwargs = {"on_token": mask_secret, **self._client_kwargs}
         return WorkflowsoftClient(self.config, **kwargs)
 
@@ -320,6 +326,8 @@ class WorkflowsoftHook(BaseHook):
             )
             for secret in config.secrets():
                 mask_secret(secret)
+            from airflow_provider_workflowsoft.client import WorkflowsoftClient
+
             with WorkflowsoftClient(config, on_token=mask_secret) as client:
                 return True, client.check()
         except WorkflowsoftConfigError as exc:

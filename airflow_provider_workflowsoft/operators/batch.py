@@ -144,7 +144,8 @@ class BatchEngine:
     :param integration_diagram_id: the step to poll (needed unless ``instances`` are given)
     :param ledger: the claims ledger (``None``: no claims are recorded)
     :param max_workers: callables running at the same time
-    :param pollers: threads polling at the same time; 1 (the default) polls from the calling thread only
+    :param pollers: threads polling at the same time (default: ``max_workers``, so that polling keeps up
+        with the workers; 1 polls from the calling thread only)
     """
 
     def __init__(
@@ -156,13 +157,15 @@ class BatchEngine:
         ledger: ClaimsLedger | None = None,
         max_instances: int = 100,
         max_workers: int = 8,
-        pollers: int = 1,
+        pollers: int | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
         owner: str = "",
     ) -> None:
         if max_workers < 1:
             raise _input_error(f"max_workers must be 1 or more, got {max_workers}")
+        # One poller alone caps throughput at one poll round trip per instance, whatever the workers.
+        pollers = max_workers if pollers is None else pollers
         if pollers < 1:
             raise _input_error(f"pollers must be 1 or more, got {pollers}")
         if max_instances < 0:
@@ -357,7 +360,7 @@ class WorkflowsoftProcessInstancesOperator(BaseOperator):
     :param instances: process these (ids or instance dicts, e.g. a sensor's XCom) instead of polling (templated)
     :param max_instances: most instances received by polling in one run
     :param max_workers: callables (and instances in flight) at the same time
-    :param pollers: threads polling at the same time (1: the calling thread only)
+    :param pollers: threads polling at the same time (default: ``max_workers``; 1: the calling thread only)
     :param op_kwargs: extra keyword arguments of every call (templated)
     :param notify_on_failure: ``{"title", "assignee", "description"}``: create one Workflowsoft task per task
         instance when instances failed (assignee: user id, email or full name)
@@ -389,7 +392,7 @@ class WorkflowsoftProcessInstancesOperator(BaseOperator):
         instances: Any = None,
         max_instances: int = 100,
         max_workers: int = 8,
-        pollers: int = 1,
+        pollers: int | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         notify_on_failure: Mapping[str, Any] | None = None,
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
@@ -407,6 +410,7 @@ class WorkflowsoftProcessInstancesOperator(BaseOperator):
                 "Say which instances to process: integration_diagram_id, or process_diagram_name and "
                 "integration_step_name, or instances"
             )
+        pollers = max_workers if pollers is None else pollers
         if max_workers < 1 or pollers < 1 or max_instances < 0:
             raise ValueError("max_workers and pollers must be 1 or more, max_instances 0 or more")
         if notify_on_failure is not None and not isinstance(notify_on_failure, Mapping | str):

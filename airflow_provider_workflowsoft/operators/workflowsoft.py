@@ -19,9 +19,8 @@ from typing import Any
 
 from airflow_provider_workflowsoft import defaults, ledger
 from airflow_provider_workflowsoft._compat import BaseOperator, Context
-from airflow_provider_workflowsoft.client import _required_error
 from airflow_provider_workflowsoft.errors import WorkflowsoftAPIError, WorkflowsoftInputError
-from airflow_provider_workflowsoft.fields import empty_required, prepare_update, to_jsonable
+from airflow_provider_workflowsoft.fields import empty_required, prepare_update, required_error, to_jsonable
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.protocol import looks_already_completed
 
@@ -200,7 +199,7 @@ class WorkflowsoftCompleteStepOperator(_WorkflowsoftOperator):
         wire = prepare_update(fields, values, instance_id=iid)
         missing = empty_required(fields, wire)
         if missing:
-            raise _required_error(iid, missing)
+            raise required_error(iid, missing)
         already_ok = state == ledger.COMPLETING
         claims.mark_completing(iid)
         try:
@@ -400,4 +399,12 @@ __all__ = [
     "coerce_instance_id",
 ]
 
-from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator  # noqa: E402,F401
+
+
+def __getattr__(name: str) -> Any:
+    # The batch operator lives in its own module; it is re-exported here, loaded on first use only.
+    if name == "WorkflowsoftProcessInstancesOperator":
+        from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator
+
+        return WorkflowsoftProcessInstancesOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

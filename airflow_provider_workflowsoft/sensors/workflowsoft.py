@@ -25,10 +25,10 @@ from airflow_provider_workflowsoft._compat import (
     PokeReturnValue,
     default_deferrable,
 )
+from airflow_provider_workflowsoft.drain import Drain
 from airflow_provider_workflowsoft.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.fields import to_jsonable
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
-from airflow_provider_workflowsoft.triggers.workflowsoft import Drain, WorkflowsoftIntegrationTrigger
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class WorkflowsoftIntegrationSensor(BaseSensorOperator):
         _own, others = self._held_elsewhere(step, _owner(context))
         timeout = self.timeout
         self.defer(
-            trigger=WorkflowsoftIntegrationTrigger(
+            trigger=_trigger_class()(
                 integration_diagram_id=step,
                 conn_id=self.workflowsoft_conn_id,
                 max_instances=self._limit(),
@@ -289,3 +289,10 @@ def to_bool(value: Any) -> bool:
 
 
 __all__ = ["WorkflowsoftIntegrationSensor"]
+
+
+def _trigger_class() -> Any:
+    # Imported when deferring only: DAG files that import the sensor do not pay for the trigger (httpx).
+    from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
+
+    return WorkflowsoftIntegrationTrigger

@@ -15,67 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft._compat import BaseHook, BaseTrigger, TriggerEvent, mask_secret
+from airflow_provider_workflowsoft.drain import Drain
 from airflow_provider_workflowsoft.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.fields import to_jsonable
 
 log = logging.getLogger(__name__)
 
 CLASSPATH = "airflow_provider_workflowsoft.triggers.workflowsoft.WorkflowsoftIntegrationTrigger"
-
-
-class Drain:
-    """The stop rules of one drain, shared by the sensor and the trigger.
-
-    A drain takes instances until ``limit`` is reached, the server answers "nothing new", or the server
-    repeats an instance this drain already has (a server that hands out the oldest open instance
-    until it is completed would otherwise make the drain loop). Ids in ``skip`` (instances another run
-    is working on) also end the drain, without being taken.
-
-    :param limit: the most instances to take (already-taken instances passed in ``taken`` count)
-    :param taken: instances already taken (for example claims re-offered from the ledger)
-    :param skip: instance ids not to take
-    """
-
-    def __init__(self, limit: int, taken: Iterable[dict[str, Any]] = (), skip: Iterable[Any] = ()) -> None:
-        self.limit = max(1, int(limit))
-        self.instances: list[dict[str, Any]] = list(taken)
-        self.seen = {_iid(i) for i in self.instances}
-        self.skip = {_iid(i) for i in skip}
-        self.finished = len(self.instances) >= self.limit
-        self.reason = "limit" if self.finished else ""
-
-    def offer(self, instance: dict[str, Any] | None) -> bool:
-        """Take a poll answer; ``True`` when it was taken (and the drain may poll again if not finished)."""
-        if self.finished:
-            return False
-        if instance is None:
-            self.finished, self.reason = True, "empty"
-            return False
-        iid = _iid(instance)
-        if iid in self.seen:
-            self.finished, self.reason = True, "repeated"
-            return False
-        if iid in self.skip:
-            self.finished, self.reason = True, "held elsewhere"
-            return False
-        self.seen.add(iid)
-        self.instances.append(dict(instance))
-        if len(self.instances) >= self.limit:
-            self.finished, self.reason = True, "limit"
-        return True
-
-
-def _iid(instance: Any) -> Any:
-    if isinstance(instance, dict):
-        instance = instance.get("IntegrationInstanceId")
-    if isinstance(instance, str) and instance.strip().isdigit():
-        return int(instance.strip())
-    return instance
 
 
 async def _get_connection(conn_id: str) -> Any:

@@ -78,6 +78,7 @@ class WorkflowsoftIntegrationSensor(BaseSensorOperator):
         "integration_step_name",
         "max_instances",
         "fetch_fields",
+        "reclaim_after",
         "workflowsoft_conn_id",
     )
     ui_color = "#e8f0ff"
@@ -158,6 +159,11 @@ class WorkflowsoftIntegrationSensor(BaseSensorOperator):
                               self.process_diagram_name, self._step_id)
         return self._step_id
 
+    @property
+    def _lease(self) -> dt.timedelta | None:
+        """``reclaim_after`` as a timedelta: templated values arrive as seconds (``"0"``, ``"3600"``)."""
+        return as_timedelta(self.reclaim_after, "reclaim_after")
+
     def _held_elsewhere(self, step: int, owner: str) -> tuple[list[dict[str, Any]], list[Any]]:
         """(this task's own open claims from an earlier try, ids other runs hold within their lease)."""
         own: list[dict[str, Any]] = []
@@ -170,7 +176,7 @@ class WorkflowsoftIntegrationSensor(BaseSensorOperator):
                             "reclaimed": True})
                 continue
             claimed = ledger._parse(record.get("claimed_at")) or now
-            if self.reclaim_after is None or now - claimed < self.reclaim_after:
+            if self._lease is None or now - claimed < self._lease:
                 others.append(iid)
         return own, others
 
@@ -178,7 +184,7 @@ class WorkflowsoftIntegrationSensor(BaseSensorOperator):
         own, others = self._held_elsewhere(step, owner)
         offered = own[:limit]
         if len(offered) < limit:
-            for instance in self.claims.reclaim(step, self.reclaim_after, owner=owner, limit=limit):
+            for instance in self.claims.reclaim(step, self._lease, owner=owner, limit=limit):
                 if len(offered) >= limit:
                     break
                 if instance["IntegrationInstanceId"] not in {i["IntegrationInstanceId"] for i in offered}:
@@ -296,3 +302,18 @@ def _trigger_class() -> Any:
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 
     return WorkflowsoftIntegrationTrigger
+
+
+def as_timedelta(value: Any, name: str) -> dt.timedelta | None:
+    """A lease given as a timedelta, a number of seconds, or a numeric string (rendered templates)."""
+    if value is None or isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise WorkflowsoftInputError(f"{name} must not be negative, got {value!r}")
+    return dt.timedelta(seconds=seconds)

@@ -54,3 +54,28 @@ def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> 
     assert [(p["process_diagram_id"], p["created_by"]) for p in started] == [(2, 1)]
     assert [(t["title"].startswith("Events enriched for "), t["assigned_user_id"], t["created_by"])
             for t in state["tasks"]] == [(True, 2, 1)]
+
+
+@pytest.mark.airflow
+def test_batch_worker_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
+    section = README.split("## Bursts: the batch worker", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README's batch worker section has no python code block"
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "readme_batch_dag.py").write_text(
+        match.group(1)
+        + "\n\nimport pendulum\nfrom airflow.sdk import dag\n\n\n"
+        + "@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)\n"
+        + "def readme_batch():\n    enrich()\n\n\nreadme_batch()\n"
+    )
+    with EmulatorServer() as emulator:
+        created = emulator.create_instances(11, count=12, values={"Event name": "Workshop day"})
+        result = run_dag("readme_batch", emulator=emulator, dags_folder=dags)
+        assert_dag_succeeded(result)
+        state = emulator.snapshot()
+    by_id = {i["IntegrationInstanceId"]: i for i in state["instances"]}
+    for instance in created:
+        done = by_id[instance["IntegrationInstanceId"]]
+        assert done["status"] == "completed"
+        assert (done["fields"]["Venue code"], done["fields"]["Event exists"]) == ("HALL-WOR", True)

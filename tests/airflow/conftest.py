@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -51,13 +52,25 @@ def airflow_env(home: Path, dags_folder: Path = DAGS_FOLDER) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite AIRFLOW_HOME shared by the session's DAG runs."""
-    home = tmp_path_factory.mktemp("airflow_home")
+def migrated_airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An AIRFLOW_HOME with SQLite migrated once per session; never run in, only copied."""
+    home = tmp_path_factory.mktemp("airflow_home_migrated")
     result = subprocess.run(
         [AIRFLOW_BIN, "db", "migrate"], env=airflow_env(home), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return home
+
+
+@pytest.fixture
+def airflow_home(migrated_airflow_home: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the migrated AIRFLOW_HOME for each test: runs, XCom and the ledgers' Variables of
+    one test never leak into the next (each emulator numbers its instances from 5001 again)."""
+    home = tmp_path / "airflow_home"
+    shutil.copytree(migrated_airflow_home, home)
+    config = home / "airflow.cfg"
+    if config.exists():  # the config names its home's paths: point them at the copy
+        config.write_text(config.read_text().replace(str(migrated_airflow_home), str(home)))
     return home
 
 

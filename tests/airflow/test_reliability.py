@@ -11,7 +11,6 @@ import collections
 import json
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -116,11 +115,8 @@ class Home:
 
 
 @pytest.fixture
-def home(airflow_home: Path, tmp_path: Path) -> Home:
-    path = tmp_path / "airflow_home"
-    path.mkdir()
-    shutil.copy2(airflow_home / "airflow.db", path / "airflow.db")
-    return Home(path)
+def home(airflow_home: Path) -> Home:
+    return Home(airflow_home)  # a fresh copy of the migrated home for each test (see conftest)
 
 
 def token_conn(emulator: EmulatorServer, token: str = "demo-token", **extra: Any) -> dict[str, Any]:

@@ -21,8 +21,8 @@ from airflow_provider_workflowsoft import defaults, ledger
 from airflow_provider_workflowsoft._compat import BaseOperator, Context
 from airflow_provider_workflowsoft.errors import WorkflowsoftAPIError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.fields import empty_required, prepare_update, required_error, to_jsonable
-from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.protocol import looks_already_completed
+from airflow_provider_workflowsoft.task_mixin import WorkflowsoftTaskMixin
 
 
 def coerce_instance_id(value: Any) -> int:
@@ -64,33 +64,16 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-class _WorkflowsoftOperator(BaseOperator):
-    """Shared plumbing: the hook and the ledgers' store."""
+class _WorkflowsoftOperator(WorkflowsoftTaskMixin, BaseOperator):
+    """Shared plumbing: the hook and the ledgers' store (see :class:`WorkflowsoftTaskMixin`)."""
 
-    #: the ledgers' store; ``None`` means Airflow Variables (tests set a ``ledger.MemoryStore``)
-    ledger_store: Any = None
     ui_color = "#e8f0ff"
 
     def __init__(self, *, workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID, ledger_store: Any = None,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.workflowsoft_conn_id = workflowsoft_conn_id
-        if ledger_store is not None:
-            self.ledger_store = ledger_store
-
-    @property
-    def hook(self) -> WorkflowsoftHook:
-        if getattr(self, "_hook", None) is None:
-            self._hook = WorkflowsoftHook(self.workflowsoft_conn_id)
-        return self._hook
-
-    @property
-    def claims(self) -> ledger.ClaimsLedger:
-        return ledger.ClaimsLedger(self.workflowsoft_conn_id, store=self.ledger_store)
-
-    @property
-    def creates(self) -> ledger.CreateLedger:
-        return ledger.CreateLedger(store=self.ledger_store)
+        self._set_ledger_store(ledger_store)
 
     def _user(self, user: Any) -> int | str | None:
         return None if _blank(user) else self.hook.resolve_user_id(user)

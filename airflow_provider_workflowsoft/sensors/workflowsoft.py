@@ -28,7 +28,7 @@ from airflow_provider_workflowsoft._compat import (
 from airflow_provider_workflowsoft.drain import Drain
 from airflow_provider_workflowsoft.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.fields import to_jsonable
-from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+from airflow_provider_workflowsoft.task_mixin import WorkflowsoftTaskMixin
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _owner(context: Any) -> str:
     return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
 
 
-class WorkflowsoftIntegrationSensor(BaseSensorOperator):
+class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     """Waits for new integration instances of an integration step and returns them.
 
     The XCom ``return_value`` is a list of ``{"IntegrationInstanceId", "ProcessInstanceId"}`` dicts
@@ -83,9 +83,6 @@ class WorkflowsoftIntegrationSensor(BaseSensorOperator):
     )
     ui_color = "#e8f0ff"
 
-    #: the ledgers' store; ``None`` means Airflow Variables (tests set a ``ledger.MemoryStore``)
-    ledger_store: Any = None
-
     def __init__(
         self,
         *,
@@ -116,21 +113,10 @@ class WorkflowsoftIntegrationSensor(BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.max_consecutive_failures = max_consecutive_failures
         self.workflowsoft_conn_id = workflowsoft_conn_id
-        if ledger_store is not None:
-            self.ledger_store = ledger_store
+        self._set_ledger_store(ledger_store)
         self._step_id: int | None = None
 
     # -- helpers ------------------------------------------------------------------------------------
-
-    @property
-    def hook(self) -> WorkflowsoftHook:
-        if getattr(self, "_hook", None) is None:
-            self._hook = WorkflowsoftHook(self.workflowsoft_conn_id)
-        return self._hook
-
-    @property
-    def claims(self) -> ledger.ClaimsLedger:
-        return ledger.ClaimsLedger(self.workflowsoft_conn_id, store=self.ledger_store)
 
     def _limit(self) -> int:
         try:

@@ -144,6 +144,13 @@ class ClaimsLedger:
         self.conn_id = conn_id
         self.store: KeyValueStore = store if store is not None else VariableStore()
         self.clock = clock
+        # Records and step indexes this ledger object last read or wrote. Every Variable is a round trip
+        # through the API server; read-modify-write updates of a record this object just handled
+        # (claim -> completing -> done) need no second read. Lookups that decide anything (get, state,
+        # reclaim, list_claims) always read the store.
+        self._known: dict[str, dict[str, Any]] = {}
+        self._known_lists: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
 
     # -- keys ---------------------------------------------------------------------------------------
 
@@ -159,9 +166,31 @@ class ClaimsLedger:
     # -- records ------------------------------------------------------------------------------------
 
     def get(self, instance_id: Any) -> dict[str, Any] | None:
-        """The claim record of an instance, or ``None``."""
-        record = self.store.get(self.claim_key(instance_id))
-        return record if isinstance(record, dict) else None
+        """The claim record of an instance, or ``None`` (always read from the store)."""
+        key = self.claim_key(instance_id)
+        record = self.store.get(key)
+        if not isinstance(record, dict):
+            self._known.pop(key, None)
+            return None
+        self._known[key] = record
+        return dict(record)
+
+    def _put(self, key: str, record: dict[str, Any]) -> None:
+        self.store.set(key, record)
+        self._known[key] = record
+
+    def _delete(self, key: str) -> None:
+        self.store.delete(key)
+        self._known.pop(key, None)
+
+    def _list(self, key: str) -> list[Any]:
+        if key not in self._known_lists:
+            self._known_lists[key] = list(self.store.get(key) or [])
+        return self._known_lists[key]
+
+    def _put_list(self, key: str, values: list[Any]) -> None:
+        self.store.set(key, values)
+        self._known_lists[key] = list(values)
 
     def state(self, instance_id: Any) -> str | None:
         record = self.get(instance_id)
@@ -179,7 +208,7 @@ class ClaimsLedger:
         for instance in instances:
             iid = _instance_id(instance)
             previous = self.get(iid) or {}
-            self.store.set(
+            self._put(
                 self.claim_key(iid),
                 {
                     "state": CLAIMED,
@@ -195,14 +224,17 @@ class ClaimsLedger:
         self._index_add(integration_diagram_id, [_instance_id(i) for i in instances])
 
     def _index_add(self, integration_diagram_id: Any, ids: list[int | str]) -> None:
+        # The index is written by one sensor (or batch run) at a time, so what this object last read or
+        # wrote is current: one store read per step and ledger object, then writes only.
         key = self.index_key(integration_diagram_id)
-        index = self.store.get(key) or []
-        merged = list(dict.fromkeys([*index, *ids]))
-        if merged != index:
-            self.store.set(key, merged)
-        steps = self.store.get(self.steps_key()) or []
-        if integration_diagram_id not in steps:
-            self.store.set(self.steps_key(), [*steps, integration_diagram_id])
+        with self._lock:
+            index = self._list(key)
+            merged = list(dict.fromkeys([*index, *ids]))
+            if merged != index:
+                self._put_list(key, merged)
+            steps = self._list(self.steps_key())
+            if integration_diagram_id not in steps:
+                self._put_list(self.steps_key(), [*steps, integration_diagram_id])
 
     def mark_completing(self, instance_id: Any) -> None:
         """About to send the completion (its answer may be lost: a retry then accepts "already completed")."""
@@ -214,9 +246,12 @@ class ClaimsLedger:
 
     def _update(self, instance_id: Any, **changes: Any) -> None:
         iid = _instance_id(instance_id)
-        record = self.get(iid) or {"integration_instance_id": iid, "claimed_at": _iso(self.clock())}
+        key = self.claim_key(iid)
+        known = self._known.get(key)
+        record = dict(known) if known is not None else self.get(iid)
+        record = record or {"integration_instance_id": iid, "claimed_at": _iso(self.clock())}
         record.update(changes)
-        self.store.set(self.claim_key(iid), record)
+        self._put(key, record)
 
     def reclaim(self, integration_diagram_id: Any, reclaim_after: dt.timedelta | None, *, owner: str = "",
                 limit: int | None = None) -> list[dict[str, Any]]:
@@ -225,6 +260,7 @@ class ClaimsLedger:
         Done records past :data:`DONE_RETENTION` and ids without a record are pruned from the index."""
         key = self.index_key(integration_diagram_id)
         index = self.store.get(key) or []
+        self._known_lists[key] = list(index)
         now = self.clock()
         keep: list[int | str] = []
         offered: list[dict[str, Any]] = []
@@ -235,7 +271,7 @@ class ClaimsLedger:
             if record.get("state") == DONE:
                 completed = _parse(record.get("completed_at")) or now
                 if now - completed > DONE_RETENTION:
-                    self.store.delete(self.claim_key(iid))
+                    self._delete(self.claim_key(iid))
                     continue
                 keep.append(iid)
                 continue
@@ -249,7 +285,7 @@ class ClaimsLedger:
                      "reclaimed": True}
                 )
         if keep != index:
-            self.store.set(key, keep)
+            self._put_list(key, keep)
         if offered:
             for instance in offered:
                 self._update(
@@ -283,12 +319,12 @@ class ClaimsLedger:
             record = self.get(iid)
             if record is None:
                 continue
-            self.store.delete(self.claim_key(iid))
+            self._delete(self.claim_key(iid))
             step = record.get("integration_diagram_id")
             if step is not None:
                 index = self.store.get(self.index_key(step)) or []
                 if iid in index:
-                    self.store.set(self.index_key(step), [i for i in index if i != iid])
+                    self._put_list(self.index_key(step), [i for i in index if i != iid])
             released.append(iid)
         return released
 

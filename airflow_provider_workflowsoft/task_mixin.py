@@ -18,6 +18,8 @@ class WorkflowsoftTaskMixin:
     workflowsoft_conn_id: str
     ledger_store: Any = None
     _hook: WorkflowsoftHook | None = None
+    _claims: ledger.ClaimsLedger | None = None
+    _variables: ledger.VariableStore | None = None
 
     def _set_ledger_store(self, ledger_store: Any) -> None:
         if ledger_store is not None:
@@ -32,8 +34,18 @@ class WorkflowsoftTaskMixin:
 
     @property
     def claims(self) -> ledger.ClaimsLedger:
-        return ledger.ClaimsLedger(self.workflowsoft_conn_id, store=self.ledger_store)
+        """One claims ledger per task (it remembers the records it wrote: fewer Variable round trips)."""
+        if self._claims is None or self._claims.store is not self._store():
+            self._claims = ledger.ClaimsLedger(self.workflowsoft_conn_id, store=self._store())
+        return self._claims
+
+    def _store(self) -> Any:
+        if self.ledger_store is not None:
+            return self.ledger_store
+        if self._variables is None:
+            self._variables = ledger.VariableStore()
+        return self._variables
 
     @property
     def creates(self) -> ledger.CreateLedger:
-        return ledger.CreateLedger(store=self.ledger_store)
+        return ledger.CreateLedger(store=self._store())

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from airflow_provider_workflowsoft import protocol
+from airflow_provider_workflowsoft.client_core import ClientCore
 from airflow_provider_workflowsoft.config import ClientConfig
 from airflow_provider_workflowsoft.fields import Field, field_values, parse_fields
 
@@ -53,7 +54,7 @@ def _short_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class AsyncWorkflowsoftClient:
+class AsyncWorkflowsoftClient(ClientCore):
     """The asynchronous client (one ``httpx.AsyncClient``; use it from one event loop).
 
     :param config: connection settings (see :class:`~airflow_provider_workflowsoft.client.ClientConfig`)
@@ -74,21 +75,11 @@ class AsyncWorkflowsoftClient:
         token_cache: protocol.TokenCache | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        self.config = config
+        super().__init__(config, on_token=on_token, token_cache=token_cache, rand=rand)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._mint_lock: asyncio.Lock | None = None
         self._sleep = sleep
-        self._rand = rand
-        self._on_token = on_token
-        self._token_cache = token_cache or protocol.TOKEN_CACHE
-        self._policy = config.retry_policy
-        self.request_count = 0
-        if config.api_token and on_token:
-            on_token(config.api_token)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.config.base_url!r})"
 
     # -- transport ----------------------------------------------------------------------------------
 
@@ -122,10 +113,6 @@ class AsyncWorkflowsoftClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _redact(self, text: str) -> str:
-        token = self._token_cache.get(self.config.token_cache_key()) if self.config.mints_tokens else None
-        return protocol.redact(text, [*self.config.secrets(), token])
-
     async def _send_once(self, call: protocol.Call, auth_header: dict[str, str]) -> protocol.Answer:
         headers = call.headers()
         headers.update(auth_header)
@@ -140,10 +127,7 @@ class AsyncWorkflowsoftClient:
         self, call: protocol.Call, auth: Callable[[], Awaitable[dict[str, str]]], *, refresh_on_401: bool
     ) -> protocol.Answer:
         """Send ``call`` with retries; return the first answer not to retry (the sync client's loop)."""
-        attempts = protocol.Attempts(
-            call, self._policy, can_refresh=refresh_on_401 and self.config.mints_tokens,
-            redact=self._redact, rand=self._rand,
-        )
+        attempts = self._attempts(call, refresh_on_401=refresh_on_401)
         while True:
             attempts.next()
             try:
@@ -155,7 +139,7 @@ class AsyncWorkflowsoftClient:
             if verdict == protocol.DONE:
                 return answer
             if verdict == protocol.REFRESH_TOKEN:
-                self._token_cache.discard(self.config.token_cache_key())
+                self._discard_token()
                 continue
             await self._sleep(float(verdict))
 
@@ -171,37 +155,22 @@ class AsyncWorkflowsoftClient:
 
     async def token(self) -> str:
         """The bearer token: the configured one, or a minted one from the cache (minting when needed)."""
-        if self.config.api_token:
-            return self.config.api_token
-        key = self.config.token_cache_key()
-        token = self._token_cache.get(key)
+        token = self._cached_token()
         if token:
             return token
         if self._mint_lock is None:
             self._mint_lock = asyncio.Lock()
         async with self._mint_lock:
-            token = self._token_cache.get(key)
+            token = self._cached_token()
             if token:
                 return token
-            return await self._mint(key)
+            call, auth, minted_at = self._mint_call()
 
-    async def _mint(self, key: tuple[str, str, str, int]) -> str:
-        call = protocol.call_mint_token(self.config.token_lifetime_seconds)
-        basic = protocol.basic_auth_header(self.config.login or "", self.config.password or "")
-        minted_at = self._token_cache.clock()
+            async def basic() -> dict[str, str]:
+                return auth
 
-        async def auth() -> dict[str, str]:
-            return {"Authorization": basic}
-
-        answer = await self._exchange(call, auth, refresh_on_401=False)
-        if answer.status >= 400:
-            message = self._redact(protocol.extract_message(answer.text, answer.content_type))
-            raise protocol.mint_error(call, answer, message)
-        token = protocol.parse_token(answer.text, answer.content_type)
-        if self._on_token:
-            self._on_token(token)
-        self._token_cache.put(key, token, minted_at)
-        return token
+            answer = await self._exchange(call, basic, refresh_on_401=False)
+            return self._minted(call, answer, minted_at)
 
     # -- calls --------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from airflow_provider_workflowsoft import protocol
+from airflow_provider_workflowsoft.client_core import ClientCore
 from airflow_provider_workflowsoft.config import ClientConfig
 from airflow_provider_workflowsoft.errors import (
     WorkflowsoftAPIError,
@@ -67,7 +68,7 @@ def _short_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class WorkflowsoftClient:
+class WorkflowsoftClient(ClientCore):
     """The synchronous client. Thread-safe: the batch operator shares one across its workers.
 
     :param config: connection settings
@@ -87,21 +88,11 @@ class WorkflowsoftClient:
         token_cache: protocol.TokenCache | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        self.config = config
+        super().__init__(config, on_token=on_token, token_cache=token_cache, rand=rand)
         self._session = session
         self._session_lock = threading.Lock()
         self._mint_lock = threading.Lock()
         self._sleep = sleep
-        self._rand = rand
-        self._on_token = on_token
-        self._token_cache = token_cache or protocol.TOKEN_CACHE
-        self._policy = config.retry_policy
-        self.request_count = 0  # every HTTP request sent, token requests included (for benchmarks)
-        if config.api_token and on_token:
-            on_token(config.api_token)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.config.base_url!r})"
 
     # -- transport ----------------------------------------------------------------------------------
 
@@ -141,13 +132,6 @@ class WorkflowsoftClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _redact(self, text: str) -> str:
-        return protocol.redact(text, self.config.secrets() + self._live_tokens())
-
-    def _live_tokens(self) -> list[str]:
-        token = self._token_cache.get(self.config.token_cache_key()) if self.config.mints_tokens else None
-        return [token] if token else []
-
     def _send_once(self, call: protocol.Call, auth_header: dict[str, str]) -> protocol.Answer:
         headers = call.headers()
         headers.update(auth_header)
@@ -171,10 +155,7 @@ class WorkflowsoftClient:
         self, call: protocol.Call, auth: Callable[[], dict[str, str]], *, refresh_on_401: bool
     ) -> protocol.Answer:
         """Send ``call`` with retries; return the first answer not to retry (2xx or error)."""
-        attempts = protocol.Attempts(
-            call, self._policy, can_refresh=refresh_on_401 and self.config.mints_tokens,
-            redact=self._redact, rand=self._rand,
-        )
+        attempts = self._attempts(call, refresh_on_401=refresh_on_401)
         while True:
             attempts.next()
             try:
@@ -202,34 +183,16 @@ class WorkflowsoftClient:
 
     def token(self) -> str:
         """The bearer token: the configured one, or a minted one from the cache (minting when needed)."""
-        if self.config.api_token:
-            return self.config.api_token
-        key = self.config.token_cache_key()
-        token = self._token_cache.get(key)
+        token = self._cached_token()
         if token:
             return token
         with self._mint_lock:  # one mint for all threads sharing this client
-            token = self._token_cache.get(key)
+            token = self._cached_token()
             if token:
                 return token
-            return self._mint(key)
-
-    def _mint(self, key: tuple[str, str, str, int]) -> str:
-        call = protocol.call_mint_token(self.config.token_lifetime_seconds)
-        basic = protocol.basic_auth_header(self.config.login or "", self.config.password or "")
-        minted_at = self._token_cache.clock()
-        answer = self._exchange(call, lambda: {"Authorization": basic}, refresh_on_401=False)
-        if answer.status >= 400:
-            message = self._redact(protocol.extract_message(answer.text, answer.content_type))
-            raise protocol.mint_error(call, answer, message)
-        token = protocol.parse_token(answer.text, answer.content_type)
-        if self._on_token:
-            self._on_token(token)
-        self._token_cache.put(key, token, minted_at)
-        return token
-
-    def _discard_token(self) -> None:
-        self._token_cache.discard(self.config.token_cache_key())
+            call, auth, minted_at = self._mint_call()
+            answer = self._exchange(call, lambda: auth, refresh_on_401=False)
+            return self._minted(call, answer, minted_at)
 
     # -- diagrams -----------------------------------------------------------------------------------
 

@@ -56,6 +56,21 @@ COMPLETING = "completing"
 DONE = "done"
 
 
+def _checked_sizes(max_workers: int, pollers: int | None, max_instances: int) -> int:
+    """Refuse impossible sizes (a ``ValueError`` that fails the task without retries); return the pollers.
+
+    ``pollers`` defaults to ``max_workers``: one poller alone caps throughput at one poll round trip per
+    instance, whatever the number of workers."""
+    pollers = max_workers if pollers is None else pollers
+    if max_workers < 1:
+        raise _input_error(f"max_workers must be 1 or more, got {max_workers}")
+    if pollers < 1:
+        raise _input_error(f"pollers must be 1 or more, got {pollers}")
+    if max_instances < 0:
+        raise _input_error(f"max_instances must be 0 or more, got {max_instances}")
+    return pollers
+
+
 def _input_error(message: str) -> Exception:
     """A WorkflowsoftInputError (fails the task without retries), imported only when needed."""
     from airflow_provider_workflowsoft.errors import WorkflowsoftInputError as error
@@ -162,14 +177,7 @@ class BatchEngine:
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
         owner: str = "",
     ) -> None:
-        if max_workers < 1:
-            raise _input_error(f"max_workers must be 1 or more, got {max_workers}")
-        # One poller alone caps throughput at one poll round trip per instance, whatever the workers.
-        pollers = max_workers if pollers is None else pollers
-        if pollers < 1:
-            raise _input_error(f"pollers must be 1 or more, got {pollers}")
-        if max_instances < 0:
-            raise _input_error(f"max_instances must be 0 or more, got {max_instances}")
+        pollers = _checked_sizes(max_workers, pollers, max_instances)
         self.api = api
         self.python_callable = python_callable
         self.integration_diagram_id = integration_diagram_id
@@ -410,9 +418,7 @@ class WorkflowsoftProcessInstancesOperator(BaseOperator):
                 "Say which instances to process: integration_diagram_id, or process_diagram_name and "
                 "integration_step_name, or instances"
             )
-        pollers = max_workers if pollers is None else pollers
-        if max_workers < 1 or pollers < 1 or max_instances < 0:
-            raise ValueError("max_workers and pollers must be 1 or more, max_instances 0 or more")
+        pollers = _checked_sizes(max_workers, pollers, max_instances)
         if notify_on_failure is not None and not isinstance(notify_on_failure, Mapping | str):
             raise TypeError("notify_on_failure must be a dict like {'title': ..., 'assignee': ..., 'description': ...}")
         self.python_callable = python_callable

@@ -14,10 +14,11 @@ REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 
 
-def _first_dag_code() -> str:
-    section = README.split("## A first DAG", 1)[1]
+def _python_block(heading: str) -> str:
+    """The first python code block under a heading of the README."""
+    section = README.split(heading, 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "README's 'A first DAG' section has no python code block"
+    assert match, f"README's {heading!r} section has no python code block"
     return match.group(1)
 
 
@@ -37,7 +38,7 @@ def test_readme_links_exist() -> None:
 def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "readme_first_dag.py").write_text(_first_dag_code())
+    (dags / "readme_first_dag.py").write_text(_python_block("## A first DAG"))
     with EmulatorServer() as emulator:
         created = emulator.create_instances(11, count=3, values={"Event name": "Data Summit"})
         result = run_dag("enrich_events", emulator=emulator, dags_folder=dags)
@@ -58,13 +59,10 @@ def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> 
 
 @pytest.mark.airflow
 def test_batch_worker_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
-    section = README.split("## Bursts: the batch worker", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "README's batch worker section has no python code block"
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "readme_batch_dag.py").write_text(
-        match.group(1)
+        _python_block("## Bursts: the batch worker")
         + "\n\nimport pendulum\nfrom airflow.sdk import dag\n\n\n"
         + "@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)\n"
         + "def readme_batch():\n    enrich()\n\n\nreadme_batch()\n"

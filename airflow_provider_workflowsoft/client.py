@@ -309,7 +309,7 @@ class WorkflowsoftClient(ClientCore):
     def _complete(self, integration_instance_id: Any, on_behalf_of: str | None, already_ok: bool) -> dict[str, Any]:
         call = protocol.call_complete_step(integration_instance_id, on_behalf_of or self.config.on_behalf_of)
         answer = self._exchange(call, self._auth_header, refresh_on_401=True)
-        instance_id = protocol._instance_id(integration_instance_id)
+        instance_id = protocol.coerce_id(integration_instance_id)
         if answer.status < 400:
             return {"IntegrationInstanceId": instance_id, "completed": True, "already_completed": False}
         message = self._redact(protocol.extract_message(answer.text, answer.content_type))

@@ -35,6 +35,7 @@ from airflow_provider_workflowsoft.errors import (
     WorkflowsoftTransientError,
     WorkflowsoftUnknownOutcomeError,
 )
+from airflow_provider_workflowsoft.protocol import coerce_id as _instance_id
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +112,6 @@ def _iso(value: dt.datetime) -> str:
 def _safe(part: Any) -> str:
     """Variable keys keep to letters, digits and ``._-`` (run ids hold ``:`` and ``+``)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(part))
-
-
-def _instance_id(instance: Any) -> int | str:
-    if isinstance(instance, dict):
-        instance = instance.get("IntegrationInstanceId")
-    if isinstance(instance, str) and instance.strip().isdigit():
-        return int(instance.strip())
-    if isinstance(instance, int) and not isinstance(instance, bool):
-        return instance
-    raise WorkflowsoftInputError(f"not an integration instance id: {instance!r}")
 
 
 class ClaimsLedger:

@@ -96,8 +96,11 @@ class Call:
         return None if self.body is None else dumps_body(self.body).encode("utf-8")
 
 
-def _instance_id(value: Any, name: str = "integration_instance_id") -> int | str:
-    """Ids are integers on the page; a numeric string is accepted, anything else is refused."""
+def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
+    """Ids are integers on the page; a numeric string, or an instance dict of a poll, is accepted,
+    anything else is refused."""
+    if isinstance(value, Mapping) and "IntegrationInstanceId" in value:
+        value = value["IntegrationInstanceId"]
     if isinstance(value, bool) or value is None:
         raise WorkflowsoftInputError(f"{name} must be an integer id, got {value!r}")
     if isinstance(value, int):
@@ -115,28 +118,28 @@ def call_list_process_diagrams(search_term: str | None, limit: int) -> Call:
 
 
 def call_list_integration_steps(process_diagram_id: Any) -> Call:
-    pid = _instance_id(process_diagram_id, "process_diagram_id")
+    pid = coerce_id(process_diagram_id, "process_diagram_id")
     return Call("GET", f"/api/v2/workflows/{pid}/tasks", {"integration": "true"})
 
 
 def call_poll_new_integration(integration_diagram_id: Any) -> Call:
-    iid = _instance_id(integration_diagram_id, "integration_diagram_id")
+    iid = coerce_id(integration_diagram_id, "integration_diagram_id")
     return Call("GET", "/api/v2/workflows/instances/new-integrations", {"id": iid})
 
 
 def call_get_fields(integration_instance_id: Any) -> Call:
-    iid = _instance_id(integration_instance_id)
+    iid = coerce_id(integration_instance_id)
     return Call("GET", f"/api/v2/workflows/instances/tasks/{iid}/variables")
 
 
 def call_update_fields(integration_instance_id: Any, wire_fields: dict[str, Any], on_behalf_of: str) -> Call:
-    iid = _instance_id(integration_instance_id)
+    iid = coerce_id(integration_instance_id)
     body = {"TaskId": iid, "Fields": wire_fields}
     return Call("POST", "/api/v2/workflows/instances/variables", body=body, on_behalf_of=on_behalf_of)
 
 
 def call_complete_step(integration_instance_id: Any, on_behalf_of: str) -> Call:
-    iid = _instance_id(integration_instance_id)
+    iid = coerce_id(integration_instance_id)
     body = {"Action": "Complete", "CustomAction": "__AUTO__"}
     return Call("PATCH", f"/api/v2/tasks/{iid}/action", body=body, on_behalf_of=on_behalf_of)
 
@@ -146,7 +149,7 @@ def call_search_users(query: str, limit: int) -> Call:
 
 
 def call_start_process(process_diagram_id: Any, fields: Mapping[str, Any] | None, on_behalf_of: str) -> Call:
-    pid = _instance_id(process_diagram_id, "process_diagram_id")
+    pid = coerce_id(process_diagram_id, "process_diagram_id")
     body = {"TemplateId": pid, "Fields": process_fields(fields)}
     return Call("POST", "/api/v2/workflows/start", body=body, on_behalf_of=on_behalf_of, creates=True)
 
@@ -169,7 +172,7 @@ def call_create_task(
         raise WorkflowsoftInputError("Cannot create the task, nothing was sent: " + "; ".join(problems))
     body: dict[str, Any] = {"Title": title}
     if assigned_user_id is not None:
-        body["AssignedUserId"] = _instance_id(assigned_user_id, "assigned_user_id")
+        body["AssignedUserId"] = coerce_id(assigned_user_id, "assigned_user_id")
     if description is not None:
         body["Description"] = description
     if files:

@@ -139,7 +139,7 @@ def physical_limit(requests: int, workers: int) -> float:
 
 
 def bench_batch(emu: Emulator, workers: int, pollers: int, conn_env: str, n: int = N) -> dict[str, Any]:
-    from airflow_provider_workflowsoft import protocol
+    from airflow_provider_workflowsoft.api import protocol
     from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
     from airflow_provider_workflowsoft.ledger import ClaimsLedger, MemoryStore
     from airflow_provider_workflowsoft.operators.batch import BatchEngine

@@ -29,8 +29,8 @@ import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from airflow_provider_workflowsoft._compat import task_decorator_base
 from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator
+from airflow_provider_workflowsoft.version_compat import task_decorator_base
 
 DecoratedOperator, task_decorator_factory = task_decorator_base()
 

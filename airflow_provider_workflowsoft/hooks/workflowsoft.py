@@ -1,10 +1,10 @@
 """``WorkflowsoftHook``: turns an Airflow connection of type ``workflowsoft`` into an API client.
 
 The hook is thin. It reads the connection (host, API token or administrator credentials, extras),
-builds one :class:`~airflow_provider_workflowsoft.client.WorkflowsoftClient` lazily, masks every token
+builds one :class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient` lazily, masks every token
 with Airflow's secrets masker as soon as it is known, and exposes every call of the API as a method.
 The HTTP work, retries and token handling live in the client; the field model in
-:mod:`airflow_provider_workflowsoft.fields`.
+:mod:`airflow_provider_workflowsoft.api.fields`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,21 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_workflowsoft import defaults, protocol
-from airflow_provider_workflowsoft._compat import BaseHook, mask_secret
-from airflow_provider_workflowsoft.config import ClientConfig
-from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, LEGACY_EXTRA_NAMES
-from airflow_provider_workflowsoft.errors import (
+from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.api import protocol
+from airflow_provider_workflowsoft.api.config import ClientConfig
+from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftAPIError,
     WorkflowsoftConfigError,
     WorkflowsoftConnectionError,
     WorkflowsoftError,
 )
-from airflow_provider_workflowsoft.fields import Field
+from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, LEGACY_EXTRA_NAMES
+from airflow_provider_workflowsoft.version_compat import BaseHook, mask_secret
 
 if TYPE_CHECKING:
-    from airflow_provider_workflowsoft.client import WorkflowsoftClient
+    from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
+    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
 
 
 def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
@@ -70,12 +71,14 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
         ) from None
 
 
-def config_from_connection(conn: Any, **overrides: Any) -> ClientConfig:
+def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None, **overrides: Any) -> ClientConfig:
     """A :class:`ClientConfig` from an Airflow ``Connection`` (or anything with the same attributes).
 
+    :param extras: the connection's extras when already read (a trigger reads them asynchronously)
     :param overrides: ``ClientConfig`` fields that win over the connection (for example ``pool_size``)
     """
-    extras = getattr(conn, "extra_dejson", None) or {}
+    if extras is None:
+        extras = getattr(conn, "extra_dejson", None) or {}
     if not isinstance(extras, Mapping):
         raise WorkflowsoftConfigError("The connection's extra is not a JSON object")
     host = (conn.host or "").strip()
@@ -123,6 +126,27 @@ def config_from_connection(conn: Any, **overrides: Any) -> ClientConfig:
     return ClientConfig(**kwargs)
 
 
+#: The calls of the API a hook hands on to its client (documented on
+#: :class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient`).
+API_METHODS = frozenset({
+    "list_process_diagrams", "list_integration_steps", "find_process_diagram", "find_integration_step",
+    "poll_new_integration", "get_fields", "get_field_values", "update_fields", "complete_step",
+    "update_and_complete", "search_users", "find_user", "resolve_user_id", "resolve_on_behalf_of",
+    "start_process", "create_task",
+})
+
+
+def _mask_in_process(secret: str) -> None:
+    """Register a token minted inside a trigger with this process's masker, without a supervisor call
+    (the triggerer's own log lines are redacted by it)."""
+    try:
+        from airflow.sdk._shared.secrets_masker.secrets_masker import _secrets_masker
+
+        _secrets_masker().add_mask(secret)
+    except ImportError:  # Airflow < 3.3
+        mask_secret(secret)
+
+
 class WorkflowsoftHook(BaseHook):
     """Interact with the Workflowsoft API.
 
@@ -141,7 +165,7 @@ class WorkflowsoftHook(BaseHook):
             hook.complete_step(instance["IntegrationInstanceId"])
 
     :param workflowsoft_conn_id: the Airflow connection id (default ``workflowsoft_default``)
-    :param client_options: :class:`~airflow_provider_workflowsoft.client.ClientConfig` fields that win over
+    :param client_options: :class:`~airflow_provider_workflowsoft.api.client.ClientConfig` fields that win over
         the connection (for example ``{"pool_size": 16}``)
     :param client_kwargs: keyword arguments of :class:`WorkflowsoftClient` (for example ``sleep`` in tests)
     """
@@ -180,139 +204,41 @@ class WorkflowsoftHook(BaseHook):
     def client(self) -> WorkflowsoftClient:
         """The API client, built once per hook (one pooled session, one token per lifetime)."""
         # Imported here: a DAG file that imports an operator does not pay for requests.
-        from airflow_provider_workflowsoft.client import WorkflowsoftClient
+        from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
 
         kwargs = {"on_token": mask_secret, **self._client_kwargs}
         return WorkflowsoftClient(self.config, **kwargs)
+
+    async def get_async_client(self, **client_options: Any) -> AsyncWorkflowsoftClient:
+        """A new async client for a trigger: the connection and its extras are read, and every secret
+        registered with the masker, the async-safe way (nothing on the event loop waits for the supervisor).
+        The caller closes it (``await client.aclose()``)."""
+        from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
+        from airflow_provider_workflowsoft.version_compat import aconnection_extras, aget_connection, amask_secret
+
+        conn = await aget_connection(self.workflowsoft_conn_id)
+        extras = await aconnection_extras(conn)
+        config = config_from_connection(conn, extras=extras, **{**self._client_options, **client_options})
+        for secret in config.secrets():
+            await amask_secret(secret)
+        # Tokens minted later are masked from the client's thread-free callback: the in-process masker.
+        return AsyncWorkflowsoftClient(config, on_token=_mask_in_process, **self._client_kwargs)
 
     def get_conn(self) -> WorkflowsoftClient:
         """The API client (the Airflow name for it)."""
         return self.client
 
-    # -- every call of the API ----------------------------------------------------------------------
+    # -- every call of the API: the client's own methods, handed on ------------------------------
 
-    def list_process_diagrams(self, search_term: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Process diagrams (``Id``, ``Title``), optionally only those matching ``search_term``."""
-        return self.client.list_process_diagrams(search_term=search_term, limit=limit)
+    def __getattr__(self, name: str) -> Any:
+        # ``hook.poll_new_integration(...)`` and the other calls of the API are the client's methods; the
+        # hook does not wrap them one by one (see API_METHODS and the client's documentation).
+        if name in API_METHODS:
+            return getattr(self.client, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def list_integration_steps(self, process_diagram_id: int | str) -> list[dict[str, Any]]:
-        """Integration steps (``Id``, ``Title``) of a process diagram."""
-        return self.client.list_integration_steps(process_diagram_id)
-
-    def find_process_diagram(self, name: str) -> dict[str, Any]:
-        """The one process diagram titled ``name`` (case-insensitive); a clear error for none or several."""
-        return self.client.find_process_diagram(name)
-
-    def find_integration_step(self, process_diagram_id: int | str, name: str) -> dict[str, Any]:
-        """The one integration step titled ``name`` (case-insensitive) of a process diagram."""
-        return self.client.find_integration_step(process_diagram_id, name)
-
-    def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
-        """``{"IntegrationInstanceId", "ProcessInstanceId"}`` of the next new instance, or ``None``."""
-        return self.client.poll_new_integration(integration_diagram_id)
-
-    def get_fields(self, integration_instance_id: Any) -> list[Field]:
-        """The fields of an integration instance (``label``, ``key``, ``type``, ``options``, ``value``,
-        ``value_json``, ``is_readonly``, ``is_required``)."""
-        return self.client.get_fields(integration_instance_id)
-
-    def get_field_values(self, integration_instance_id: Any) -> dict[str, Any]:
-        """``{label: value}`` of an integration instance (values typed: see :mod:`.fields`)."""
-        return self.client.get_field_values(integration_instance_id)
-
-    def update_fields(
-        self,
-        integration_instance_id: Any,
-        values: Mapping[str, Any],
-        *,
-        fields: list[Field] | None = None,
-        on_behalf_of: str | None = None,
-    ) -> dict[str, Any]:
-        """Validate then write field values; keys may be labels, keys or ``field_<key>``.
-
-        :return: ``{label: value written}``, JSON-safe
-        """
-        return self.client.update_fields(integration_instance_id, values, fields=fields, on_behalf_of=on_behalf_of)
-
-    def complete_step(
-        self,
-        integration_instance_id: Any,
-        *,
-        validate: bool = True,
-        on_behalf_of: str | None = None,
-        already_completed_ok: bool = False,
-    ) -> dict[str, Any]:
-        """Complete an integration instance, refusing (without sending) when a required field is empty.
-
-        :param validate: ``False`` skips the one GET that checks required fields
-        """
-        return self.client.complete_step(
-            integration_instance_id,
-            validate=validate,
-            on_behalf_of=on_behalf_of,
-            already_completed_ok=already_completed_ok,
-        )
-
-    def update_and_complete(
-        self,
-        integration_instance_id: Any,
-        values: Mapping[str, Any] | None,
-        *,
-        fields: list[Field] | None = None,
-        on_behalf_of: str | None = None,
-        already_completed_ok: bool = False,
-    ) -> dict[str, Any]:
-        """Validate values and required fields, then write, then complete: nothing half-written."""
-        return self.client.update_and_complete(
-            integration_instance_id,
-            values,
-            fields=fields,
-            on_behalf_of=on_behalf_of,
-            already_completed_ok=already_completed_ok,
-        )
-
-    def search_users(self, query: str, limit: int = 15) -> list[dict[str, Any]]:
-        """Users matching a name or email (``Id``, ``FullName``, ``Email``)."""
-        return self.client.search_users(query, limit=limit)
-
-    def find_user(self, query: Any) -> dict[str, Any]:
-        """Exactly one user by id, email or full name; a clear error listing candidates otherwise."""
-        return self.client.find_user(query)
-
-    def resolve_user_id(self, user: Any) -> int | str:
-        """A user id from an id (int or numeric string, used as is), an email or a full name."""
-        if isinstance(user, int) and not isinstance(user, bool):
-            return user
-        text = str(user).strip()
-        if text.isdigit():
-            return int(text)
-        return self.find_user(text)["Id"]  # type: ignore[no-any-return]
-
-    def start_process(
-        self,
-        process_diagram_id: int | str,
-        fields: Mapping[str, Any] | None = None,
-        on_behalf_of: str | int | None = None,
-    ) -> dict[str, Any]:
-        """Start a process on behalf of a user id; returns ``{"Id", "Title"}``."""
-        return self.client.start_process(process_diagram_id, fields=fields, on_behalf_of=on_behalf_of)
-
-    def create_task(
-        self,
-        title: str,
-        assigned_user_id: int | str | None = None,
-        description: str | None = None,
-        files: list[Any] | None = None,
-        on_behalf_of: str | int | None = None,
-    ) -> dict[str, Any]:
-        """Create a task on behalf of a user id; returns the task object."""
-        return self.client.create_task(
-            title,
-            assigned_user_id=assigned_user_id,
-            description=description,
-            files=files,
-            on_behalf_of=on_behalf_of,
-        )
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *API_METHODS})
 
     # -- connection test and form -------------------------------------------------------------------
 
@@ -326,7 +252,7 @@ class WorkflowsoftHook(BaseHook):
             )
             for secret in config.secrets():
                 mask_secret(secret)
-            from airflow_provider_workflowsoft.client import WorkflowsoftClient
+            from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
 
             with WorkflowsoftClient(config, on_token=mask_secret) as client:
                 return True, client.check()

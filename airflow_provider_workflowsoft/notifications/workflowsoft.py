@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
-from airflow_provider_workflowsoft._compat import BaseNotifier
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+from airflow_provider_workflowsoft.version_compat import BaseNotifier
 
 DEFAULT_TITLE = "Airflow task failed: {{ ti.dag_id }}.{{ ti.task_id }}"
 DEFAULT_DESCRIPTION = (

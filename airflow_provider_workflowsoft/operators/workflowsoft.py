@@ -6,23 +6,26 @@ values (XCom) are small and JSON-safe. ``integration_instance_id`` accepts an in
 an instance dict from :class:`~airflow_provider_workflowsoft.sensors.workflowsoft.WorkflowsoftIntegrationSensor`,
 so ``.partial(...).expand(integration_instance_id=sensor.output)`` works as it is.
 
-The ledgers (:mod:`airflow_provider_workflowsoft.ledger`) live in Airflow Variables by default; set the
-``ledger_store`` argument (or class attribute) to another store, such as ``ledger.MemoryStore()`` in tests.
+The records (:mod:`airflow_provider_workflowsoft.records`) live in Airflow Variables (claims) and, on
+Airflow 3.3+, in the task instance's ``task_state_store`` (create records); the ``ledger_store`` argument
+puts them in another store, such as ``records.stores.MemoryStore()`` in tests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow_provider_workflowsoft import defaults, ledger
-from airflow_provider_workflowsoft._compat import BaseOperator, Context
-from airflow_provider_workflowsoft.errors import WorkflowsoftAPIError, WorkflowsoftInputError
-from airflow_provider_workflowsoft.fields import empty_required, prepare_update, required_error, to_jsonable
-from airflow_provider_workflowsoft.protocol import looks_already_completed
-from airflow_provider_workflowsoft.task_mixin import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import DONE
+from airflow_provider_workflowsoft.version_compat import BaseOperator, Context
 
 
 def coerce_instance_id(value: Any) -> int:
@@ -75,9 +78,6 @@ class _WorkflowsoftOperator(WorkflowsoftTaskMixin, BaseOperator):
         self.workflowsoft_conn_id = workflowsoft_conn_id
         self._set_ledger_store(ledger_store)
 
-    def _user(self, user: Any) -> int | str | None:
-        return None if _blank(user) else self.hook.resolve_user_id(user)
-
 
 class WorkflowsoftGetFieldsOperator(_WorkflowsoftOperator):
     """Reads the fields of an integration instance; returns ``{label: value}`` (JSON-safe: datetimes
@@ -99,7 +99,7 @@ class WorkflowsoftGetFieldsOperator(_WorkflowsoftOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         iid = coerce_instance_id(self.integration_instance_id)
-        return to_jsonable(self.hook.get_field_values(iid))  # type: ignore[no-any-return]
+        return to_jsonable(self.hook.client.get_field_values(iid))  # type: ignore[no-any-return]
 
 
 class WorkflowsoftUpdateFieldsOperator(_WorkflowsoftOperator):
@@ -132,7 +132,7 @@ class WorkflowsoftUpdateFieldsOperator(_WorkflowsoftOperator):
         iid = coerce_instance_id(self.integration_instance_id)
         values = _coerce_fields(self.fields) or {}
         obo = None if _blank(self.on_behalf_of) else str(self.on_behalf_of)
-        return self.hook.update_fields(iid, values, on_behalf_of=obo)
+        return self.hook.client.update_fields(iid, values, on_behalf_of=obo)
 
 
 class WorkflowsoftCompleteStepOperator(_WorkflowsoftOperator):
@@ -169,33 +169,21 @@ class WorkflowsoftCompleteStepOperator(_WorkflowsoftOperator):
         iid = coerce_instance_id(self.integration_instance_id)
         values = _coerce_fields(self.fields) or {}
         obo = None if _blank(self.on_behalf_of) else str(self.on_behalf_of)
-        claims = self.claims
-        state = claims.state(iid)
-        if state == ledger.DONE:
-            # Completed by an earlier try: confirm with the server, send nothing else.
-            result = self.hook.complete_step(iid, validate=False, on_behalf_of=obo, already_completed_ok=True)
-            self.log.info("Integration instance %s was already done in the ledger; server confirms", iid)
-            recorded = (claims.get(iid) or {}).get("result") or {}
-            return {**recorded, **result}
-        fields = self.hook.get_fields(iid)
-        # Validate values and required fields before any write (raises, nothing sent).
-        wire = prepare_update(fields, values, instance_id=iid)
-        missing = empty_required(fields, wire)
-        if missing:
-            raise required_error(iid, missing)
-        already_ok = state == ledger.COMPLETING
-        claims.mark_completing(iid)
-        try:
-            result = self.hook.update_and_complete(
-                iid, values, fields=fields, on_behalf_of=obo, already_completed_ok=already_ok
-            )
-        except WorkflowsoftAPIError as exc:
-            if not (already_ok and looks_already_completed(exc.status, exc.server_message)):
-                raise
-            # The earlier try's completion went through; the write was refused because of it.
-            result = self.hook.complete_step(iid, validate=False, on_behalf_of=obo, already_completed_ok=True)
-        result = to_jsonable(result)
-        claims.mark_done(iid, result)
+        claims = self.claims_for(context)
+        client = self.hook.client
+        if claims.own_state(iid) == DONE:
+            # Completed by an earlier try of this task instance: confirm with the server, send nothing else.
+            result = client.complete_step(iid, validate=False, on_behalf_of=obo, already_completed_ok=True)
+            self.log.info("Integration instance %s was completed by an earlier try; the server confirms", iid)
+            return {**result, "fields": {}}
+        # "Already completed" is an earlier attempt's success when this is a retry, or when the instance
+        # is a claim offered again (its earlier holder may have completed it before dying).
+        given = self.integration_instance_id
+        reoffered = isinstance(given, Mapping) and bool(given.get("reclaimed"))
+        already_ok = naming.try_number(context) > 1 or reoffered
+        result = to_jsonable(client.update_and_complete(iid, values, on_behalf_of=obo, already_completed_ok=already_ok))
+        claims.mark_done([iid], write=False)
+        claims.close()  # one write: the done mark, read by whoever holds the claim
         self.log.info("Completed integration instance %s%s", iid,
                       " (it was already completed)" if result.get("already_completed") else "")
         return result  # type: ignore[no-any-return]
@@ -247,13 +235,13 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
             pid: Any = self.process_diagram_id
             what = f"a process of diagram {pid}"
         else:
-            diagram = self.hook.find_process_diagram(str(self.process_diagram_name))
+            diagram = self.hook.client.find_process_diagram(str(self.process_diagram_name))
             pid = diagram["Id"]
             what = f"a process of {diagram.get('Title')!r} (diagram {pid})"
-        user = self._user(self.on_behalf_of)
-        result = self.creates.run_once(
-            ledger.key_from_context(context),
-            lambda: self.hook.start_process(pid, fields=fields, on_behalf_of=user),
+        client = self.hook.client
+        result = self.run_create_once(
+            context,
+            lambda: client.start_process(pid, fields=fields, on_behalf_of=self.on_behalf_of),
             what=what,
             allow_duplicates=_truthy(self.allow_duplicates),
         )
@@ -298,33 +286,102 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
         self.allow_duplicates = allow_duplicates
 
     def execute(self, context: Context) -> dict[str, Any]:
-        assignee = self._user(self.assignee)
-        user = self._user(self.on_behalf_of)
-        return self.creates.run_once(
-            ledger.key_from_context(context),
-            lambda: self.hook.create_task(self.title, assigned_user_id=assignee, description=self.description,
-                                          files=self.files, on_behalf_of=user),
+        client = self.hook.client
+
+        def send() -> dict[str, Any]:
+            # The assignee defaults to the user creating the task (one lookup of each, cached by the client).
+            assignee = self.on_behalf_of if _blank(self.assignee) else self.assignee
+            return client.create_task(self.title, assigned_user_id=None if _blank(assignee) else assignee,
+                                      description=self.description, files=self.files,
+                                      on_behalf_of=self.on_behalf_of)
+
+        return self.run_create_once(
+            context,
+            send,
             what=f"the task {self.title!r}",
             allow_duplicates=_truthy(self.allow_duplicates),
         )
 
 
-class WorkflowsoftClaimsOperator(_WorkflowsoftOperator):
-    """Lists or releases claims of the claims ledger (instances received but not completed).
+def _step_or_none(value: Any) -> Any:
+    if _blank(value):
+        return None
+    return int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
 
-    A released instance is forgotten: it will not be re-offered by the sensor.
+
+def _instance_ids(value: Any) -> list[int]:
+    """Instance ids from a list of ids or instance dicts, a comma-separated string or JSON text."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip().startswith("[") else [i for i in value.split(",") if i.strip()]
+    if value is None or isinstance(value, int | Mapping):
+        value = [] if value is None else [value]
+    return [coerce_instance_id(i) for i in value]
+
+
+class WorkflowsoftListClaimsOperator(_WorkflowsoftOperator):
+    """Lists claims: integration instances a run received and has not completed (yet).
 
     .. code-block:: python
 
-        WorkflowsoftClaimsOperator(task_id="stuck", action="list", integration_diagram_id=11)
-        WorkflowsoftClaimsOperator(task_id="release", action="release", instance_ids=[5001, 5002])
+        WorkflowsoftListClaimsOperator(task_id="stuck", integration_diagram_id=11)
+
+    The same records are Airflow Variables named ``workflowsoft.claims.<conn id>.*`` (one per task instance
+    that holds claims): ``airflow variables list`` shows them.
+
+    :param integration_diagram_id: only this integration step's claims (default: every step)
+    :param include_done: list also instances marked done
+    :param workflowsoft_conn_id: the Workflowsoft connection id
+    :return: ``[{"integration_instance_id", "state", "owner", "integration_diagram_id", "claimed_at", ...}]``
+    """
+
+    template_fields: Sequence[str] = ("integration_diagram_id", "include_done", "workflowsoft_conn_id")
+
+    def __init__(self, *, integration_diagram_id: Any = None, include_done: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.integration_diagram_id = integration_diagram_id
+        self.include_done = include_done
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        records = self.claims_for(context).list_claims(_step_or_none(self.integration_diagram_id),
+                                                      include_done=_truthy(self.include_done))
+        self.log.info("%d claim(s): %s", len(records), [r.get("integration_instance_id") for r in records])
+        return records
+
+
+class WorkflowsoftReleaseClaimsOperator(_WorkflowsoftOperator):
+    """Releases claims: the instances will not be offered again (after checking them in Workflowsoft).
+
+    .. code-block:: python
+
+        WorkflowsoftReleaseClaimsOperator(task_id="release", instance_ids=[5001, 5002])
+
+    :param instance_ids: the instances to release (ids or instance dicts, or a comma-separated string)
+    :param workflowsoft_conn_id: the Workflowsoft connection id
+    :return: the claims released
+    """
+
+    template_fields: Sequence[str] = ("instance_ids", "workflowsoft_conn_id")
+
+    def __init__(self, *, instance_ids: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.instance_ids = instance_ids
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        wanted = _instance_ids(self.instance_ids)
+        if not wanted:
+            raise WorkflowsoftInputError(f"instance_ids names no instance to release, got {self.instance_ids!r}")
+        claims = self.claims_for(context)
+        held = {r["integration_instance_id"]: r for r in claims.list_claims()}
+        released = set(claims.release(wanted))
+        records = [held[i] for i in wanted if i in released and i in held]
+        self.log.info("Released %d claim(s): %s", len(records), sorted(released, key=str))
+        return records
+
+
+class WorkflowsoftClaimsOperator(_WorkflowsoftOperator):
+    """Deprecated: use :class:`WorkflowsoftListClaimsOperator` or :class:`WorkflowsoftReleaseClaimsOperator`.
 
     :param action: ``"list"`` or ``"release"``
-    :param integration_diagram_id: list only this integration step's claims (default: every step)
-    :param instance_ids: the instances to release (ids or instance dicts)
-    :param include_done: list also claims already completed
-    :param workflowsoft_conn_id: the Workflowsoft connection id
-    :return: the claim records listed or released
     """
 
     template_fields: Sequence[str] = (
@@ -333,6 +390,10 @@ class WorkflowsoftClaimsOperator(_WorkflowsoftOperator):
 
     def __init__(self, *, action: str = "list", integration_diagram_id: Any = None, instance_ids: Any = None,
                  include_done: bool = False, **kwargs: Any) -> None:
+        warnings.warn(
+            "WorkflowsoftClaimsOperator is deprecated: use WorkflowsoftListClaimsOperator or "
+            "WorkflowsoftReleaseClaimsOperator", DeprecationWarning, stacklevel=2,
+        )
         super().__init__(**kwargs)
         self.action = action
         self.integration_diagram_id = integration_diagram_id
@@ -341,28 +402,15 @@ class WorkflowsoftClaimsOperator(_WorkflowsoftOperator):
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         action = str(self.action).strip().lower()
-        claims = self.claims
-        step = None if _blank(self.integration_diagram_id) else self.integration_diagram_id
-        if isinstance(step, str) and step.strip().isdigit():
-            step = int(step.strip())
+        common = {"task_id": self.task_id, "workflowsoft_conn_id": self.workflowsoft_conn_id,
+                  "ledger_store": self.ledger_store}
         if action == "list":
-            records = claims.list_claims(step, include_done=_truthy(self.include_done))
-            self.log.info("%d claim(s): %s", len(records), [r.get("integration_instance_id") for r in records])
-            return records
+            return WorkflowsoftListClaimsOperator(integration_diagram_id=self.integration_diagram_id,
+                                                  include_done=self.include_done, **common).execute(context)
         if action == "release":
-            ids = self.instance_ids
-            if isinstance(ids, str):
-                ids = json.loads(ids) if ids.strip().startswith("[") else [i for i in ids.split(",") if i.strip()]
-            if ids is None or isinstance(ids, int | Mapping):
-                ids = [] if ids is None else [ids]
-            wanted = [coerce_instance_id(i) for i in ids]
-            if not wanted:
+            if not _instance_ids(self.instance_ids):
                 raise WorkflowsoftInputError("action 'release' needs instance_ids (see action 'list')")
-            records = [r for r in (claims.get(i) for i in wanted) if r]
-            released = set(claims.release(wanted))
-            records = [r for r in records if r.get("integration_instance_id") in released]
-            self.log.info("Released %d claim(s): %s", len(records), sorted(released))
-            return records
+            return WorkflowsoftReleaseClaimsOperator(instance_ids=self.instance_ids, **common).execute(context)
         raise WorkflowsoftInputError(f"action must be 'list' or 'release', got {self.action!r}")
 
 
@@ -377,6 +425,8 @@ __all__ = [
     "WorkflowsoftCompleteStepOperator",
     "WorkflowsoftCreateTaskOperator",
     "WorkflowsoftGetFieldsOperator",
+    "WorkflowsoftListClaimsOperator",
+    "WorkflowsoftReleaseClaimsOperator",
     "WorkflowsoftStartProcessOperator",
     "WorkflowsoftUpdateFieldsOperator",
     "coerce_instance_id",

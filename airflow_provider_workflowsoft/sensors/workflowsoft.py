@@ -1,13 +1,13 @@
 """``WorkflowsoftIntegrationSensor``: waits for new integration instances of an integration step.
 
-Reliability rules (the claims ledger, :class:`~airflow_provider_workflowsoft.ledger.ClaimsLedger`):
+Reliability rules (the claims, :class:`~airflow_provider_workflowsoft.records.claims.ClaimsLedger`):
 
-* every instance received from Workflowsoft is claimed in the ledger right after it is polled, before
-  anything else (fields) is done with it: a poll hands an instance out once, so a run that dies
-  afterwards must not lose it;
+* every instance received from Workflowsoft is claimed right after it is polled (one write of this task
+  instance's claims record), before anything else (fields) is done with it: a poll hands an instance out
+  once, so a run that dies afterwards must not lose it;
 * before polling, claims of this step that are older than ``reclaim_after`` and not done are offered
-  again (they count in ``max_instances``), and so are this task's own claims from an earlier try;
-* instances that another run claimed recently are not taken again when a server repeats them.
+  again (they count in ``max_instances``), and so are this task instance's own claims from an earlier try;
+* instances that another run claimed within its lease are not taken again when a server repeats them.
 """
 
 from __future__ import annotations
@@ -17,27 +17,20 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_provider_workflowsoft import defaults, ledger
-from airflow_provider_workflowsoft._compat import (
+from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.api.drain import Drain
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
     BaseSensorOperator,
     Context,
     PokeReturnValue,
     default_deferrable,
 )
-from airflow_provider_workflowsoft.drain import Drain
-from airflow_provider_workflowsoft.errors import WorkflowsoftError, WorkflowsoftInputError
-from airflow_provider_workflowsoft.fields import to_jsonable
-from airflow_provider_workflowsoft.task_mixin import WorkflowsoftTaskMixin
 
 log = logging.getLogger(__name__)
-
-
-def _owner(context: Any) -> str:
-    ti = context["ti"] if context and "ti" in context else None
-    if ti is None:
-        return ""
-    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
 
 
 class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
@@ -115,6 +108,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         self.workflowsoft_conn_id = workflowsoft_conn_id
         self._set_ledger_store(ledger_store)
         self._step_id: int | None = None
+        self._skip_ids: list[Any] = []
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -138,8 +132,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                     raise WorkflowsoftInputError(f"integration_diagram_id must be an integer id, got {value!r}")
                 self._step_id = value
             else:
-                diagram = self.hook.find_process_diagram(str(self.process_diagram_name))
-                step = self.hook.find_integration_step(diagram["Id"], str(self.integration_step_name))
+                diagram = self.hook.client.find_process_diagram(str(self.process_diagram_name))
+                step = self.hook.client.find_integration_step(diagram["Id"], str(self.integration_step_name))
                 self._step_id = int(step["Id"])
                 self.log.info("Integration step %r of %r is %s", self.integration_step_name,
                               self.process_diagram_name, self._step_id)
@@ -149,36 +143,6 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     def _lease(self) -> dt.timedelta | None:
         """``reclaim_after`` as a timedelta: templated values arrive as seconds (``"0"``, ``"3600"``)."""
         return as_timedelta(self.reclaim_after, "reclaim_after")
-
-    def _held_elsewhere(self, step: int, owner: str) -> tuple[list[dict[str, Any]], list[Any]]:
-        """(this task's own open claims from an earlier try, ids other runs hold within their lease)."""
-        own: list[dict[str, Any]] = []
-        others: list[Any] = []
-        now = self.claims.clock()
-        for record in self.claims.list_claims(step):
-            iid = record.get("integration_instance_id")
-            if owner and record.get("owner") == owner and record.get("state") == ledger.CLAIMED:
-                own.append({"IntegrationInstanceId": iid, "ProcessInstanceId": record.get("process_instance_id"),
-                            "reclaimed": True})
-                continue
-            claimed = ledger._parse(record.get("claimed_at")) or now
-            if self._lease is None or now - claimed < self._lease:
-                others.append(iid)
-        return own, others
-
-    def _reoffered(self, step: int, owner: str, limit: int) -> tuple[list[dict[str, Any]], list[Any]]:
-        own, others = self._held_elsewhere(step, owner)
-        offered = own[:limit]
-        if len(offered) < limit:
-            for instance in self.claims.reclaim(step, self._lease, owner=owner, limit=limit):
-                if len(offered) >= limit:
-                    break
-                if instance["IntegrationInstanceId"] not in {i["IntegrationInstanceId"] for i in offered}:
-                    offered.append(instance)
-        if own:
-            self.claims.claim(step, own[: len(offered)], owner=owner)
-        taken = {i["IntegrationInstanceId"] for i in offered}
-        return offered, [i for i in others if i not in taken]
 
     def _with_fields(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
@@ -190,7 +154,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             if to_bool(self.fetch_fields):
                 fields = instance.get("fields")
                 if fields is None:
-                    fields = to_jsonable(self.hook.get_field_values(instance["IntegrationInstanceId"]))
+                    fields = to_jsonable(self.hook.client.get_field_values(instance["IntegrationInstanceId"]))
                 item["fields"] = fields
             out.append(item)
         return out
@@ -198,16 +162,16 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     def drain(self, context: Context) -> list[dict[str, Any]]:
         """One check: re-offered claims first, then new instances, each claimed as soon as it is polled."""
         step = self.step_id()
-        owner = _owner(context)
         limit = self._limit()
-        offered, others = self._reoffered(step, owner, limit)
-        drain = Drain(limit, taken=offered, skip=others)
+        claims = self.claims_for(context)
+        offered, self._skip_ids = claims.prepare_drain(step, self._lease, limit)
+        drain = Drain(limit, taken=offered, skip=self._skip_ids)
         try:
             while not drain.finished:
-                instance = self.hook.poll_new_integration(step)
+                instance = self.hook.client.poll_new_integration(step)
                 if drain.offer(instance):
                     assert instance is not None
-                    self.claims.claim(step, [instance], owner=owner)
+                    claims.claim(step, [instance])  # durable before anything else happens to it
         except WorkflowsoftError as exc:
             if not drain.instances or isinstance(exc, WorkflowsoftInputError):
                 raise
@@ -215,6 +179,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                              len(drain.instances), exc)
             drain.finished, drain.reason = True, "a poll failed"
         if drain.instances:
+            claims.close()  # this task instance writes no more claims: readers may tidy its record
             self.log.info("Took %d integration instance(s) of step %s (drain stopped: %s): %s",
                           len(drain.instances), step, drain.reason or "limit",
                           [i["IntegrationInstanceId"] for i in drain.instances])
@@ -237,17 +202,16 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
 
     def _defer(self, context: Context) -> None:
         step = self.step_id()
-        _own, others = self._held_elsewhere(step, _owner(context))
         timeout = self.timeout
         self.defer(
             trigger=_trigger_class()(
                 integration_diagram_id=step,
-                conn_id=self.workflowsoft_conn_id,
+                workflowsoft_conn_id=self.workflowsoft_conn_id,
                 max_instances=self._limit(),
                 fetch_fields=to_bool(self.fetch_fields),
                 poll_interval=float(self.poke_interval),
                 max_consecutive_failures=self.max_consecutive_failures,
-                skip_ids=others,
+                skip_ids=list(self._skip_ids),
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=float(timeout)) if timeout is not None else None,
@@ -258,10 +222,11 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         if not isinstance(event, dict):
             raise AirflowException(f"Workflowsoft trigger sent an event this sensor cannot read: {event!r}")
         step = self.step_id()
-        owner = _owner(context)
         instances = [i for i in event.get("instances") or [] if isinstance(i, dict)]
         if instances:
-            self.claims.claim(step, instances, owner=owner)
+            claims = self.claims_for(context)
+            claims.claim(step, instances)
+            claims.close()
         if event.get("status") != "success":
             kept = f" ({len(instances)} instance(s) received were claimed and will be re-offered)" if instances else ""
             raise AirflowException(f"Waiting for Workflowsoft integration step {step} failed: "

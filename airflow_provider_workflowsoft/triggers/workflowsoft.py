@@ -15,26 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
 from airflow_provider_workflowsoft import defaults
-from airflow_provider_workflowsoft._compat import BaseHook, BaseTrigger, TriggerEvent, mask_secret
-from airflow_provider_workflowsoft.drain import Drain
-from airflow_provider_workflowsoft.errors import WorkflowsoftError, WorkflowsoftInputError
-from airflow_provider_workflowsoft.fields import to_jsonable
+from airflow_provider_workflowsoft.api.drain import Drain
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.fields import to_jsonable
 
 log = logging.getLogger(__name__)
 
 CLASSPATH = "airflow_provider_workflowsoft.triggers.workflowsoft.WorkflowsoftIntegrationTrigger"
-
-
-async def _get_connection(conn_id: str) -> Any:
-    """The connection, read with Airflow's async API (3.x) or in a thread (2.11)."""
-    aget = getattr(BaseHook, "aget_connection", None)
-    if aget is not None:
-        return await aget(conn_id)
-    return await asyncio.to_thread(BaseHook.get_connection, conn_id)  # pragma: no cover - Airflow 2.11
 
 
 class WorkflowsoftIntegrationTrigger(BaseTrigger):
@@ -47,14 +41,14 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
 
         trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11, max_instances=10, poll_interval=30)
 
-    :param conn_id: the Workflowsoft connection id
+    :param workflowsoft_conn_id: the Workflowsoft connection id (``conn_id``, its 0.1 name, still works)
     :param integration_diagram_id: the integration step (``IntegrationDiagramID``) to poll
     :param max_instances: the most instances one event carries
     :param fetch_fields: also read each instance's fields (``{label: value}``, JSON-safe)
     :param poll_interval: seconds between polls when nothing is new
     :param max_consecutive_failures: failed rounds in a row before an error event
     :param skip_ids: instance ids another run is working on: polled again, they count as "nothing new"
-    :param client_options: :class:`~airflow_provider_workflowsoft.client.ClientConfig` fields that win over
+    :param client_options: :class:`~airflow_provider_workflowsoft.api.client.ClientConfig` fields that win over
         the connection (JSON-safe values)
     :param failure_backoff_max: the longest wait, in seconds, between failed rounds
     """
@@ -62,7 +56,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
     def __init__(
         self,
         integration_diagram_id: int,
-        conn_id: str = defaults.DEFAULT_CONN_ID,
+        workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         max_instances: int = 1,
         fetch_fields: bool = False,
         poll_interval: float = 60.0,
@@ -70,9 +64,14 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         skip_ids: list[Any] | None = None,
         client_options: dict[str, Any] | None = None,
         failure_backoff_max: float = 300.0,
+        conn_id: str | None = None,
     ) -> None:
         super().__init__()
-        self.conn_id = conn_id
+        if conn_id is not None:
+            warnings.warn("WorkflowsoftIntegrationTrigger(conn_id=...) is deprecated: use workflowsoft_conn_id",
+                          DeprecationWarning, stacklevel=2)
+            workflowsoft_conn_id = conn_id
+        self.workflowsoft_conn_id = workflowsoft_conn_id
         self.integration_diagram_id = integration_diagram_id
         self.max_instances = int(max_instances)
         self.fetch_fields = bool(fetch_fields)
@@ -90,7 +89,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
             CLASSPATH,
             {
                 "integration_diagram_id": self.integration_diagram_id,
-                "conn_id": self.conn_id,
+                "workflowsoft_conn_id": self.workflowsoft_conn_id,
                 "max_instances": self.max_instances,
                 "fetch_fields": self.fetch_fields,
                 "poll_interval": self.poll_interval,
@@ -101,17 +100,24 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
             },
         )
 
-    async def _client(self) -> Any:
-        from airflow_provider_workflowsoft.async_client import AsyncWorkflowsoftClient
-        from airflow_provider_workflowsoft.hooks.workflowsoft import config_from_connection
+    @property
+    def conn_id(self) -> str:
+        """The 0.1 name of :attr:`workflowsoft_conn_id`."""
+        return self.workflowsoft_conn_id
 
-        conn = await _get_connection(self.conn_id)
-        config = config_from_connection(conn, **self.client_options)
-        for secret in config.secrets():
-            mask_secret(secret)
-        if self.client_factory is not None:
-            return self.client_factory(config)
-        return AsyncWorkflowsoftClient(config, on_token=mask_secret)
+    async def _client(self) -> Any:
+        from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+
+        hook = WorkflowsoftHook(self.workflowsoft_conn_id, client_options=self.client_options)
+        if self.client_factory is not None:  # tests inject a transport
+            from airflow_provider_workflowsoft.hooks.workflowsoft import config_from_connection
+            from airflow_provider_workflowsoft.version_compat import aconnection_extras, aget_connection
+
+            conn = await aget_connection(self.workflowsoft_conn_id)
+            return self.client_factory(
+                config_from_connection(conn, extras=await aconnection_extras(conn), **self.client_options)
+            )
+        return await hook.get_async_client()
 
     def _failure_wait(self, failures: int) -> float:
         return min(self.failure_backoff_max, max(self.poll_interval, 1.0) * (2 ** (failures - 1)))

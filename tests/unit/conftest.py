@@ -22,8 +22,8 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 import requests_mock as requests_mock_module  # noqa: E402
 
-from airflow_provider_workflowsoft import protocol  # noqa: E402
-from airflow_provider_workflowsoft.client import ClientConfig, WorkflowsoftClient  # noqa: E402
+from airflow_provider_workflowsoft.api import protocol  # noqa: E402
+from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftClient  # noqa: E402
 
 BASE = "https://api.workflowsoft.com"
 TOKEN = "tok-SECRET-abcdef123456"

@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_workflowsoft._compat import AirflowFailException
-from airflow_provider_workflowsoft.client import WorkflowsoftClient
-from airflow_provider_workflowsoft.errors import (
+from airflow_provider_workflowsoft.version_compat import AirflowFailException
+from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftConfigError,
     WorkflowsoftInputError,
     WorkflowsoftNotFoundError,
     WorkflowsoftResponseError,
     WorkflowsoftValidationError,
 )
-from airflow_provider_workflowsoft.fields import MAX_VALUE_JSON_CHARS
+from airflow_provider_workflowsoft.api.fields import MAX_VALUE_JSON_CHARS
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 
 from .conftest import BASE, FIELDS_PATH, UPDATE_PATH, page_fields

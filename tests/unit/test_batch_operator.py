@@ -216,7 +216,7 @@ def test_at_most_four_requests_per_instance_and_connections_reused(emulator: Emu
 
 
 def test_one_token_is_minted_for_many_instances(emulator: EmulatorServer, admin_conn: str) -> None:
-    from airflow_provider_workflowsoft import protocol
+    from airflow_provider_workflowsoft.api import protocol
 
     protocol.TOKEN_CACHE.clear()
     emulator.create_instances(STEP, count=30)

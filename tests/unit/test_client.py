@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_workflowsoft._compat import AirflowFailException
-from airflow_provider_workflowsoft.client import WorkflowsoftClient
-from airflow_provider_workflowsoft.errors import (
+from airflow_provider_workflowsoft.version_compat import AirflowFailException
+from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftAuthError,
     WorkflowsoftBadRequestError,
     WorkflowsoftConnectionError,

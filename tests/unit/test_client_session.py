@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_workflowsoft.client import WorkflowsoftClient
-from airflow_provider_workflowsoft.config import ClientConfig
+from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+from airflow_provider_workflowsoft.api.config import ClientConfig
 
 
 def _session(base_url: str, **config: object):  # type: ignore[no-untyped-def]

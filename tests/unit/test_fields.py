@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from airflow_provider_workflowsoft import fields as F
-from airflow_provider_workflowsoft._compat import AirflowFailException
-from airflow_provider_workflowsoft.errors import WorkflowsoftResponseError, WorkflowsoftValidationError
+from airflow_provider_workflowsoft.api import fields as F
+from airflow_provider_workflowsoft.version_compat import AirflowFailException
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftResponseError, WorkflowsoftValidationError
 
 from .conftest import KEY_COUNT, KEY_DURATION, KEY_EXISTS, KEY_NAME, KEY_START, page_fields
 
@@ -200,7 +200,7 @@ def test_to_jsonable_is_exact() -> None:
 def test_unknown_type_value_is_written_back_unchanged() -> None:
     field = F.parse_field({"label": "Blob", "type": "Json", "key": KEY_NAME, "valueJson": '{"a": 1.5, "b": [2.25]}'})
     wire = F.to_wire(field.value, field)
-    from airflow_provider_workflowsoft.protocol import dumps_body
+    from airflow_provider_workflowsoft.api.protocol import dumps_body
 
     assert dumps_body(wire) == '{"a":1.5,"b":[2.25]}'
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_workflowsoft import fields as F
-from airflow_provider_workflowsoft.errors import WorkflowsoftValidationError
-from airflow_provider_workflowsoft.protocol import dumps_body
+from airflow_provider_workflowsoft.api import fields as F
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftValidationError
+from airflow_provider_workflowsoft.api.protocol import dumps_body
 
 settings.register_profile("unit", max_examples=150, deadline=None)
 settings.load_profile("unit")

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from airflow_provider_workflowsoft import protocol as P
-from airflow_provider_workflowsoft.errors import WorkflowsoftInputError, WorkflowsoftResponseError
+from airflow_provider_workflowsoft.api import protocol as P
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError, WorkflowsoftResponseError
 
 from .conftest import KEY_NAME, FakeClock
 

@@ -13,7 +13,7 @@ import requests
 import requests_mock as requests_mock_module
 
 from airflow_provider_workflowsoft import ledger
-from airflow_provider_workflowsoft.errors import (
+from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftBadRequestError,
     WorkflowsoftConflictError,
     WorkflowsoftConnectionError,

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from airflow_provider_workflowsoft.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor, as_timedelta
 
 

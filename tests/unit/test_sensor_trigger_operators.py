@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from airflow_provider_workflowsoft import ledger
-from airflow_provider_workflowsoft._compat import AirflowException
-from airflow_provider_workflowsoft.async_client import AsyncWorkflowsoftClient
-from airflow_provider_workflowsoft.client import ClientConfig
+from airflow_provider_workflowsoft.version_compat import AirflowException
+from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
+from airflow_provider_workflowsoft.api.client import ClientConfig
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from airflow_provider_workflowsoft.errors import (
+from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftInputError,
     WorkflowsoftLookupError,
     WorkflowsoftTransientError,
@@ -336,7 +336,7 @@ def test_trigger_keeps_received_instances_when_a_later_poll_fails() -> None:
 
 
 def test_async_client_mints_once_and_refreshes_after_401(emu) -> None:
-    from airflow_provider_workflowsoft.protocol import TokenCache
+    from airflow_provider_workflowsoft.api.protocol import TokenCache
 
     login, password = emu.admin_credentials
     cache = TokenCache()

@@ -10,7 +10,7 @@ from typing import Any
 
 
 class Drain:
-    """The stop rules of one drain, shared by the sensor and the trigger.
+    """The stop rules of one drain, shared by the sensor, the trigger and the batch worker.
 
     A drain takes instances until ``limit`` is reached, the server answers "nothing new", or the server
     repeats an instance this drain already has (a server that hands out the oldest open instance
@@ -32,8 +32,19 @@ class Drain:
 
     def offer(self, instance: dict[str, Any] | None) -> bool:
         """Take a poll answer; ``True`` when it was taken (and the drain may poll again if not finished)."""
-        if self.finished:
+        if instance is None:
+            if not self.finished:
+                self.finished, self.reason = True, "empty"
             return False
+        if self.finished:
+            # Concurrent pollers: an answer that arrives after another poller ended the drain was still
+            # handed out by the server, so it is taken (never dropped) unless already seen or held elsewhere.
+            iid = _iid(instance)
+            if iid in self.seen or iid in self.skip:
+                return False
+            self.seen.add(iid)
+            self.instances.append(dict(instance))
+            return True
         if instance is None:
             self.finished, self.reason = True, "empty"
             return False

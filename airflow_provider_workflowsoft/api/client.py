@@ -20,16 +20,16 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from airflow_provider_workflowsoft import protocol
-from airflow_provider_workflowsoft.client_core import ClientCore
-from airflow_provider_workflowsoft.config import ClientConfig
-from airflow_provider_workflowsoft.errors import (
+from airflow_provider_workflowsoft.api import protocol
+from airflow_provider_workflowsoft.api.client_core import ClientCore
+from airflow_provider_workflowsoft.api.config import ClientConfig
+from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftAPIError,
     WorkflowsoftError,
     WorkflowsoftLookupError,
     status_error,
 )
-from airflow_provider_workflowsoft.fields import (
+from airflow_provider_workflowsoft.api.fields import (
     Field,
     empty_required,
     field_values,
@@ -38,6 +38,7 @@ from airflow_provider_workflowsoft.fields import (
     required_error,
     to_jsonable,
 )
+from airflow_provider_workflowsoft.defaults import DEFAULT_ON_BEHALF_OF
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class WorkflowsoftClient(ClientCore):
         self._session_lock = threading.Lock()
         self._mint_lock = threading.Lock()
         self._sleep = sleep
+        self._user_ids: dict[str, int | str] = {}
+        self._users_lock = threading.Lock()
 
     # -- transport ----------------------------------------------------------------------------------
 
@@ -251,7 +254,7 @@ class WorkflowsoftClient(ClientCore):
         wire = prepare_update(fields, values, instance_id=integration_instance_id)
         if wire:
             self.request(protocol.call_update_fields(
-                integration_instance_id, wire, on_behalf_of or self.config.on_behalf_of
+                integration_instance_id, wire, self.resolve_on_behalf_of(on_behalf_of)
             ))
         return _written(fields, wire)
 
@@ -278,7 +281,7 @@ class WorkflowsoftClient(ClientCore):
             missing = empty_required(fields)
             if missing:
                 raise required_error(integration_instance_id, missing)
-        return self._complete(integration_instance_id, on_behalf_of, already_completed_ok)
+        return self._complete(integration_instance_id, self.resolve_on_behalf_of(on_behalf_of), already_completed_ok)
 
     def update_and_complete(
         self,
@@ -289,25 +292,38 @@ class WorkflowsoftClient(ClientCore):
         on_behalf_of: str | None = None,
         already_completed_ok: bool = False,
     ) -> dict[str, Any]:
-        """Validate everything first (values and required fields after them), then write, then complete.
+        """The completion sequence, the one every caller uses (operators, batch worker): validate everything
+        first (values, then required fields after them), then write, then complete.
 
-        Nothing is sent when anything is wrong, so an instance is never left half-written."""
+        Nothing is sent when anything is wrong, so an instance is never left half-written. With
+        ``already_completed_ok`` (the caller knows an earlier attempt of its own may have completed the
+        instance), a write or a completion refused as "already completed" is that attempt's success: the
+        result says ``already_completed: True`` and nothing more is sent.
+        """
         if fields is None:
             fields = self.get_fields(integration_instance_id)
         wire = prepare_update(fields, values or {}, instance_id=integration_instance_id)
         missing = empty_required(fields, wire)
         if missing:
             raise required_error(integration_instance_id, missing)
+        user = self.resolve_on_behalf_of(on_behalf_of)
         if wire:
-            self.request(protocol.call_update_fields(
-                integration_instance_id, wire, on_behalf_of or self.config.on_behalf_of
-            ))
-        result = self._complete(integration_instance_id, on_behalf_of, already_completed_ok)
+            try:
+                self.request(protocol.call_update_fields(integration_instance_id, wire, user))
+            except WorkflowsoftAPIError as exc:
+                if not (already_completed_ok and protocol.looks_already_completed(exc.status, exc.server_message)):
+                    raise
+                # A completed instance refuses writes: confirm the completion, write nothing.
+                log.info("Integration instance %s refused the write as already completed", integration_instance_id)
+                result = self._complete(integration_instance_id, user, True)
+                result["fields"] = {}
+                return result
+        result = self._complete(integration_instance_id, user, already_completed_ok)
         result["fields"] = _written(fields, wire)
         return result
 
-    def _complete(self, integration_instance_id: Any, on_behalf_of: str | None, already_ok: bool) -> dict[str, Any]:
-        call = protocol.call_complete_step(integration_instance_id, on_behalf_of or self.config.on_behalf_of)
+    def _complete(self, integration_instance_id: Any, user: str, already_ok: bool) -> dict[str, Any]:
+        call = protocol.call_complete_step(integration_instance_id, user)
         answer = self._exchange(call, self._auth_header, refresh_on_401=True)
         instance_id = protocol.coerce_id(integration_instance_id)
         if answer.status < 400:
@@ -363,7 +379,7 @@ class WorkflowsoftClient(ClientCore):
     ) -> dict[str, Any]:
         """Start a process; return the process instance (``Id``, ``Title``). Sent again only when the
         server surely did not act (see :class:`~.protocol.RetryPolicy`)."""
-        call = protocol.call_start_process(process_diagram_id, fields, _user_header(on_behalf_of, self.config))
+        call = protocol.call_start_process(process_diagram_id, fields, self.resolve_on_behalf_of(on_behalf_of))
         return protocol.normalise_object(self.request(call), call.method, call.path)
 
     def create_task(
@@ -376,9 +392,34 @@ class WorkflowsoftClient(ClientCore):
     ) -> dict[str, Any]:
         """Create a task; return the task object (``Id``, ``Title``, ``Description``)."""
         call = protocol.call_create_task(
-            title, assigned_user_id, description, files, _user_header(on_behalf_of, self.config)
+            title, self.resolve_user_id(assigned_user_id) if not _blank(assigned_user_id) else None, description, files,
+            self.resolve_on_behalf_of(on_behalf_of),
         )
         return protocol.normalise_object(self.request(call), call.method, call.path)
+
+    def resolve_user_id(self, user: Any) -> int | str:
+        """A user id from an id (int or numeric string, used as is), an email or a full name (looked up
+        once per client)."""
+        if isinstance(user, int) and not isinstance(user, bool):
+            return user
+        text = str(user).strip()
+        if text.isdigit():
+            return int(text)
+        with self._users_lock:
+            if text.casefold() not in self._user_ids:
+                self._user_ids[text.casefold()] = self.find_user(text)["Id"]
+            return self._user_ids[text.casefold()]
+
+    def resolve_on_behalf_of(self, on_behalf_of: Any = None) -> str:
+        """The ``X-OnBehalfOf-Id`` header of a request: one meaning everywhere.
+
+        Empty means the connection's default; ``system`` is sent as it is; an id is sent as it is; an
+        email or a full name is looked up (once per client) and sent as that user's id.
+        """
+        value = self.config.on_behalf_of if _blank(on_behalf_of) else on_behalf_of
+        if isinstance(value, str) and value.strip().casefold() == DEFAULT_ON_BEHALF_OF:
+            return DEFAULT_ON_BEHALF_OF
+        return str(self.resolve_user_id(value))
 
     # -- health -------------------------------------------------------------------------------------
 
@@ -388,10 +429,8 @@ class WorkflowsoftClient(ClientCore):
         return f"Connected to {self.config.base_url} ({'a' if diagrams else 'no'} process diagram visible)"
 
 
-def _user_header(on_behalf_of: str | int | None, config: ClientConfig) -> str:
-    if on_behalf_of is None or (isinstance(on_behalf_of, str) and not on_behalf_of.strip()):
-        return config.on_behalf_of
-    return str(on_behalf_of).strip()
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _one_by_title(items: list[dict[str, Any]], name: str, what: str, where: str) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """An asynchronous Workflowsoft API client on ``httpx``, for triggers; no Airflow in it.
 
-It follows the rules of the synchronous :class:`~airflow_provider_workflowsoft.client.WorkflowsoftClient`
-exactly, because both read them from :mod:`~airflow_provider_workflowsoft.protocol`: the requests are
+It follows the rules of the synchronous :class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient`
+exactly, because both read them from :mod:`~airflow_provider_workflowsoft.api.protocol`: the requests are
 built by the ``call_*`` functions, answers decoded by ``decode_json``/``normalise_poll``, retries decided
-by :class:`~airflow_provider_workflowsoft.protocol.RetryPolicy`, minted tokens shared through
-:data:`~airflow_provider_workflowsoft.protocol.TOKEN_CACHE` (one token per lifetime per process, sync
+by :class:`~airflow_provider_workflowsoft.api.protocol.RetryPolicy`, minted tokens shared through
+:data:`~airflow_provider_workflowsoft.api.protocol.TOKEN_CACHE` (one token per lifetime per process, sync
 and async clients alike) and renewed once after a 401.
 
 .. code-block:: python
@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from airflow_provider_workflowsoft import protocol
-from airflow_provider_workflowsoft.client_core import ClientCore
-from airflow_provider_workflowsoft.config import ClientConfig
-from airflow_provider_workflowsoft.fields import Field, field_values, parse_fields
+from airflow_provider_workflowsoft.api import protocol
+from airflow_provider_workflowsoft.api.client_core import ClientCore
+from airflow_provider_workflowsoft.api.config import ClientConfig
+from airflow_provider_workflowsoft.api.fields import Field, field_values, parse_fields
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _short_reason(exc: BaseException) -> str:
 class AsyncWorkflowsoftClient(ClientCore):
     """The asynchronous client (one ``httpx.AsyncClient``; use it from one event loop).
 
-    :param config: connection settings (see :class:`~airflow_provider_workflowsoft.client.ClientConfig`)
+    :param config: connection settings (see :class:`~airflow_provider_workflowsoft.api.client.ClientConfig`)
     :param transport: an ``httpx`` async transport to use instead of the network (tests pass
         ``httpx.MockTransport``)
     :param sleep: awaited with seconds to wait between retries (tests inject a recorder)

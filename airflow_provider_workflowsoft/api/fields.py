@@ -9,7 +9,7 @@ Pure code, no I/O and no Airflow: the client, the hook, the operators and the em
 * Writing: :func:`prepare_update` resolves each name given by the user (label, key, or the
   ``field_<key with _>`` form of the page), converts each value to what goes on the wire and checks it
   against the field (read-only, type, options). Every problem is collected and raised at once in one
-  :class:`~airflow_provider_workflowsoft.errors.WorkflowsoftValidationError`, before anything is sent.
+  :class:`~airflow_provider_workflowsoft.api.errors.WorkflowsoftValidationError`, before anything is sent.
 * XCom: :func:`to_jsonable` makes values JSON-safe without losing anything: datetimes become ISO 8601
   UTC strings ending in ``Z``, decimals become strings of their exact digits. Both are accepted back by
   :func:`prepare_update`, so a sensor's XCom can be written back as it is.
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from airflow_provider_workflowsoft.errors import WorkflowsoftResponseError, WorkflowsoftValidationError
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftResponseError, WorkflowsoftValidationError
 
 #: A valueJson longer than this is refused as malformed rather than parsed (protects workers' memory).
 MAX_VALUE_JSON_CHARS = 1_000_000

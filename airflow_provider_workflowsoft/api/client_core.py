@@ -1,8 +1,8 @@
 """What the sync and the async client share, free of any transport: settings, the token cache,
 redaction of secrets, the retry state of a call, and what to do with a token answer.
 
-:class:`~airflow_provider_workflowsoft.client.WorkflowsoftClient` (requests) and
-:class:`~airflow_provider_workflowsoft.async_client.AsyncWorkflowsoftClient` (httpx) add only sending.
+:class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient` (requests) and
+:class:`~airflow_provider_workflowsoft.api.async_client.AsyncWorkflowsoftClient` (httpx) add only sending.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from airflow_provider_workflowsoft import protocol
-from airflow_provider_workflowsoft.config import ClientConfig
+from airflow_provider_workflowsoft.api import protocol
+from airflow_provider_workflowsoft.api.config import ClientConfig
 
 
 class ClientCore:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from tests.airflow.conftest import RunDag, assert_dag_succeeded
+from tests.dag_runs.conftest import RunDag, assert_dag_succeeded
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()

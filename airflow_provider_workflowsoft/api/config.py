@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from airflow_provider_workflowsoft import defaults, protocol
-from airflow_provider_workflowsoft.errors import WorkflowsoftConfigError
+from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.api import protocol
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""DAGs of the reliability tests (tests/airflow/test_reliability.py).
+"""DAGs of the reliability tests (tests/dag_runs/test_reliability.py).
 
 ``reliability_process``: the sensor takes new "Enrich event" instances (step 11 of the demo scenario), a
 gate task may crash the whole run (``conf.crash``) or log a control string (``conf.control``), values are

@@ -21,11 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from airflow_provider_workflowsoft.defaults import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MAX_RETRIES,
-)
-from airflow_provider_workflowsoft.errors import (
+from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftAuthError,
     WorkflowsoftConnectionError,
     WorkflowsoftError,
@@ -34,7 +30,11 @@ from airflow_provider_workflowsoft.errors import (
     WorkflowsoftUnknownOutcomeError,
     status_error,
 )
-from airflow_provider_workflowsoft.fields import _lookup, param_key, to_jsonable, to_wire_json
+from airflow_provider_workflowsoft.api.fields import _lookup, param_key, to_jsonable, to_wire_json
+from airflow_provider_workflowsoft.defaults import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+)
 
 USER_AGENT = "airflow-provider-workflowsoft"
 
@@ -560,7 +560,7 @@ class Answer:
 DONE = "done"
 REFRESH_TOKEN = "refresh-token"
 
-log = logging.getLogger("airflow_provider_workflowsoft.client")
+log = logging.getLogger("airflow_provider_workflowsoft.api.client")
 
 
 class Attempts:

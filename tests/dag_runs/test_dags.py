@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow.conftest import TEST_DAGS_FOLDER, assert_dag_succeeded
+from tests.dag_runs.conftest import TEST_DAGS_FOLDER, assert_dag_succeeded
 
 pytestmark = pytest.mark.airflow
 

@@ -21,7 +21,7 @@ import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.emulator.scenario import DEMO_SCENARIO_PATH
-from tests.airflow.conftest import AIRFLOW_BIN, TEST_DAGS_FOLDER, airflow_env
+from tests.dag_runs.conftest import AIRFLOW_BIN, TEST_DAGS_FOLDER, airflow_env
 
 pytestmark = pytest.mark.airflow
 

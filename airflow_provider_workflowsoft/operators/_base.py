@@ -1,0 +1,74 @@
+"""What every Workflowsoft operator and sensor shares: the connection id, one hook, the records of the
+running task instance, and the rule that bad input fails a task without retries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+from airflow_provider_workflowsoft.records.stores import CountingStore, KeyValueStore, VariableStore
+from airflow_provider_workflowsoft.version_compat import fails_fast_on_bad_input
+
+#: The methods through which Airflow runs a task: a WorkflowsoftInputError raised in them fails the task
+#: without retries (see version_compat.fail_fast).
+_TASK_ENTRY_POINTS = ("execute", "execute_complete", "poke")
+
+
+class WorkflowsoftTaskMixin:
+    """Mixed into the sensor and the operators (before Airflow's base class).
+
+    ``ledger_store`` is where the claims (and, on Airflow before 3.3, the create records) live: ``None``
+    means Airflow Variables; tests set a ``MemoryStore`` through the constructor argument.
+    """
+
+    workflowsoft_conn_id: str
+    ledger_store: Any = None
+    _hook: WorkflowsoftHook | None = None
+    _counting: CountingStore | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _TASK_ENTRY_POINTS:
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "__wrapped_fails_fast__", False):
+                setattr(cls, name, fails_fast_on_bad_input(method))
+
+    def _set_ledger_store(self, ledger_store: Any) -> None:
+        if ledger_store is not None:
+            self.ledger_store = ledger_store
+
+    def _hook_options(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def hook(self) -> WorkflowsoftHook:
+        """One hook per task (one client: one token per lifetime, pooled connections)."""
+        if self._hook is None:
+            self._hook = WorkflowsoftHook(self.workflowsoft_conn_id, client_options=self._hook_options())
+        return self._hook
+
+    def _store(self) -> CountingStore:
+        """The records' store, wrapped to count round trips (reported by the batch worker)."""
+        inner: KeyValueStore = self.ledger_store if self.ledger_store is not None else VariableStore()
+        if self._counting is None or (self._counting.inner is not inner and self.ledger_store is not None):
+            self._counting = CountingStore(inner)
+        return self._counting
+
+    def store_round_trips(self) -> int:
+        return self._counting.round_trips if self._counting is not None else 0
+
+    def claims_for(self, context: Any) -> ClaimsLedger:
+        """The claims ledger of the running task instance."""
+        return ClaimsLedger(self.workflowsoft_conn_id, self._store(), owner=naming.owner_from_context(context))
+
+    def run_create_once(
+        self, context: Any, send: Callable[[], dict[str, Any]], *, what: str, allow_duplicates: bool = False
+    ) -> dict[str, Any]:
+        """Send a create at most once per task instance (see :mod:`~airflow_provider_workflowsoft.records.creates`)."""
+        from airflow_provider_workflowsoft.records.creates import CreateLedger, create_store_for
+
+        store, key = create_store_for(context, self.ledger_store)
+        return CreateLedger(store).run_once(key, send, what=what, allow_duplicates=allow_duplicates)

@@ -1,0 +1,163 @@
+"""Where records live: a small key-value protocol and its implementations.
+
+* :class:`VariableStore` - Airflow Variables (every supported Airflow; listable by key prefix);
+* :class:`TaskStateStore` - Airflow 3.3's ``task_state_store`` of the running task instance;
+* :class:`MemoryStore` - in memory (tests, scripts without Airflow);
+* :class:`CountingStore` - wraps another store and counts its round trips (tests and benchmarks).
+
+Every call of the Airflow-backed stores is one round trip (through the task's supervisor to the API
+server on Airflow 3), so the ledgers are written to need few of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class KeyValueStore(Protocol):
+    """What the records need from a store: JSON values by string key, and listing by prefix."""
+
+    def get(self, key: str) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self, prefix: str) -> list[str]: ...
+
+
+class VariableStore:
+    """Airflow Variables as a JSON key-value store (the default store of the claims)."""
+
+    def get(self, key: str) -> Any:
+        from airflow_provider_workflowsoft.version_compat import variable_get_json
+
+        return variable_get_json(key)
+
+    def set(self, key: str, value: Any) -> None:
+        from airflow_provider_workflowsoft.version_compat import variable_set_json
+
+        variable_set_json(key, value)
+
+    def delete(self, key: str) -> None:
+        from airflow_provider_workflowsoft.version_compat import variable_delete
+
+        try:
+            variable_delete(key)
+        except Exception as exc:  # deleting what is already gone is not an error here
+            log.debug("Variable %s not deleted: %s", key, exc)
+
+    def keys(self, prefix: str) -> list[str]:
+        from airflow_provider_workflowsoft.version_compat import variable_keys
+
+        return variable_keys(prefix)
+
+    def describe(self, key: str) -> str:
+        return f"the Airflow Variable {key!r} (airflow variables delete {key})"
+
+
+class TaskStateStore:
+    """Airflow 3.3's per-task-instance store (``context["task_state_store"]``): survives retries and
+    deferrals, is not shown among Variables, and expires after ``[state_store] default_retention_days``.
+
+    :param accessor: ``context["task_state_store"]``
+    :param where: how a user reaches this task instance's store (for error messages)
+    """
+
+    def __init__(self, accessor: Any, where: str = "") -> None:
+        self.accessor = accessor
+        self.where = where
+
+    def get(self, key: str) -> Any:
+        return self.accessor.get(key, None)
+
+    def set(self, key: str, value: Any) -> None:
+        self.accessor.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self.accessor.delete(key)
+
+    def keys(self, prefix: str) -> list[str]:  # pragma: no cover - the create records never list
+        raise NotImplementedError("Airflow's task-state store cannot list keys from a task")
+
+    def describe(self, key: str) -> str:
+        return (
+            f"the task-state key {key!r} of this task instance ({self.where}/{key}: DELETE it with Airflow's "
+            "REST API; on Airflow 3.3 clearing the task keeps it, from 3.4 a clear drops it)"
+        )
+
+
+class MemoryStore:
+    """An in-memory store (tests, scripts without Airflow)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            value = self.data.get(key)
+            return json.loads(json.dumps(value)) if value is not None else None
+
+    def set(self, key: str, value: Any) -> None:
+        with self._lock:
+            self.data[key] = json.loads(json.dumps(value))
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self.data.pop(key, None)
+
+    def keys(self, prefix: str) -> list[str]:
+        with self._lock:
+            return sorted(k for k in self.data if k.startswith(prefix))
+
+    def describe(self, key: str) -> str:
+        return f"the record {key!r}"
+
+
+class CountingStore:
+    """Counts the round trips made to ``inner`` (per operation), for tests and benchmarks."""
+
+    def __init__(self, inner: KeyValueStore) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, op: str) -> None:
+        with self._lock:
+            self.calls[op] += 1
+
+    @property
+    def round_trips(self) -> int:
+        return sum(self.calls.values())
+
+    def get(self, key: str) -> Any:
+        self._count("get")
+        return self.inner.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self._count("set")
+        self.inner.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self._count("delete")
+        self.inner.delete(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        self._count("keys")
+        return self.inner.keys(prefix)
+
+    def describe(self, key: str) -> str:
+        return describe(self.inner, key)
+
+
+def describe(store: Any, key: str) -> str:
+    """How a user finds and removes ``key`` in ``store``."""
+    method = getattr(store, "describe", None)
+    return method(key) if method is not None else f"the record {key!r}"

@@ -1,0 +1,237 @@
+"""Everything that differs between the Airflow versions this provider supports, in one module.
+
+Airflow names come from ``apache-airflow-providers-common-compat`` (``common.compat.sdk``: Task SDK paths on
+Airflow 3, the old paths on 2.11), the way the official providers import them. Feature gates are the
+``AIRFLOW_V_*_PLUS`` flags (the official providers copy the same few lines), and the few behaviours that
+differ are wrapped here (Variables, async-safe connection reads, the task-state store) so that no other
+module tests a version.
+
+Only the operator, sensor, trigger, hook and records layers import this module; the Workflowsoft API
+layer (:mod:`airflow_provider_workflowsoft.api`) imports nothing from Airflow.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowNotFoundException,
+    BaseHook,
+    BaseNotifier,
+    BaseOperator,
+    BaseSensorOperator,
+    Context,
+    PokeReturnValue,
+)
+
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+
+
+def _airflow_version() -> tuple[int, int, int]:
+    from airflow import __version__
+    from packaging.version import Version
+
+    version = Version(__version__)
+    return version.major, version.minor, version.micro
+
+
+AIRFLOW_V_3_0_PLUS: bool = _airflow_version() >= (3, 0, 0)
+AIRFLOW_V_3_3_PLUS: bool = _airflow_version() >= (3, 3, 0)
+AIRFLOW_V_3_4_PLUS: bool = _airflow_version() >= (3, 4, 0)
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+
+def __getattr__(name: str) -> Any:
+    # Triggers' base classes load only where a trigger is defined, not in every DAG file.
+    if name in ("BaseTrigger", "TriggerEvent", "BaseEventTrigger"):
+        from airflow.triggers import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- failing without retries -----------------------------------------------------------------------
+
+_FAIL_FAST_CLASSES: dict[type[BaseException], type[BaseException]] = {}
+
+
+def fail_fast(exc: WorkflowsoftInputError) -> BaseException:
+    """The same error, also an ``AirflowFailException``: Airflow fails the task without retries.
+
+    The API layer knows nothing of Airflow; this is the one place where "the input can never succeed"
+    becomes "do not retry". The returned exception is an instance of both the original class (so
+    ``except WorkflowsoftValidationError`` still works) and ``AirflowFailException``, with the same
+    message and attributes.
+    """
+    cls = type(exc)
+    fail_cls = _FAIL_FAST_CLASSES.get(cls)
+    if fail_cls is None:
+        fail_cls = type(cls.__name__, (cls, AirflowFailException), {"__module__": cls.__module__})
+        _FAIL_FAST_CLASSES[cls] = fail_cls
+    translated = fail_cls.__new__(fail_cls)
+    translated.__dict__.update(exc.__dict__)
+    translated.args = exc.args
+    return translated
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fails_fast_on_bad_input(method: F) -> F:
+    """Decorate ``execute``/``poke``/``execute_complete``: a :class:`WorkflowsoftInputError` fails the task
+    without retries (see :func:`fail_fast`)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except WorkflowsoftInputError as exc:
+            if isinstance(exc, AirflowFailException):
+                raise
+            raise fail_fast(exc) from exc
+
+    wrapper.__wrapped_fails_fast__ = True  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+# -- configuration, secrets, decorators ------------------------------------------------------------
+
+
+def default_deferrable() -> bool:
+    """Airflow's ``[operators] default_deferrable``, the default of every ``deferrable`` argument."""
+    from airflow.providers.common.compat.sdk import conf
+
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+
+
+def mask_secret(secret: str) -> None:
+    """Register ``secret`` with Airflow's secrets masker (synchronous code: tasks, hooks)."""
+    if secret:
+        from airflow.providers.common.compat.sdk import mask_secret as _mask
+
+        _mask(secret)
+
+
+async def amask_secret(secret: str) -> None:
+    """Register ``secret`` from a trigger's event loop without blocking it (no supervisor round trip on
+    the loop: the synchronous call can raise ``DeadlockImminentError`` in the 3.x triggerer)."""
+    if not secret:
+        return
+    try:
+        from airflow.sdk.log import amask_secret as _amask
+    except ImportError:  # Airflow < 3.3: the masker is in-process there
+        mask_secret(secret)
+        return
+    await _amask(secret)
+
+
+async def aget_connection(conn_id: str) -> Any:
+    """A connection read from a trigger's event loop, the async-safe way on every version."""
+    try:
+        from airflow.providers.common.compat.connection import get_async_connection
+    except ImportError:  # pragma: no cover - older common.compat
+        import asyncio
+
+        return await asyncio.to_thread(BaseHook.get_connection, conn_id)
+    return await get_async_connection(conn_id)
+
+
+async def aconnection_extras(conn: Any) -> Any:
+    """A connection's extras, read without a synchronous supervisor call on the event loop."""
+    aextra = getattr(conn, "aextra_dejson", None)
+    if aextra is not None:
+        return await aextra()
+    return conn.extra_dejson
+
+
+def task_decorator_base() -> tuple[Any, Any]:
+    """``(DecoratedOperator, task_decorator_factory)`` of the running Airflow."""
+    try:
+        from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+    except ImportError:  # Airflow 2.11
+        from airflow.decorators.base import (  # type: ignore[no-redef]
+            DecoratedOperator,
+            task_decorator_factory,
+        )
+    return DecoratedOperator, task_decorator_factory
+
+
+# -- Variables ------------------------------------------------------------------------------------
+
+
+def variable_get_json(key: str) -> Any:
+    """A JSON Variable, or ``None`` when it does not exist (3.x says ``default=``, 2.11 ``default_var=``)."""
+    from airflow.providers.common.compat.sdk import Variable
+
+    if AIRFLOW_V_3_0_PLUS:
+        return Variable.get(key, default=None, deserialize_json=True)
+    return Variable.get(key, default_var=None, deserialize_json=True)
+
+
+def variable_set_json(key: str, value: Any) -> None:
+    from airflow.providers.common.compat.sdk import Variable
+
+    Variable.set(key, value, serialize_json=True)
+
+
+def variable_delete(key: str) -> None:
+    from airflow.providers.common.compat.sdk import Variable
+
+    Variable.delete(key)
+
+
+def variable_keys(prefix: str) -> list[str]:
+    """Keys of the Variables starting with ``prefix`` (the Task SDK's ``Variable.keys`` on 3.x; a query
+    of the metadata database on 2.11, where tasks still reach it)."""
+    from airflow.providers.common.compat.sdk import Variable
+
+    keys = getattr(Variable, "keys", None)
+    if keys is not None:
+        return sorted(k for k in keys(prefix=prefix) if k.startswith(prefix))
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(VariableModel.key).filter(VariableModel.key.startswith(prefix)).all()
+    return sorted(row[0] for row in rows)
+
+
+def how_to_delete_variable(key: str) -> str:
+    """The user's way to delete a Variable on this Airflow version."""
+    return f"airflow variables delete {key}"
+
+
+__all__ = [
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "AIRFLOW_V_3_4_PLUS",
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowNotFoundException",
+    "BaseHook",
+    "BaseNotifier",
+    "BaseOperator",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Context",
+    "PokeReturnValue",
+    "TriggerEvent",
+    "aconnection_extras",
+    "aget_connection",
+    "amask_secret",
+    "default_deferrable",
+    "fail_fast",
+    "fails_fast_on_bad_input",
+    "mask_secret",
+    "task_decorator_base",
+    "variable_delete",
+    "variable_get_json",
+    "variable_keys",
+    "variable_set_json",
+]

@@ -1,0 +1,360 @@
+"""The batch worker's engine: drain, claim and process many integration instances with bounded concurrency.
+
+No Airflow in it: :class:`~airflow_provider_workflowsoft.operators.batch.WorkflowsoftProcessInstancesOperator`
+runs it inside a task; benchmarks and tests run it directly.
+
+It uses the same rules as the sensor and the operators, not copies of them:
+
+* what to offer again and what to leave to other runs: :meth:`ClaimsLedger.prepare_drain`;
+* when to stop polling: :class:`~airflow_provider_workflowsoft.api.drain.Drain`;
+* how one instance is completed: the client's ``update_and_complete`` (the one completion sequence).
+
+Bookkeeping (group commit): pollers hand their answers to one committer thread, which claims everything
+polled since its last write in **one** write of this task instance's claims record, then hands the
+instances to the workers. No instance is processed before its claim is durable, and a claim waits for at
+most the write in flight: the window in which a hard kill can lose a handed-out instance is one store round
+trip. Done marks ride along with the next claim write (and are flushed every few seconds once polling has
+ended); a done mark lost to a kill only makes a later run offer the instance again, and the completion then
+answers "already completed", which counts as success for a re-offered instance.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import inspect
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from airflow_provider_workflowsoft.api.drain import Drain
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.protocol import coerce_id
+
+if TYPE_CHECKING:
+    from airflow_provider_workflowsoft.api.fields import Field
+    from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+
+log = logging.getLogger(__name__)
+
+#: Longest error text kept per failed instance in the report (XCom stays small).
+MAX_ERROR_CHARS = 2000
+#: Once polling has ended, done marks are written at most this often (seconds).
+DONE_FLUSH_SECONDS = 2.0
+
+
+class InstanceApi(Protocol):
+    """What the engine needs: a ``WorkflowsoftClient`` (or a hook, which hands its client's calls on)."""
+
+    def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None: ...
+
+    def get_fields(self, integration_instance_id: Any) -> list[Field]: ...
+
+    def update_and_complete(
+        self,
+        integration_instance_id: Any,
+        values: Mapping[str, Any] | None,
+        *,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+        already_completed_ok: bool = False,
+    ) -> dict[str, Any]: ...
+
+
+def checked_sizes(max_workers: int, pollers: int | None, max_instances: int) -> int:
+    """Refuse impossible sizes (naming the argument and its value); return the number of pollers.
+
+    ``pollers`` defaults to ``max_workers``: one poller alone caps throughput at one poll round trip per
+    instance, whatever the number of workers."""
+    pollers = max_workers if pollers is None else pollers
+    for name, value, least in (("max_workers", max_workers, 1), ("pollers", pollers, 1),
+                               ("max_instances", max_instances, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise WorkflowsoftInputError(f"{name} must be a whole number of {least} or more, got {value!r}")
+    return pollers
+
+
+def normalise_instances(instances: Any) -> list[dict[str, Any]]:
+    """Instance dicts from a list of ids or dicts (a sensor's XCom), deduplicated, order kept."""
+    if instances is None:
+        return []
+    if isinstance(instances, str) and instances.strip()[:1] in ("[", "{"):
+        instances = json.loads(instances)  # a list rendered by a Jinja template
+    if isinstance(instances, Mapping | str | int):
+        instances = [instances]
+    result: dict[int | str, dict[str, Any]] = {}
+    for raw in instances:
+        value = raw.get("IntegrationInstanceId") if isinstance(raw, Mapping) else raw
+        try:
+            iid = coerce_id(value)
+        except (WorkflowsoftInputError, ValueError, TypeError):
+            raise WorkflowsoftInputError(
+                f"Not an integration instance (id or dict with IntegrationInstanceId): {raw!r}"
+            ) from None
+        if iid in result:
+            continue
+        item: dict[str, Any] = {"IntegrationInstanceId": iid}
+        if isinstance(raw, Mapping):
+            if raw.get("ProcessInstanceId") is not None:
+                item["ProcessInstanceId"] = raw["ProcessInstanceId"]
+            if raw.get("reclaimed"):
+                item["reclaimed"] = True
+        result[iid] = item
+    return list(result.values())
+
+
+def _accepts_instance(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "instance" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+class BatchEngine:
+    """Drain, claim and process integration instances with bounded concurrency.
+
+    :param api: the client (or hook) every request goes through
+    :param python_callable: ``f(fields, instance=..., **op_kwargs) -> dict | None``
+    :param integration_diagram_id: the step to poll (needed unless ``instances`` are given)
+    :param claims: this task instance's claims ledger (``None``: nothing is recorded)
+    :param max_instances: most instances received by polling in one run
+    :param max_workers: callables running at the same time
+    :param pollers: threads polling at the same time (default: ``max_workers``)
+    :param op_kwargs: extra keyword arguments of every call
+    :param reclaim_after: the claims' lease; ``None`` never takes over other runs' claims
+    """
+
+    def __init__(
+        self,
+        api: InstanceApi,
+        python_callable: Callable[..., Any],
+        *,
+        integration_diagram_id: int | str | None = None,
+        claims: ClaimsLedger | None = None,
+        max_instances: int = 100,
+        max_workers: int = 8,
+        pollers: int | None = None,
+        op_kwargs: Mapping[str, Any] | None = None,
+        reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
+    ) -> None:
+        self.pollers = checked_sizes(max_workers, pollers, max_instances)
+        self.api = api
+        self.python_callable = python_callable
+        self.integration_diagram_id = integration_diagram_id
+        self.claims = claims
+        self.max_instances = max_instances
+        self.max_workers = max_workers
+        self.op_kwargs = dict(op_kwargs or {})
+        self.reclaim_after = reclaim_after
+        self._pass_instance = _accepts_instance(python_callable)
+        self._lock = threading.Condition()
+        self._done: list[int | str] = []  # completed, done mark not written yet
+
+    # -- one instance -------------------------------------------------------------------------------
+
+    def process_one(self, instance: dict[str, Any], *, already_completed_ok: bool = False) -> dict[str, Any]:
+        """Read, call, write and complete one instance; returns ``{"IntegrationInstanceId", "fields", ...}``."""
+        from airflow_provider_workflowsoft.api.fields import field_values, to_jsonable
+
+        iid = instance["IntegrationInstanceId"]
+        fields = self.api.get_fields(iid)
+        kwargs = dict(self.op_kwargs)
+        if self._pass_instance:
+            kwargs["instance"] = dict(instance)
+        values = self.python_callable(field_values(fields), **kwargs)
+        if values is not None and not isinstance(values, Mapping):
+            raise WorkflowsoftInputError(
+                f"The callable returned {type(values).__name__} for integration instance {iid}; "
+                "return a dict of field values to write, or None to complete without writing"
+            )
+        outcome = self.api.update_and_complete(iid, values, fields=fields, already_completed_ok=already_completed_ok)
+        with self._lock:
+            self._done.append(iid)
+        return {"IntegrationInstanceId": iid, "fields": to_jsonable(outcome.get("fields") or {}),
+                "already_completed": bool(outcome.get("already_completed"))}
+
+    # -- the run ------------------------------------------------------------------------------------
+
+    def run(self, instances: Sequence[Any] | None = None) -> dict[str, Any]:
+        """Process ``instances`` (ids or dicts), or drain new ones (re-offered claims first, then polls).
+
+        :return: the JSON-safe report ``{"processed", "received", "succeeded", "failed", "results",
+            "skipped", "seconds", ...}``
+        """
+        started = time.monotonic()
+        report: dict[str, Any] = {"processed": 0, "succeeded": [], "failed": [], "results": {}, "skipped": []}
+        futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]] = {}
+        errors: list[str] = []
+        with concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="workflowsoft-worker") as pool:
+
+            def submit(instance: dict[str, Any], already_ok: bool) -> None:
+                futures[pool.submit(self.process_one, instance, already_completed_ok=already_ok)] = instance
+
+            if instances is not None:
+                received = self._offer_given(normalise_instances(instances), submit, report)
+            else:
+                received = self._drain(submit, errors)
+            self._collect(futures, report)
+        self._finish()
+        report["processed"] = len(futures)
+        report["received"] = received
+        report["succeeded"].sort(key=str)
+        report["failed"].sort(key=lambda f: str(f["IntegrationInstanceId"]))
+        if errors:
+            report["poll_error"] = errors[0]
+        report["seconds"] = round(time.monotonic() - started, 3)
+        return report
+
+    def _collect(self, futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]],
+                 report: dict[str, Any]) -> None:
+        """Wait for every instance, writing done marks every few seconds meanwhile."""
+        pending = set(futures)
+        while pending:
+            finished, pending = concurrent.futures.wait(pending, timeout=DONE_FLUSH_SECONDS)
+            for future in finished:
+                iid = futures[future]["IntegrationInstanceId"]
+                try:
+                    outcome = future.result()
+                except Exception as exc:
+                    log.error("Integration instance %s failed: %s", iid, error_text(exc))
+                    report["failed"].append({"IntegrationInstanceId": iid, "error": error_text(exc)})
+                    continue
+                report["succeeded"].append(iid)
+                report["results"][str(iid)] = outcome["fields"]
+            if pending:
+                self._write_done_marks()
+
+    def _write_done_marks(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+        if done and self.claims is not None:
+            self.claims.mark_done(done)
+
+    def _finish(self) -> None:
+        """The last write of this task instance's record: done marks, then closed (or deleted if empty)."""
+        if self.claims is None:
+            return
+        with self._lock:
+            done, self._done = self._done, []
+        self.claims.mark_done(done, write=False)
+        self.claims.close()
+
+    def _offer_given(self, given: list[dict[str, Any]], submit: Callable[..., None], report: dict[str, Any]) -> int:
+        """Instances handed over (a sensor's XCom): taken over in one claim write, then processed. Each
+        was claimed before by whoever polled it, so "already completed" is an earlier attempt's success."""
+        todo = []
+        for instance in given:
+            if self.claims is not None and self.claims.own_state(instance["IntegrationInstanceId"]) == "done":
+                report["skipped"].append(instance["IntegrationInstanceId"])  # an earlier try completed it
+                continue
+            todo.append(instance)
+        if self.claims is not None and todo:
+            self.claims.claim(self.integration_diagram_id, [{**i, "shared": True} for i in todo])
+        for instance in todo:
+            submit(instance, True)
+        return len(given)
+
+    def _drain(self, submit: Callable[..., None], errors: list[str]) -> int:
+        """Re-offered claims first, then concurrent polls under the drain's stop rules, claimed by group
+        commit before they are processed."""
+        step = self.integration_diagram_id
+        if step is None:
+            raise WorkflowsoftInputError("Nothing to poll: set integration_diagram_id (or the diagram and step names)")
+        offered: list[dict[str, Any]] = []
+        skip: list[Any] = []
+        if self.claims is not None and self.max_instances:
+            offered, skip = self.claims.prepare_drain(step, self.reclaim_after, self.max_instances)
+        for instance in offered:
+            submit(instance, True)
+        drain = Drain(max(1, self.max_instances), taken=offered, skip=skip)
+        if not self.max_instances:
+            return len(offered)
+        state = {"reserved": len(offered), "polling": self.pollers}
+        polled: list[dict[str, Any]] = []  # answers waiting for their claim write
+
+        def poll_loop() -> None:
+            try:
+                while True:
+                    with self._lock:
+                        if drain.finished or state["reserved"] >= self.max_instances:
+                            return
+                        state["reserved"] += 1
+                    try:
+                        found = self.api.poll_new_integration(step)
+                    except Exception as exc:
+                        with self._lock:
+                            drain.finished, drain.reason = True, "a poll failed"
+                            errors.append(error_text(exc))
+                        log.error("Polling integration step %s failed: %s", step, error_text(exc))
+                        return
+                    with self._lock:
+                        if drain.offer(found):
+                            polled.append(normalise_instances([found])[0])
+                            self._lock.notify_all()
+            finally:
+                with self._lock:
+                    state["polling"] -= 1
+                    self._lock.notify_all()
+
+        def commit_loop() -> None:
+            claim_failed = False
+            while True:
+                with self._lock:
+                    while not polled and state["polling"] > 0:
+                        self._lock.wait()
+                    if not polled:
+                        return
+                    batch, polled[:] = list(polled), []
+                    done, self._done = self._done, []
+                if self.claims is not None and not claim_failed:
+                    try:  # one write: every answer since the last one, plus the done marks waiting
+                        self.claims.mark_done(done, write=False)
+                        self.claims.claim(step, batch)
+                    except Exception as exc:  # still processed (they were handed out), but polling stops
+                        claim_failed = True
+                        with self._lock:
+                            drain.finished, drain.reason = True, "a claim write failed"
+                            errors.append(f"claiming instances {[i['IntegrationInstanceId'] for i in batch]} "
+                                          f"failed: {error_text(exc)}")
+                        log.error("Claiming integration instances failed: %s", error_text(exc))
+                for instance in batch:
+                    submit(instance, False)
+
+        threads = [threading.Thread(target=poll_loop, name=f"workflowsoft-poller-{i}", daemon=True)
+                   for i in range(self.pollers)]
+        for thread in threads:
+            thread.start()
+        commit_loop()
+        for thread in threads:
+            thread.join()
+        log.info("Drained %d integration instance(s) of step %s (stopped: %s)", len(drain.instances), step,
+                 drain.reason or "limit")
+        return len(drain.instances)
+
+
+def process_instances(api: InstanceApi, python_callable: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+    """Run a :class:`BatchEngine` once: ``instances=`` (optional) goes to ``run``, the rest to the engine."""
+    instances = kwargs.pop("instances", None)
+    return BatchEngine(api, python_callable, **kwargs).run(instances)
+
+
+def failure_message(report: Mapping[str, Any]) -> str:
+    """The task's error: every failed instance with its error."""
+    lines = [f"{len(report['failed'])} of {report['processed']} integration instance(s) failed "
+             "(they stay claimed and are offered again by a later run):"]
+    lines += [f"  - {f['IntegrationInstanceId']}: {f['error']}" for f in report["failed"]]
+    if report.get("poll_error"):
+        lines.append(f"Polling stopped on an error: {report['poll_error']}")
+    return "\n".join(lines)
+
+
+__all__ = ["BatchEngine", "checked_sizes", "failure_message", "normalise_instances", "process_instances"]

@@ -235,9 +235,17 @@ class ClaimsLedger:
         """
         with self._lock:
             records = self.read_all()
+            mine = records[self.key] = self._own()  # also when it is not stored yet (tidy sees our claims)
             done = {iid for record in records.values() for iid in record["done"]}
             now = self.clock()
-            mine = self._own()
+            # An instance's lease runs from its newest claim, whoever holds it: a stale claim in one
+            # record does not make an instance another run took over (within its lease) free again.
+            latest: dict[str, dt.datetime] = {}
+            for record in records.values():
+                for iid, claim in record["claims"].items():
+                    at = parse_time(claim.get("claimed_at")) or now
+                    if iid not in latest or at > latest[iid]:
+                        latest[iid] = at
             offered: list[dict[str, Any]] = []
             skip: list[int | str] = []
             step = str(integration_diagram_id)
@@ -252,15 +260,14 @@ class ClaimsLedger:
                 for iid, claim in record["claims"].items():
                     if str(claim.get("step")) != step or iid in done or _id(iid) in held or iid in mine["claims"]:
                         continue
-                    claimed = parse_time(claim.get("claimed_at")) or now
-                    expired = reclaim_after is not None and now - claimed >= reclaim_after
+                    expired = reclaim_after is not None and now - latest[iid] >= reclaim_after
                     if expired and len(offered) < limit:
                         offered.append({**_instance(iid, claim, reclaimed=True), "offers": claim.get("offers", 1),
                                         "first_claimed_at": claim.get("first_claimed_at"), "shared": True})
                         held.add(_id(iid))
                         log.warning("Re-offering integration instance %s: claimed by %s at %s and not completed",
                                     iid, record.get("owner"), claim.get("claimed_at"))
-                    elif not expired:
+                    elif not expired and _id(iid) not in skip:
                         skip.append(_id(iid))
             if offered:
                 self.claim(integration_diagram_id, offered)

@@ -278,28 +278,35 @@ class BatchEngine:
         drain = Drain(max(1, self.max_instances), taken=offered, skip=skip)
         if not self.max_instances:
             return len(offered)
-        state = {"reserved": len(offered), "polling": self.pollers}
+        state = {"reserved": len(offered), "polling": self.pollers, "in_flight": 0}
         polled: list[dict[str, Any]] = []  # answers waiting for their claim write
 
         def poll_loop() -> None:
             try:
                 while True:
                     with self._lock:
+                        # Back-pressure: at most one answer per poller waits for its claim write (queued or
+                        # being polled), so a failing or slow store bounds what is handed out unclaimed.
+                        while not drain.finished and len(polled) + state["in_flight"] >= self.pollers:
+                            self._lock.wait()
                         if drain.finished or state["reserved"] >= self.max_instances:
                             return
                         state["reserved"] += 1
+                        state["in_flight"] += 1
                     try:
                         found = self.api.poll_new_integration(step)
                     except Exception as exc:
                         with self._lock:
+                            state["in_flight"] -= 1
                             drain.finished, drain.reason = True, "a poll failed"
                             errors.append(error_text(exc))
                         log.error("Polling integration step %s failed: %s", step, error_text(exc))
                         return
                     with self._lock:
+                        state["in_flight"] -= 1
                         if drain.offer(found):
                             polled.append(normalise_instances([found])[0])
-                            self._lock.notify_all()
+                        self._lock.notify_all()
             finally:
                 with self._lock:
                     state["polling"] -= 1
@@ -315,6 +322,7 @@ class BatchEngine:
                         return
                     batch, polled[:] = list(polled), []
                     done, self._done = self._done, []
+                    self._lock.notify_all()  # the pollers may poll again
                 if self.claims is not None and not claim_failed:
                     try:  # one write: every answer since the last one, plus the done marks waiting
                         self.claims.mark_done(done, write=False)
@@ -323,6 +331,7 @@ class BatchEngine:
                         claim_failed = True
                         with self._lock:
                             drain.finished, drain.reason = True, "a claim write failed"
+                            self._lock.notify_all()
                             errors.append(f"claiming instances {[i['IntegrationInstanceId'] for i in batch]} "
                                           f"failed: {error_text(exc)}")
                         log.error("Claiming integration instances failed: %s", error_text(exc))

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
+from collections.abc import Callable, Iterator
+from typing import Any
 
-# pytest puts the tests folder on sys.path (its packages have an __init__.py); a package of that folder
-# named like an installed one must not shadow it: import the real Airflow first.
-_TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if "airflow" not in sys.modules:
-    _saved_path = sys.path[:]
-    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != _TESTS_DIR]
-    try:
-        import airflow.exceptions  # noqa: F401
-    finally:
-        sys.path[:] = _saved_path
-from collections.abc import Callable, Iterator  # noqa: E402
-from typing import Any  # noqa: E402
+import pytest
+import requests_mock as requests_mock_module
 
-import pytest  # noqa: E402
-import requests_mock as requests_mock_module  # noqa: E402
-
-from airflow_provider_workflowsoft.api import protocol  # noqa: E402
-from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftClient  # noqa: E402
+from airflow_provider_workflowsoft.api import protocol
+from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftClient
 
 BASE = "https://api.workflowsoft.com"
 TOKEN = "tok-SECRET-abcdef123456"

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_workflowsoft.version_compat import AirflowFailException
 from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
 from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftConfigError,
@@ -91,7 +90,7 @@ def test_wrong_values_send_nothing(rm: Any, client: WorkflowsoftClient, label: s
     with pytest.raises(WorkflowsoftValidationError) as info:
         client.update_fields(42, {label: value})
     assert f"{label!r}" in str(info.value) and expected in str(info.value)
-    assert isinstance(info.value, AirflowFailException)
+    assert isinstance(info.value, WorkflowsoftInputError)  # fails the task without retries
     assert not post.called
 
 
@@ -126,13 +125,20 @@ def test_id_that_does_not_exist(rm: Any, client: WorkflowsoftClient) -> None:
         (lambda c: c.poll_new_integration("step"), "integration_diagram_id"),
         (lambda c: c.list_integration_steps("P-1"), "process_diagram_id"),
         (lambda c: c.start_process("three"), "process_diagram_id"),
-        (lambda c: c.create_task("T", assigned_user_id="bob"), "assigned_user_id"),
     ],
 )
 def test_non_numeric_ids_refused_before_sending(rm: Any, client: WorkflowsoftClient, call: Any, name: str) -> None:
     with pytest.raises(WorkflowsoftInputError, match=f"{name} must be an integer id"):
         call(client)
     assert rm.request_history == []
+
+
+def test_assignee_given_by_name_is_looked_up_not_refused(rm: Any, client: WorkflowsoftClient) -> None:
+    # assigned_user_id takes a user id, an email or a full name: a name is looked up, never sent as is
+    search = rm.get(BASE + "/api/users/search", json=[])
+    with pytest.raises(WorkflowsoftInputError):
+        client.create_task("T", assigned_user_id="bob")
+    assert search.called and all(r.method == "GET" for r in rm.request_history)
 
 
 def test_connection_without_token(monkeypatch: pytest.MonkeyPatch, rm: Any) -> None:

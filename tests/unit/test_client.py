@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_provider_workflowsoft.version_compat import AirflowFailException
 from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
 from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftAuthError,
     WorkflowsoftBadRequestError,
     WorkflowsoftConnectionError,
     WorkflowsoftError,
+    WorkflowsoftInputError,
     WorkflowsoftLookupError,
     WorkflowsoftNotFoundError,
     WorkflowsoftTransientError,
@@ -270,7 +270,7 @@ def test_401_renews_minted_token_once(rm: Any, make_client: MakeClient) -> None:
     with pytest.raises(WorkflowsoftAuthError) as info:
         client.list_process_diagrams()
     assert mint.call_count == 3  # once more, not in a loop
-    assert isinstance(info.value, AirflowFailException)
+    assert isinstance(info.value, WorkflowsoftInputError)  # fails the task without retries
 
 
 def test_401_with_given_token_is_not_retried(rm: Any, client: WorkflowsoftClient, sleep: SleepRecorder) -> None:
@@ -306,7 +306,7 @@ def test_retries_run_out(rm: Any, make_client: MakeClient, sleep: SleepRecorder)
     with pytest.raises(WorkflowsoftTransientError) as info:
         client.list_process_diagrams()
     assert mock.call_count == 3 and len(sleep.calls) == 2
-    assert not isinstance(info.value, AirflowFailException)
+    assert not isinstance(info.value, WorkflowsoftInputError)
     assert (info.value.status, info.value.method, info.value.path, info.value.server_message) == (
         503, "GET", "/api/v2/workflows", "maintenance"
     )
@@ -327,7 +327,7 @@ def test_other_4xx_never_retried(rm: Any, client: WorkflowsoftClient, sleep: Sle
     with pytest.raises(WorkflowsoftError) as info:
         client.list_process_diagrams()
     assert mock.call_count == 1 and sleep.calls == []
-    assert isinstance(info.value, AirflowFailException)
+    assert isinstance(info.value, WorkflowsoftInputError)  # fails the task without retries
 
 
 def test_connection_errors_retried_for_reads(rm: Any, client: WorkflowsoftClient, sleep: SleepRecorder) -> None:
@@ -344,7 +344,7 @@ def test_unreachable_after_retries(rm: Any, make_client: MakeClient) -> None:
     with pytest.raises(WorkflowsoftConnectionError) as info:
         client.list_process_diagrams()
     assert str(info.value) == "Could not reach Workflowsoft for GET /api/v2/workflows: Connection refused"
-    assert not isinstance(info.value, AirflowFailException)
+    assert not isinstance(info.value, WorkflowsoftInputError)
 
 
 CREATES = [

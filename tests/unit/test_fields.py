@@ -8,8 +8,11 @@ from decimal import Decimal
 import pytest
 
 from airflow_provider_workflowsoft.api import fields as F
-from airflow_provider_workflowsoft.version_compat import AirflowFailException
-from airflow_provider_workflowsoft.api.errors import WorkflowsoftResponseError, WorkflowsoftValidationError
+from airflow_provider_workflowsoft.api.errors import (
+    WorkflowsoftInputError,
+    WorkflowsoftResponseError,
+    WorkflowsoftValidationError,
+)
 
 from .conftest import KEY_COUNT, KEY_DURATION, KEY_EXISTS, KEY_NAME, KEY_START, page_fields
 
@@ -142,7 +145,7 @@ def test_one_error_lists_every_problem(fields: list[F.Field]) -> None:
             instance_id=42,
         )
     error = info.value
-    assert isinstance(error, AirflowFailException)
+    assert isinstance(error, WorkflowsoftInputError)  # fails the task without retries
     assert len(error.problems) == 6
     message = str(error)
     assert "6 problem(s)" in message and "integration instance 42" in message and "nothing was sent" in message

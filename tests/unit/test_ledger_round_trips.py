@@ -1,59 +1,124 @@
-"""Each ledger operation is a Variable round trip through Airflow's API server: keep them few."""
+"""Each record operation is a round trip through Airflow's API server (Variables): keep them few, and
+decide from what the store says, not from what a ledger object remembers."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
-from airflow_provider_workflowsoft.ledger import CLAIMED, DONE, ClaimsLedger, MemoryStore
+import pytest
+
+from airflow_provider_workflowsoft.emulator import EmulatorServer
+from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator
+from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import CLAIMED, ClaimsLedger
+from airflow_provider_workflowsoft.records.stores import CountingStore, MemoryStore
+
+CONN = "ws_round_trips"
 
 
-class CountingStore(MemoryStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[tuple[str, str]] = []
-
-    def get(self, key: str) -> Any:
-        self.calls.append(("get", key))
-        return super().get(key)
-
-    def set(self, key: str, value: Any) -> None:
-        self.calls.append(("set", key))
-        super().set(key, value)
+def instances(*ids: int) -> list[dict[str, Any]]:
+    return [{"IntegrationInstanceId": i, "ProcessInstanceId": 1} for i in ids]
 
 
-def test_claim_then_complete_costs_five_round_trips_per_instance() -> None:
-    store = CountingStore()
-    claims = ClaimsLedger("conn", store)
+def test_claim_then_complete_costs_a_few_round_trips_for_a_whole_group() -> None:
+    store = CountingStore(MemoryStore())
+    claims = ClaimsLedger("conn", store, owner="dag/run/work/-1")
     n = 10
-    for iid in range(5001, 5001 + n):
-        claims.claim(11, [{"IntegrationInstanceId": iid, "ProcessInstanceId": 1}])
-        claims.mark_completing(iid)
-        claims.mark_done(iid, {"completed": True})
-    # per instance: read the old record, write the claim, write the index, mark completing, mark done;
-    # plus the first read of the index and of the list of steps, and the first write of that list
-    assert len(store.calls) == 5 * n + 3
-    assert all(claims.state(iid) == DONE for iid in range(5001, 5001 + n))
-    assert ClaimsLedger("conn", store).list_claims(11, include_done=True)[0]["integration_instance_id"] == 5001
+    claims.claim(11, instances(*range(5001, 5001 + n)))  # read our record once, write it once
+    assert store.round_trips == 2
+    claims.mark_done(range(5001, 5001 + n), write=False)
+    claims.close()  # one last round trip: nothing open, the record is deleted
+    assert store.round_trips == 3
+    assert store.inner.keys("workflowsoft.") == []
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer() as server:
+        yield server
+
+
+def test_batch_path_makes_at_most_half_a_round_trip_per_instance(emulator: EmulatorServer,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(
+        {"conn_type": "workflowsoft", "host": emulator.base_url, "password": "demo-token"}))
+    n = 200
+    emulator.create_instances(11, count=n)
+    inner = MemoryStore()
+    op = WorkflowsoftProcessInstancesOperator(task_id="work", workflowsoft_conn_id=CONN, ledger_store=inner,
+                                              integration_diagram_id=11, python_callable=lambda fields: {"Venue code": "V"},
+                                              max_instances=n, max_workers=8)
+    ti = SimpleNamespace(dag_id="dag", run_id="run1", task_id="work", map_index=-1, try_number=1,
+                         xcom_push=lambda **kw: None)
+    report = op.execute({"ti": ti})  # type: ignore[arg-type]
+    assert report["processed"] == n and len(report["succeeded"]) == n
+    assert 0 < report["store_round_trips"] <= 0.5 * n
+    assert op.store_round_trips() == report["store_round_trips"]
+    assert inner.keys("workflowsoft.") == []  # nothing left behind after a full success
+
+
+def test_the_sensor_claim_is_durable_before_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each poll answer is written to the store before the next request (fields, next poll) is sent.
+    from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
+
+    events: list[str] = []
+
+    class RecordingStore(MemoryStore):
+        def set(self, key: str, value: Any) -> None:
+            events.append("claim " + ",".join(sorted(value.get("claims", {}))))
+            super().set(key, value)
+
+    answers = iter([{"IntegrationInstanceId": 5001, "ProcessInstanceId": 1},
+                    {"IntegrationInstanceId": 5002, "ProcessInstanceId": 2}, None])
+
+    class FakeClient:
+        def poll_new_integration(self, step: Any) -> Any:
+            events.append("poll")
+            return next(answers)
+
+        def get_field_values(self, iid: Any) -> dict[str, Any]:
+            events.append(f"fields {iid}")
+            return {}
+
+    store = RecordingStore()
+    sensor = WorkflowsoftIntegrationSensor(task_id="wait", integration_diagram_id=11, max_instances=5,
+                                           fetch_fields=True, deferrable=False, ledger_store=store)
+    sensor._hook = SimpleNamespace(client=FakeClient())  # type: ignore[assignment]
+    ti = SimpleNamespace(dag_id="dag", run_id="run1", task_id="wait", map_index=-1, try_number=1)
+    result = sensor.poke({"ti": ti})  # type: ignore[arg-type]
+    assert [i["IntegrationInstanceId"] for i in result.xcom_value] == [5001, 5002]
+    assert events[:4] == ["poll", "claim 5001", "poll", "claim 5001,5002"]
+    assert events.index("fields 5001") > events.index("claim 5001,5002")
 
 
 def test_decisions_read_the_store_not_what_was_remembered() -> None:
     store = MemoryStore()
-    sensor_side = ClaimsLedger("conn", store, clock=lambda: dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-    sensor_side.claim(11, [{"IntegrationInstanceId": 5001, "ProcessInstanceId": 1}])
-    ClaimsLedger("conn", store).mark_done(5001)  # another process completes it
-    assert sensor_side.state(5001) == DONE
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    sensor_side = ClaimsLedger("conn", store, owner="dag/run1/wait/-1", clock=lambda: t0)
+    sensor_side.claim(11, instances(5001))
+    completer = ClaimsLedger("conn", store, owner="dag/run1/complete/0")  # another task instance completes it
+    completer.mark_done([5001])
+    completer.close()
     later = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
     sensor_side.clock = lambda: later
-    assert sensor_side.reclaim(11, dt.timedelta(minutes=1)) == []  # done elsewhere: not offered again
+    offered, _ = sensor_side.prepare_drain(11, dt.timedelta(minutes=1), 10)
+    assert offered == []  # done elsewhere: not offered again, though this object remembers its claim
 
 
 def test_a_claim_released_elsewhere_is_not_offered_again() -> None:
     store = MemoryStore()
-    sensor_side = ClaimsLedger("conn", store)
-    sensor_side.claim(11, [{"IntegrationInstanceId": 5001, "ProcessInstanceId": 1}])
-    assert ClaimsLedger("conn", store).release([5001]) == [5001]
-    sensor_side.claim(11, [{"IntegrationInstanceId": 5002, "ProcessInstanceId": 2}])
-    offered = sensor_side.reclaim(11, dt.timedelta(0))
+    owner = "dag/run1/wait/-1"
+    first_poke = ClaimsLedger("conn", store, owner=owner)
+    first_poke.claim(11, instances(5001))
+    first_poke.close()
+    assert ClaimsLedger("conn", store, owner="admin").release([5001]) == [5001]
+    next_poke = ClaimsLedger("conn", store, owner=owner)  # every check builds its ledger afresh
+    next_poke.claim(11, instances(5002))
+    offered, _ = next_poke.prepare_drain(11, dt.timedelta(0), 10)
     assert [i["IntegrationInstanceId"] for i in offered] == [5002]
-    assert [r["state"] for r in sensor_side.list_claims(11)] == [CLAIMED]
+    assert [r["state"] for r in next_poke.list_claims(11)] == [CLAIMED]
+    assert naming.claims_key("conn", owner) in store.keys(naming.claims_prefix("conn"))

@@ -1,6 +1,6 @@
 """Sensor, trigger, async client, operators and notifier against the emulator over loopback.
 
-The ledgers use ``ledger.MemoryStore`` (injected), the connection comes from ``AIRFLOW_CONN_*``.
+The records use a ``MemoryStore`` (injected), the connection comes from ``AIRFLOW_CONN_*``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_provider_workflowsoft import ledger
 from airflow_provider_workflowsoft.version_compat import AirflowException
 from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
 from airflow_provider_workflowsoft.api.client import ClientConfig
@@ -26,11 +25,16 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftValidationError,
 )
 from airflow_provider_workflowsoft.notifications.workflowsoft import WorkflowsoftNotifier
+from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
+from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftClaimsOperator,
     WorkflowsoftCompleteStepOperator,
     WorkflowsoftCreateTaskOperator,
     WorkflowsoftGetFieldsOperator,
+    WorkflowsoftListClaimsOperator,
+    WorkflowsoftReleaseClaimsOperator,
     WorkflowsoftStartProcessOperator,
     WorkflowsoftUpdateFieldsOperator,
     coerce_instance_id,
@@ -57,14 +61,27 @@ def emu(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def store() -> ledger.MemoryStore:
-    return ledger.MemoryStore()
+def store() -> MemoryStore:
+    return MemoryStore()
 
 
-def context(task_id: str = "wait", run_id: str = "run1", map_index: int = -1) -> dict[str, Any]:
-    ti = SimpleNamespace(dag_id="dag", run_id=run_id, task_id=task_id, map_index=map_index, try_number=1,
+def context(task_id: str = "wait", run_id: str = "run1", map_index: int = -1, try_number: int = 1) -> dict[str, Any]:
+    ti = SimpleNamespace(dag_id="dag", run_id=run_id, task_id=task_id, map_index=map_index, try_number=try_number,
                          log_url="http://airflow/log")
     return {"ti": ti, "run_id": run_id}
+
+
+def claim_of(store: MemoryStore, iid: Any) -> dict[str, Any] | None:
+    """An instance's newest claim as any reader sees it (``state``, ``owner``, ...), or None."""
+    for entry in ClaimsLedger(CONN, store, owner="reader").list_claims(include_done=True):
+        if entry["integration_instance_id"] == iid:
+            return entry
+    return None
+
+
+def own_state(store: MemoryStore, ctx: dict[str, Any], iid: Any) -> str | None:
+    """What a later try of that task instance reads back (a fresh ledger)."""
+    return ClaimsLedger(CONN, store, owner=naming.owner_from_context(ctx)).own_state(iid)
 
 
 def polls(emulator: EmulatorServer) -> int:
@@ -75,7 +92,7 @@ def writes(emulator: EmulatorServer) -> list[dict[str, Any]]:
     return [r for r in emulator.request_log() if r["method"] in ("POST", "PATCH")]
 
 
-def sensor(store: ledger.MemoryStore, **kwargs: Any) -> WorkflowsoftIntegrationSensor:
+def sensor(store: MemoryStore, **kwargs: Any) -> WorkflowsoftIntegrationSensor:
     kwargs.setdefault("integration_diagram_id", 11)
     kwargs.setdefault("deferrable", False)
     return WorkflowsoftIntegrationSensor(task_id="wait", ledger_store=store, **kwargs)
@@ -112,8 +129,7 @@ def test_poke_drains_up_to_max_instances_and_claims_each(emu, store) -> None:
     emu.create_instances(11, count=3)
     result = sensor(store, max_instances=2).poke(context())
     assert result.is_done and ids(result.xcom_value) == [5001, 5002]
-    claims = ledger.ClaimsLedger(CONN, store)
-    assert claims.state(5001) == ledger.CLAIMED and claims.get(5002)["owner"] == "dag/run1/wait/-1"
+    assert claim_of(store, 5001)["state"] == CLAIMED and claim_of(store, 5002)["owner"] == "dag/run1/wait/-1"
     assert ids(sensor(store, max_instances=2).poke(context(run_id="run2")).xcom_value) == [5003]
     empty = sensor(store).poke(context(run_id="run3"))
     assert not empty.is_done and empty.xcom_value == []
@@ -155,22 +171,24 @@ def test_names_resolved_at_run_time(emu, store) -> None:
 
 
 def test_stale_claims_are_reoffered_first_and_count_in_max_instances(emu, store) -> None:
-    old = ledger.ClaimsLedger(CONN, store, clock=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
-    old.claim(11, [{"IntegrationInstanceId": 4000, "ProcessInstanceId": 900}], owner="dag/old/wait/-1")
+    two_hours_ago = lambda: dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)  # noqa: E731
+    old = ClaimsLedger(CONN, store, owner="dag/old/wait/-1", clock=two_hours_ago)
+    old.claim(11, [{"IntegrationInstanceId": 4000, "ProcessInstanceId": 900}])
     emu.create_instances(11, count=2)
     result = sensor(store, max_instances=2).poke(context())
     assert ids(result.xcom_value) == [4000, 5001]
     assert result.xcom_value[0]["reclaimed"] is True
-    assert ledger.ClaimsLedger(CONN, store).get(4000)["owner"] == "dag/run1/wait/-1"
+    assert claim_of(store, 4000)["owner"] == "dag/run1/wait/-1"
     # no lease: never re-offered
-    old.claim(11, [{"IntegrationInstanceId": 4001, "ProcessInstanceId": 901}], owner="x")
+    ClaimsLedger(CONN, store, owner="x", clock=two_hours_ago).claim(11, [{"IntegrationInstanceId": 4001,
+                                                                         "ProcessInstanceId": 901}])
     none_left = sensor(store, max_instances=5, reclaim_after=None).poke(context(run_id="r9"))
     assert 4001 not in ids(none_left.xcom_value)
 
 
 def test_own_claims_of_an_earlier_try_are_reoffered_at_once(emu, store) -> None:
-    claims = ledger.ClaimsLedger(CONN, store)
-    claims.claim(11, [{"IntegrationInstanceId": 4100, "ProcessInstanceId": 1}], owner="dag/run1/wait/-1")
+    earlier_try = ClaimsLedger(CONN, store, owner="dag/run1/wait/-1")  # claimed just now, then the try died
+    earlier_try.claim(11, [{"IntegrationInstanceId": 4100, "ProcessInstanceId": 1}])
     result = sensor(store, max_instances=3).poke(context())
     assert ids(result.xcom_value) == [4100]
 
@@ -182,7 +200,8 @@ def test_templated_inputs_are_listed() -> None:
     assert "integration_instance_id" in WorkflowsoftCompleteStepOperator.template_fields
     assert "fields" in WorkflowsoftCompleteStepOperator.template_fields
     for cls in (WorkflowsoftGetFieldsOperator, WorkflowsoftUpdateFieldsOperator, WorkflowsoftStartProcessOperator,
-                WorkflowsoftCreateTaskOperator, WorkflowsoftClaimsOperator):
+                WorkflowsoftCreateTaskOperator, WorkflowsoftClaimsOperator, WorkflowsoftListClaimsOperator,
+                WorkflowsoftReleaseClaimsOperator):
         assert "workflowsoft_conn_id" in cls.template_fields
     assert {"title", "assignee", "on_behalf_of"} <= set(WorkflowsoftCreateTaskOperator.template_fields)
     assert {"title", "description", "assignee", "on_behalf_of"} <= set(WorkflowsoftNotifier.template_fields)
@@ -214,7 +233,7 @@ def test_execute_complete_claims_and_returns(emu, store) -> None:
         {"IntegrationInstanceId": 5002, "ProcessInstanceId": 1002}]}  # fields missing: read here
     result = s.execute_complete(context(), event)
     assert result[0]["fields"] == {"Event name": "x"} and result[1]["fields"]["Event name"] == "Event Test"
-    assert ledger.ClaimsLedger(CONN, store).state(5002) == ledger.CLAIMED
+    assert claim_of(store, 5002)["state"] == CLAIMED
 
 
 def test_execute_complete_error_event_fails_clearly_and_keeps_claims(emu, store) -> None:
@@ -222,7 +241,7 @@ def test_execute_complete_error_event_fails_clearly_and_keeps_claims(emu, store)
     event = {"status": "error", "message": "boom 503", "instances": [{"IntegrationInstanceId": 5009}]}
     with pytest.raises(AirflowException, match="boom 503"):
         s.execute_complete(context(), event)
-    assert ledger.ClaimsLedger(CONN, store).state(5009) == ledger.CLAIMED
+    assert claim_of(store, 5009)["state"] == CLAIMED
     with pytest.raises(TaskDeferred):  # an empty success waits again
         s.execute_complete(context(), {"status": "success", "instances": []})
 
@@ -321,14 +340,14 @@ def test_trigger_keeps_received_instances_when_a_later_poll_fails() -> None:
         return SimpleNamespace(conn_id=conn_id, host="http://wfs.test", schema=None, port=None, login=None,
                                password="tok-123456", extra_dejson={})
 
-    import airflow_provider_workflowsoft.triggers.workflowsoft as module
+    import airflow_provider_workflowsoft.version_compat as module
 
-    original = module._get_connection
-    module._get_connection = fake_conn
+    original = module.aget_connection
+    module.aget_connection = fake_conn
     try:
         event = first_event(trigger)
     finally:
-        module._get_connection = original
+        module.aget_connection = original
     assert event["status"] == "success" and ids(event["instances"]) == [7] and "500" in event["warning"]
 
 
@@ -426,8 +445,7 @@ def test_complete_step_writes_completes_and_records(emu, store) -> None:
     assert result["completed"] and result["fields"] == {"Venue code": "HALL-A", "Event duration": "2.5"}
     view = emu.state.instances_for(11)[0]
     assert view["status"] == "completed" and view["fields"]["Venue code"] == "HALL-A"
-    claims = ledger.ClaimsLedger(CONN, store)
-    assert claims.is_done(instance["IntegrationInstanceId"])
+    assert own_state(store, context("c"), instance["IntegrationInstanceId"]) == DONE
     # a retry of a done instance: the server's "already completed" is success, nothing rewritten
     emu.clear_request_log()
     again = op.execute(context("c"))
@@ -446,19 +464,19 @@ def test_complete_step_validates_everything_before_any_write(emu, store) -> None
     with pytest.raises(WorkflowsoftValidationError):
         bad.execute(context("c"))
     assert writes(emu) == []
-    assert ledger.ClaimsLedger(CONN, store).state(instance["IntegrationInstanceId"]) is None
+    assert own_state(store, context("c"), instance["IntegrationInstanceId"]) is None
+    assert claim_of(store, instance["IntegrationInstanceId"]) is None
 
 
 def test_complete_step_after_a_lost_answer_accepts_already_completed(emu, store) -> None:
     (instance,) = emu.create_instances(11, values={"Venue code": "V1"})
     iid = instance["IntegrationInstanceId"]
-    ledger.ClaimsLedger(CONN, store).mark_completing(iid)
     emu.state.complete(iid, {"Action": "Complete", "CustomAction": "__AUTO__"}, "system")  # the lost try
     result = WorkflowsoftCompleteStepOperator(task_id="c", integration_instance_id=iid, ledger_store=store,
-                                              fields={"Attendees": 5}).execute(context("c"))
+                                              fields={"Attendees": 5}).execute(context("c", try_number=2))
     assert result["already_completed"] is True
-    assert ledger.ClaimsLedger(CONN, store).is_done(iid)
-    # without the ledger's word, "already completed" is an error
+    assert own_state(store, context("c"), iid) == DONE
+    # without an earlier try (or a record of it), "already completed" is an error
     (other,) = emu.create_instances(11, values={"Venue code": "V2"})
     emu.state.complete(other["IntegrationInstanceId"], {"Action": "Complete", "CustomAction": "__AUTO__"}, "system")
     with pytest.raises(Exception, match="409"):
@@ -492,15 +510,19 @@ def test_create_task_resolves_people(emu, store) -> None:
 
 
 def test_claims_operator_lists_and_releases(store) -> None:
-    claims = ledger.ClaimsLedger(CONN, store)
+    claims = ClaimsLedger(CONN, store, owner="dag/run1/wait/-1")
     claims.claim(11, [{"IntegrationInstanceId": 1, "ProcessInstanceId": 2}, {"IntegrationInstanceId": 3}])
-    listed = WorkflowsoftClaimsOperator(task_id="l", integration_diagram_id="11", ledger_store=store).execute({})
+    listed = WorkflowsoftListClaimsOperator(task_id="l", integration_diagram_id="11",
+                                            ledger_store=store).execute(context("l"))
     assert [r["integration_instance_id"] for r in listed] == [1, 3]
-    released = WorkflowsoftClaimsOperator(task_id="r", action="release", instance_ids="[1]",
-                                          ledger_store=store).execute({})
+    released = WorkflowsoftReleaseClaimsOperator(task_id="r", instance_ids="[1]",
+                                                 ledger_store=store).execute(context("r"))
     assert [r["integration_instance_id"] for r in released] == [1]
-    assert [r["integration_instance_id"] for r in claims.list_claims(11)] == [3]
+    later_reader = ClaimsLedger(CONN, store, owner="reader")
+    assert [r["integration_instance_id"] for r in later_reader.list_claims(11)] == [3]
     with pytest.raises(WorkflowsoftInputError):
+        WorkflowsoftReleaseClaimsOperator(task_id="x", instance_ids="", ledger_store=store).execute({})
+    with pytest.warns(DeprecationWarning), pytest.raises(WorkflowsoftInputError):
         WorkflowsoftClaimsOperator(task_id="x", action="drop", ledger_store=store).execute({})
 
 

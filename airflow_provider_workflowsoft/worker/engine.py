@@ -237,7 +237,10 @@ class BatchEngine:
         with self._lock:
             done, self._done = self._done, []
         if done and self.claims is not None:
-            self.claims.mark_done(done)
+            try:
+                self.claims.mark_done(done)
+            except Exception as exc:  # the marks stay in the ledger and ride along with its next write
+                log.warning("Writing done marks failed (%s); they are written with the next write", error_text(exc))
 
     def _finish(self) -> None:
         """The last write of this task instance's record: done marks, then closed (or deleted if empty)."""
@@ -246,7 +249,11 @@ class BatchEngine:
         with self._lock:
             done, self._done = self._done, []
         self.claims.mark_done(done, write=False)
-        self.claims.close()
+        try:
+            self.claims.close()
+        except Exception as exc:  # the report must not be lost: a lost done mark only causes a re-offer
+            log.error("Writing the claims record failed (%s): completed instances may be offered again, "
+                      "and their completion then answers \"already completed\"", error_text(exc))
 
     def _offer_given(self, given: list[dict[str, Any]], submit: Callable[..., None], report: dict[str, Any]) -> int:
         """Instances handed over (a sensor's XCom): taken over in one claim write, then processed. Each

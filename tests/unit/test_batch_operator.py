@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from airflow_provider_workflowsoft.records import naming
-from airflow_provider_workflowsoft.records.claims import ClaimsLedger
-from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.operators.batch import (
     BatchEngine,
     WorkflowsoftProcessInstancesOperator,
     normalise_instances,
 )
+from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+from airflow_provider_workflowsoft.records.stores import MemoryStore
 
 STEP = 11
 CONN = "ws_batch"

@@ -10,12 +10,12 @@ from unittest import mock
 import pytest
 import requests
 
-from airflow_provider_workflowsoft.get_provider_info import get_provider_info
 from airflow_provider_workflowsoft.api import protocol
-from airflow_provider_workflowsoft.version_compat import AirflowNotFoundException
-from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftConfigError
+from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS
+from airflow_provider_workflowsoft.get_provider_info import get_provider_info
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+from airflow_provider_workflowsoft.version_compat import AirflowNotFoundException
 
 from .conftest import ADMIN_LOGIN, ADMIN_PASSWORD, BASE, MINTED, TOKEN, SleepRecorder
 

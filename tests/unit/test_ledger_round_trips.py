@@ -50,7 +50,8 @@ def test_batch_path_makes_at_most_half_a_round_trip_per_instance(emulator: Emula
     emulator.create_instances(11, count=n)
     inner = MemoryStore()
     op = WorkflowsoftProcessInstancesOperator(task_id="work", workflowsoft_conn_id=CONN, ledger_store=inner,
-                                              integration_diagram_id=11, python_callable=lambda fields: {"Venue code": "V"},
+                                              integration_diagram_id=11,
+                                              python_callable=lambda fields: {"Venue code": "V"},
                                               max_instances=n, max_workers=8)
     ti = SimpleNamespace(dag_id="dag", run_id="run1", task_id="work", map_index=-1, try_number=1,
                          xcom_push=lambda **kw: None)

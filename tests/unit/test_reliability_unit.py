@@ -21,11 +21,6 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftValidationError,
 )
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
-from airflow_provider_workflowsoft.records import naming
-from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
-from airflow_provider_workflowsoft.records.creates import SENDING, CreateLedger, DuplicateRiskError
-from airflow_provider_workflowsoft.records.stores import MemoryStore, VariableStore
-from airflow_provider_workflowsoft.version_compat import AirflowFailException
 from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftClaimsOperator,
     WorkflowsoftCompleteStepOperator,
@@ -33,6 +28,11 @@ from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftListClaimsOperator,
     WorkflowsoftReleaseClaimsOperator,
 )
+from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
+from airflow_provider_workflowsoft.records.creates import SENDING, CreateLedger, DuplicateRiskError
+from airflow_provider_workflowsoft.records.stores import MemoryStore, VariableStore
+from airflow_provider_workflowsoft.version_compat import AirflowFailException
 
 BASE = "https://api.workflowsoft.com"
 TOKEN = "tok-unit-reliability"

@@ -14,20 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_provider_workflowsoft.version_compat import AirflowException
 from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
 from airflow_provider_workflowsoft.api.client import ClientConfig
-from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftInputError,
     WorkflowsoftLookupError,
     WorkflowsoftTransientError,
     WorkflowsoftValidationError,
 )
+from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.notifications.workflowsoft import WorkflowsoftNotifier
-from airflow_provider_workflowsoft.records import naming
-from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
-from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftClaimsOperator,
     WorkflowsoftCompleteStepOperator,
@@ -39,8 +35,12 @@ from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftUpdateFieldsOperator,
     coerce_instance_id,
 )
+from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
+from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 from airflow_provider_workflowsoft.triggers.workflowsoft import Drain, WorkflowsoftIntegrationTrigger
+from airflow_provider_workflowsoft.version_compat import AirflowException
 
 try:
     from airflow.sdk.exceptions import TaskDeferred

@@ -1,0 +1,327 @@
+"""Guarantees of the restructured package: claims other runs hold are respected by the batch engine, one
+completion sequence, one meaning of ``on_behalf_of``, an Airflow-free API layer, a trigger that reads its
+connection the async way, and few claims records that are tidied."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftClient
+from airflow_provider_workflowsoft.emulator import EmulatorServer
+from airflow_provider_workflowsoft.operators.workflowsoft import (
+    WorkflowsoftCompleteStepOperator,
+    WorkflowsoftStartProcessOperator,
+    WorkflowsoftUpdateFieldsOperator,
+)
+from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
+from airflow_provider_workflowsoft.records.stores import MemoryStore
+from airflow_provider_workflowsoft.worker.engine import BatchEngine
+
+CONN = "workflowsoft_default"
+STEP = 11
+LEASE = dt.timedelta(hours=1)
+NOW = dt.datetime.now(dt.UTC)
+
+
+def at(moment: dt.datetime) -> Any:
+    return lambda: moment
+
+
+@pytest.fixture
+def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    with EmulatorServer() as server:
+        conn = {"conn_type": "workflowsoft", "host": server.base_url, "password": "demo-token",
+                "extra": {"max_retries": 0}}
+        monkeypatch.setenv("AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT", json.dumps(conn))
+        yield server
+
+
+@pytest.fixture
+def client(emu: EmulatorServer) -> Iterator[WorkflowsoftClient]:
+    with WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", max_retries=0)) as c:
+        yield c
+
+
+def context(task_id: str, run_id: str = "run1", map_index: int = -1, try_number: int = 1) -> dict[str, Any]:
+    return {"ti": SimpleNamespace(dag_id="dag", run_id=run_id, task_id=task_id, map_index=map_index,
+                                  try_number=try_number, log_url="http://airflow/log")}
+
+
+def status(emu: EmulatorServer, iid: int) -> str:
+    return {v["IntegrationInstanceId"]: v for v in emu.snapshot()["instances"]}[iid]["status"]
+
+
+def never_called(fields: dict[str, Any]) -> None:
+    raise AssertionError("an instance another run holds was processed")
+
+
+# -- a) the batch engine leaves alone what other runs hold within their lease --------------------------
+
+
+def test_batch_engine_does_not_take_an_instance_another_run_holds(emu, client) -> None:
+    emu.update_settings(poll_semantics="until-completed")  # the server repeats 5001 until it is completed
+    (instance,) = emu.create_instances(STEP)
+    store = MemoryStore()
+    run_a = ClaimsLedger(CONN, store, owner="dag/runA/wait/-1")
+    run_a.claim(STEP, [client.poll_new_integration(STEP)])  # run A's sensor received it
+
+    engine = BatchEngine(client, never_called, integration_diagram_id=STEP, reclaim_after=LEASE,
+                         claims=ClaimsLedger(CONN, store, owner="dag/runB/work/-1"))
+    report = engine.run()
+
+    assert report["processed"] == 0 and report["received"] == 0
+    assert status(emu, instance["IntegrationInstanceId"]) == "handed_out"
+    (claim,) = ClaimsLedger(CONN, store, owner="reader").list_claims(STEP)
+    assert claim["owner"] == "dag/runA/wait/-1" and claim["state"] == CLAIMED
+
+
+def test_batch_engine_respects_a_takeover_within_its_lease(emu, client) -> None:
+    # Run A's claim is stale, but run A2 took 5001 over an instant ago: the lease runs from that claim.
+    emu.update_settings(poll_semantics="until-completed")
+    (instance,) = emu.create_instances(STEP)
+    store = MemoryStore()
+    run_a = ClaimsLedger(CONN, store, owner="dag/runA/work/-1", clock=at(NOW - 2 * LEASE))
+    run_a.claim(STEP, [client.poll_new_integration(STEP)])
+    run_a.clock = at(NOW)
+    run_a.claim(12, [{"IntegrationInstanceId": 7001}])  # run A is alive: its record is fresh
+    taken, _ = ClaimsLedger(CONN, store, owner="dag/runA2/work/-1", clock=at(NOW)).prepare_drain(STEP, LEASE, 5)
+    assert [i["IntegrationInstanceId"] for i in taken] == [instance["IntegrationInstanceId"]]
+
+    engine = BatchEngine(client, never_called, integration_diagram_id=STEP, reclaim_after=LEASE,
+                         claims=ClaimsLedger(CONN, store, owner="dag/runB/work/-1", clock=at(NOW)))
+    report = engine.run()
+    assert report["processed"] == 0 and report["failed"] == []
+    assert status(emu, instance["IntegrationInstanceId"]) == "handed_out"
+
+
+# -- b) one completion sequence -------------------------------------------------------------------------
+
+
+def test_reclaimed_batch_instance_refused_as_already_completed_is_a_success(emu, client) -> None:
+    emu.create_instances(STEP, count=2, values={"Venue code": "V1"})
+    store = MemoryStore()
+    dead = ClaimsLedger(CONN, store, owner="dag/runA/work/-1", clock=at(NOW - 2 * LEASE))
+    first, second = client.poll_new_integration(STEP), client.poll_new_integration(STEP)
+    dead.claim(STEP, [first, second])
+    for iid in (first["IntegrationInstanceId"], second["IntegrationInstanceId"]):
+        emu.state.complete(iid, {"Action": "Complete", "CustomAction": "__AUTO__"}, "system")  # answers lost
+    emu.clear_request_log()
+
+    engine = BatchEngine(client, lambda fields: {"Attendees": 5}, integration_diagram_id=STEP, reclaim_after=LEASE,
+                         claims=ClaimsLedger(CONN, store, owner="dag/runB/work/-1"), max_instances=1)
+    report = engine.run()
+    assert report["failed"] == [] and report["succeeded"] == [first["IntegrationInstanceId"]]
+    assert report["results"] == {str(first["IntegrationInstanceId"]): {}}
+    refused = [r for r in emu.request_log() if r["method"] == "POST"]
+    assert refused and all(r["status"] == 409 for r in refused)  # the write was refused, yet it counts
+
+    # The same answer through CompleteStepOperator, given the re-offered instance (as a sensor hands it over)
+    result = WorkflowsoftCompleteStepOperator(
+        task_id="c", integration_instance_id={**second, "reclaimed": True}, fields={"Attendees": 5},
+        ledger_store=store,
+    ).execute(context("c"))
+    assert result["completed"] is True and result["already_completed"] is True
+
+
+def test_process_one_reports_already_completed(emu, client) -> None:
+    (instance,) = emu.create_instances(STEP, values={"Venue code": "V1"})
+    iid = instance["IntegrationInstanceId"]
+    emu.state.complete(iid, {"Action": "Complete", "CustomAction": "__AUTO__"}, "system")
+    engine = BatchEngine(client, lambda fields: {"Attendees": 5}, integration_diagram_id=STEP)
+    outcome = engine.process_one({"IntegrationInstanceId": iid, "reclaimed": True}, already_completed_ok=True)
+    assert outcome["already_completed"] is True
+    with pytest.raises(Exception, match="already completed"):  # a first attempt must not hide it
+        engine.process_one({"IntegrationInstanceId": iid})
+
+
+# -- c) on_behalf_of: one meaning ------------------------------------------------------------------------
+
+
+def test_update_fields_on_behalf_of_an_email_sends_the_user_id(emu) -> None:
+    (instance,) = emu.create_instances(STEP)
+    WorkflowsoftUpdateFieldsOperator(task_id="u", integration_instance_id=instance, fields={"Attendees": 3},
+                                     on_behalf_of="john.doe@example.com").execute(context("u"))
+    WorkflowsoftStartProcessOperator(task_id="s", process_diagram_id=3, on_behalf_of="john.doe@example.com",
+                                     ledger_store=MemoryStore()).execute(context("s"))
+    WorkflowsoftUpdateFieldsOperator(task_id="u2", integration_instance_id=instance, fields={"Attendees": 4},
+                                     on_behalf_of="system").execute(context("u2"))
+    sent = [r["on_behalf_of"] for r in emu.request_log() if r["method"] == "POST"]
+    assert sent == ["1", "1", "system"]  # the user's id for both operators; "system" passed through
+
+
+# -- d) the API layer needs no Airflow ---------------------------------------------------------------------
+
+
+def test_api_client_and_fields_import_without_airflow() -> None:
+    script = textwrap.dedent("""
+        import sys
+
+        class NoAirflow:
+            def find_spec(self, name, path=None, target=None):
+                if name == "airflow" or name.startswith("airflow."):
+                    raise ImportError("airflow is blocked: " + name)
+                return None
+
+        sys.meta_path.insert(0, NoAirflow())
+        from airflow_provider_workflowsoft.api import client, fields
+        from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+        assert client.WorkflowsoftClient and fields.Field
+        assert not [m for m in sys.modules if m == "airflow" or m.startswith("airflow.")]
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+# -- e) the trigger reads its connection the async way ------------------------------------------------------
+
+
+def test_trigger_reads_the_connection_with_the_async_helpers(emu, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_workflowsoft import version_compat
+    from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
+
+    read: list[str] = []
+
+    class AsyncOnlyConnection:
+        conn_id, host, schema, port, login, password = CONN, emu.base_url, None, None, None, "demo-token"
+
+        @property
+        def extra_dejson(self) -> dict[str, Any]:
+            raise AssertionError("the extras were read synchronously on the event loop")
+
+        async def aextra_dejson(self) -> dict[str, Any]:
+            read.append("extras")
+            return {"max_retries": 0}
+
+    async def aget_connection(conn_id: str) -> Any:
+        read.append(conn_id)
+        return AsyncOnlyConnection()
+
+    def no_sync(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the connection was read synchronously on the event loop")
+
+    monkeypatch.setattr(version_compat, "aget_connection", aget_connection)
+    monkeypatch.setattr(version_compat.BaseHook, "get_connection", no_sync)
+    emu.create_instances(STEP)
+
+    async def first_event() -> dict[str, Any]:
+        agen = WorkflowsoftIntegrationTrigger(integration_diagram_id=STEP, poll_interval=0.01).run()
+        try:
+            return (await asyncio.wait_for(agen.__anext__(), 30)).payload
+        finally:
+            await agen.aclose()
+
+    event = asyncio.run(first_event())
+    assert event["status"] == "success" and [i["IntegrationInstanceId"] for i in event["instances"]] == [5001]
+    assert read == [CONN, "extras"]
+
+
+# -- f) records: few, tidied, and nothing lost to a kill ----------------------------------------------------
+
+
+class KeyWatchingStore(MemoryStore):
+    """Remembers every claims record ever written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: set[str] = set()
+
+    def set(self, key: str, value: Any) -> None:
+        self.written.add(key)
+        super().set(key, value)
+
+
+def test_a_batch_run_writes_one_record_and_leaves_none(emu, client) -> None:
+    n = 30
+    emu.create_instances(STEP, count=n)
+    store = KeyWatchingStore()
+    engine = BatchEngine(client, lambda fields: {"Venue code": "V"}, integration_diagram_id=STEP, max_instances=n,
+                         claims=ClaimsLedger(CONN, store, owner="dag/run1/work/-1"), max_workers=4)
+    report = engine.run()
+    assert len(report["succeeded"]) == n
+    assert len(store.written) <= 1  # one Variable-like record for the whole run
+    assert store.keys(naming.claims_prefix(CONN)) == []  # and none left after success
+
+
+def test_a_killed_runs_claims_are_reoffered_after_the_lease_and_at_once_to_its_retry() -> None:
+    store = MemoryStore()
+    killed = ClaimsLedger(CONN, store, owner="dag/run1/work/-1", clock=at(NOW))
+    killed.claim(STEP, [{"IntegrationInstanceId": 5001}, {"IntegrationInstanceId": 5002}])  # then: killed
+
+    def offered(owner: str, when: dt.datetime) -> list[Any]:
+        got, _skip = ClaimsLedger(CONN, store, owner=owner, clock=at(when)).prepare_drain(STEP, LEASE, 10)
+        return [i["IntegrationInstanceId"] for i in got]
+
+    assert offered("dag/run2/work/-1", NOW + LEASE / 2) == []  # within the lease: left alone
+    assert offered("dag/run1/work/-1", NOW + LEASE / 2) == [5001, 5002]  # its own retry: at once
+    assert offered("dag/run2/work/-1", NOW + LEASE / 2 + LEASE) == [5001, 5002]  # after the lease: anyone
+
+
+def test_done_marks_of_a_mapped_completion_resolve_the_sensor_claim_and_are_tidied() -> None:
+    store = MemoryStore()
+    sensor = ClaimsLedger(CONN, store, owner="dag/run1/wait/-1")
+    sensor.claim(STEP, [{"IntegrationInstanceId": 5001}, {"IntegrationInstanceId": 5002}])
+    sensor.close()
+    for index, iid in enumerate((5001, 5002)):
+        mapped = ClaimsLedger(CONN, store, owner=naming.owner_name("dag", "run1", "complete", index))
+        mapped.mark_done([iid])
+        mapped.close()
+    reader = ClaimsLedger(CONN, store, owner="reader")
+    assert reader.list_claims(STEP) == []  # resolved: nothing is open
+    assert {e["state"] for e in reader.list_claims(STEP, include_done=True)} == {DONE}
+    assert len(store.keys(naming.claims_prefix(CONN))) == 3
+    offered, skip = ClaimsLedger(CONN, store, owner="dag/run2/wait/-1").prepare_drain(STEP, dt.timedelta(0), 10)
+    assert offered == [] and skip == []
+    assert store.keys(naming.claims_prefix(CONN)) == []  # the sensor's and the completions' records are gone
+
+
+def test_a_slow_claims_store_bounds_what_is_handed_out_unclaimed(emu, client) -> None:
+    # Group commit must not let pollers run ahead of the claim writes: at any moment, answers received
+    # but not yet durably claimed (plus polls in flight) are at most the write in flight (one answer per
+    # poller) and one more per poller.
+    import threading
+    import time
+
+    emu.create_instances(STEP, count=40)
+    lock = threading.Lock()
+    seen = {"answers": 0, "in_flight": 0, "worst": 0}
+    claimed: set[str] = set()
+
+    class SlowStore(MemoryStore):
+        def set(self, key: str, value: Any) -> None:
+            time.sleep(0.05)
+            super().set(key, value)
+            with lock:
+                claimed.update(value.get("claims", {}))
+
+    class CountingPolls:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
+        def poll_new_integration(self, step: Any) -> Any:
+            with lock:
+                seen["in_flight"] += 1
+                seen["worst"] = max(seen["worst"], seen["answers"] - len(claimed) + seen["in_flight"])
+            answer = client.poll_new_integration(step)
+            with lock:
+                seen["in_flight"] -= 1
+                seen["answers"] += answer is not None
+            return answer
+
+    engine = BatchEngine(CountingPolls(), lambda fields: {"Venue code": "V"}, integration_diagram_id=STEP,
+                         max_instances=40, max_workers=4, claims=ClaimsLedger(CONN, SlowStore(), owner="o"))
+    report = engine.run()
+    assert len(report["succeeded"]) == 40
+    assert seen["worst"] <= 2 * 4

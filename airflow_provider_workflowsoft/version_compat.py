@@ -94,7 +94,8 @@ def fails_fast_on_bad_input(method: F) -> F:
         except WorkflowsoftInputError as exc:
             if isinstance(exc, AirflowFailException):
                 raise
-            raise fail_fast(exc) from exc
+            # The same error once in the log: its own traceback, its own cause, no "during handling".
+            raise fail_fast(exc).with_traceback(exc.__traceback__) from exc.__cause__
 
     wrapper.__wrapped_fails_fast__ = True  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

@@ -1,4 +1,5 @@
-"""Fixtures for the emulator tests: one real HTTP emulator on a free loopback port, reset per test."""
+"""Local to the emulator tests: the scenario's field keys and a thin raw-HTTP ``Api`` wrapper around the
+shared ``emulator`` fixture (``tests/conftest.py``: a fresh emulator on a free loopback port per test)."""
 
 from __future__ import annotations
 
@@ -77,19 +78,6 @@ class Api:
 
     def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return self.request(method, "/_emulator/" + path, token=None, **kwargs)
-
-
-@pytest.fixture(scope="session")
-def _server() -> Iterator[EmulatorServer]:
-    with EmulatorServer() as server:
-        yield server
-
-
-@pytest.fixture
-def emulator(_server: EmulatorServer) -> Iterator[EmulatorServer]:
-    _server.reset()
-    yield _server
-    _server.reset()
 
 
 @pytest.fixture

@@ -1,9 +1,21 @@
-"""Shared fixtures of the unit suite: a fresh token cache, a client wired to requests-mock, field data."""
+"""Fixtures shared by the whole suite.
+
+- a fresh token cache for every test, a client wired to requests-mock (``rm``, ``client``, ``make_client``)
+  with a recording ``sleep`` and a ``clock`` that never waits;
+- the vendor page's field data (``page_fields`` and its ``KEY_*``) and the request paths;
+- ``emulator``: a fresh emulator on a free loopback port for each test, and ``emu``: the same with
+  ``AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT`` pointing at it (no retries);
+- ``FakeTI`` / ``fake_context``: the task instance and context operators, sensors and records read.
+
+Per-directory conftests hold only what is local to them (``tests/emulator``: the raw HTTP ``Api`` wrapper;
+``tests/dag_runs``: the Airflow home and ``airflow dags test``).
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -11,6 +23,7 @@ import requests_mock as requests_mock_module
 
 from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftClient
+from airflow_provider_workflowsoft.emulator import EmulatorServer
 
 BASE = "https://api.workflowsoft.com"
 TOKEN = "tok-SECRET-abcdef123456"
@@ -119,3 +132,52 @@ def client(make_client: Callable[..., WorkflowsoftClient]) -> WorkflowsoftClient
 def body_of(request: Any) -> Any:
     """The JSON body a request sent."""
     return json.loads(request.text)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The emulator over loopback
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    """A fresh emulator (built-in demo scenario) on a free loopback port, stopped after the test."""
+    with EmulatorServer() as server:
+        yield server
+
+
+@pytest.fixture
+def emu(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
+    """The emulator, with ``AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT`` pointing at it (static token, no retries)."""
+    conn = {"conn_type": "workflowsoft", "host": emulator.base_url, "password": "demo-token",
+            "extra": {"max_retries": 0}}
+    monkeypatch.setenv("AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT", json.dumps(conn))
+    return emulator
+
+
+# ---------------------------------------------------------------------------------------------------
+# A task instance and its context, as operators, sensors and the records read them
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeTI:
+    """The task instance attributes the package reads (ids, try number, log URL) and XCom pushes."""
+
+    task_id: str = "task"
+    dag_id: str = "dag"
+    run_id: str = "run1"
+    map_index: int = -1
+    try_number: int = 1
+    log_url: str = "http://airflow/log"
+    xcom: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def fake_context(task_id: str = "task", run_id: str = "run1", map_index: int = -1, try_number: int = 1,
+                 *, dag_id: str = "dag") -> dict[str, Any]:
+    """A task context: its ``ti`` (a :class:`FakeTI`) and ``run_id``."""
+    ti = FakeTI(task_id=task_id, dag_id=dag_id, run_id=run_id, map_index=map_index, try_number=try_number)
+    return {"ti": ti, "run_id": run_id}

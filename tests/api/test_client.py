@@ -24,8 +24,7 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftUnknownOutcomeError,
     WorkflowsoftValidationError,
 )
-
-from .conftest import (
+from tests.conftest import (
     ADMIN_LOGIN,
     ADMIN_PASSWORD,
     BASE,

@@ -13,8 +13,7 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftResponseError,
     WorkflowsoftValidationError,
 )
-
-from .conftest import KEY_COUNT, KEY_DURATION, KEY_EXISTS, KEY_NAME, KEY_START, page_fields
+from tests.conftest import KEY_COUNT, KEY_DURATION, KEY_EXISTS, KEY_NAME, KEY_START, page_fields
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,28 +20,11 @@ from airflow_provider_workflowsoft.operators.batch import (
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
+from tests.conftest import FakeTI
 
 STEP = 11
 CONN = "ws_batch"
-
-
-class FakeTI:
-    dag_id = "batch_dag"
-    task_id = "work"
-    run_id = "manual__2026-01-01T00:00:00+00:00"
-    map_index = -1
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-@pytest.fixture
-def emulator() -> Iterator[EmulatorServer]:
-    with EmulatorServer() as server:
-        yield server
+DAG_ID, RUN_ID, TASK_ID = "batch_dag", "manual__2026-01-01T00:00:00+00:00", "work"
 
 
 @pytest.fixture
@@ -60,7 +42,7 @@ def admin_conn(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> str
     return "ws_admin"
 
 
-OWNER = naming.owner_name(FakeTI.dag_id, FakeTI.run_id, FakeTI.task_id, FakeTI.map_index)
+OWNER = naming.owner_name(DAG_ID, RUN_ID, TASK_ID, -1)
 
 
 def open_claims(conn_id: str, store: MemoryStore) -> set[Any]:
@@ -73,7 +55,7 @@ def enrich(fields: dict[str, Any], instance: dict[str, Any], venue: str = "V") -
 
 
 def run(op: WorkflowsoftProcessInstancesOperator) -> tuple[dict[str, Any] | None, FakeTI, BaseException | None]:
-    ti = FakeTI()
+    ti = FakeTI(TASK_ID, dag_id=DAG_ID, run_id=RUN_ID)
     try:
         return op.execute({"ti": ti}), ti, None  # type: ignore[arg-type]
     except Exception as exc:
@@ -83,7 +65,7 @@ def run(op: WorkflowsoftProcessInstancesOperator) -> tuple[dict[str, Any] | None
 def make_op(conn_id: str, store: MemoryStore, **kwargs: Any) -> WorkflowsoftProcessInstancesOperator:
     kwargs.setdefault("python_callable", enrich)
     kwargs.setdefault("integration_diagram_id", STEP)
-    return WorkflowsoftProcessInstancesOperator(task_id="work", workflowsoft_conn_id=conn_id, ledger_store=store,
+    return WorkflowsoftProcessInstancesOperator(task_id=TASK_ID, workflowsoft_conn_id=conn_id, ledger_store=store,
                                                 **kwargs)
 
 

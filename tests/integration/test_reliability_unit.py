@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,6 +32,7 @@ from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLe
 from airflow_provider_workflowsoft.records.creates import SENDING, CreateLedger, DuplicateRiskError
 from airflow_provider_workflowsoft.records.stores import MemoryStore, VariableStore
 from airflow_provider_workflowsoft.version_compat import AirflowFailException
+from tests.conftest import fake_context
 
 BASE = "https://api.workflowsoft.com"
 TOKEN = "tok-unit-reliability"
@@ -58,12 +58,6 @@ def _connection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT", json.dumps({"conn_type": "workflowsoft", "host": BASE, "password": TOKEN})
     )
-
-
-@pytest.fixture
-def rm() -> Iterator[requests_mock_module.Mocker]:
-    with requests_mock_module.Mocker() as mocker:
-        yield mocker
 
 
 class VariableLikeStore(MemoryStore):
@@ -97,15 +91,9 @@ def sent(rm: requests_mock_module.Mocker) -> list[str]:
 CONN = "workflowsoft_default"
 
 
-class CompleteTI:
-    dag_id, run_id, task_id, map_index = "dag", "manual__1", "complete", -1
-
-    def __init__(self, try_number: int = 1) -> None:
-        self.try_number = try_number
-
-
 def ctx(try_number: int = 1) -> dict[str, Any]:
-    return {"ti": CompleteTI(try_number)}
+    """The completing task instance's context."""
+    return fake_context("complete", run_id="manual__1", try_number=try_number)
 
 
 #: the owner of the completing task instance's records
@@ -287,10 +275,6 @@ def test_maybe_acted_failures_keep_the_record(store: MemoryStore, error: Excepti
         creates.run_once(KEY, Sender(AssertionError("must not be sent")), what="w")
 
 
-class _TI:
-    dag_id, run_id, task_id, map_index = "dag", "manual__1", "create_task", -1
-
-
 def test_create_task_operator_dropped_answer_sends_once(rm: Any, store: MemoryStore) -> None:
     rm.post(f"{BASE}/api/v2/tasks", exc=requests.exceptions.ConnectionError("Remote end closed connection"))
     op = WorkflowsoftCreateTaskOperator(task_id="create_task", title="Call", on_behalf_of=1, ledger_store=store)
@@ -299,7 +283,7 @@ def test_create_task_operator_dropped_answer_sends_once(rm: Any, store: MemorySt
 
     for _ in range(3):  # the first try and two retries
         with pytest.raises(DuplicateRiskError):
-            op.execute({"ti": _TI()})  # type: ignore[typeddict-item]
+            op.execute(fake_context("create_task", run_id="manual__1"))  # type: ignore[arg-type]
     assert sent(rm).count("POST /api/v2/tasks") == 1
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +15,7 @@ from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessIns
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import CountingStore, MemoryStore
+from tests.conftest import fake_context
 
 CONN = "ws_round_trips"
 
@@ -36,12 +36,6 @@ def test_claim_then_complete_costs_a_few_round_trips_for_a_whole_group() -> None
     assert store.inner.keys("workflowsoft.") == []
 
 
-@pytest.fixture
-def emulator() -> Iterator[EmulatorServer]:
-    with EmulatorServer() as server:
-        yield server
-
-
 def test_batch_path_makes_at_most_half_a_round_trip_per_instance(emulator: EmulatorServer,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(
@@ -53,9 +47,7 @@ def test_batch_path_makes_at_most_half_a_round_trip_per_instance(emulator: Emula
                                               integration_diagram_id=11,
                                               python_callable=lambda fields: {"Venue code": "V"},
                                               max_instances=n, max_workers=8)
-    ti = SimpleNamespace(dag_id="dag", run_id="run1", task_id="work", map_index=-1, try_number=1,
-                         xcom_push=lambda **kw: None)
-    report = op.execute({"ti": ti})  # type: ignore[arg-type]
+    report = op.execute(fake_context("work"))  # type: ignore[arg-type]
     assert report["processed"] == n and len(report["succeeded"]) == n
     assert 0 < report["store_round_trips"] <= 0.5 * n
     assert op.store_round_trips() == report["store_round_trips"]
@@ -89,8 +81,7 @@ def test_the_sensor_claim_is_durable_before_anything_else(monkeypatch: pytest.Mo
     sensor = WorkflowsoftIntegrationSensor(task_id="wait", integration_diagram_id=11, max_instances=5,
                                            fetch_fields=True, deferrable=False, ledger_store=store)
     sensor._hook = SimpleNamespace(client=FakeClient())  # type: ignore[assignment]
-    ti = SimpleNamespace(dag_id="dag", run_id="run1", task_id="wait", map_index=-1, try_number=1)
-    result = sensor.poke({"ti": ti})  # type: ignore[arg-type]
+    result = sensor.poke(fake_context("wait"))  # type: ignore[arg-type]
     assert [i["IntegrationInstanceId"] for i in result.xcom_value] == [5001, 5002]
     assert events[:4] == ["poll", "claim 5001", "poll", "claim 5001,5002"]
     assert events.index("fields 5001") > events.index("claim 5001,5002")

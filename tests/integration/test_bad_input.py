@@ -17,8 +17,7 @@ from airflow_provider_workflowsoft.api.errors import (
 )
 from airflow_provider_workflowsoft.api.fields import MAX_VALUE_JSON_CHARS
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
-
-from .conftest import BASE, FIELDS_PATH, UPDATE_PATH, page_fields
+from tests.conftest import BASE, FIELDS_PATH, UPDATE_PATH, page_fields
 
 
 def test_malformed_value_json_from_server(rm: Any, client: WorkflowsoftClient) -> None:

@@ -10,8 +10,7 @@ import pytest
 
 from airflow_provider_workflowsoft.api import protocol as P
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError, WorkflowsoftResponseError
-
-from .conftest import KEY_NAME, FakeClock
+from tests.conftest import KEY_NAME, FakeClock
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,7 @@ from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS
 from airflow_provider_workflowsoft.get_provider_info import get_provider_info
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.version_compat import AirflowNotFoundException
-
-from .conftest import ADMIN_LOGIN, ADMIN_PASSWORD, BASE, MINTED, TOKEN, SleepRecorder
+from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, BASE, MINTED, TOKEN, SleepRecorder
 
 ENV = "AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT"
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,6 +25,7 @@ from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from tests.conftest import fake_context
 
 CONN = "workflowsoft_default"
 STEP = 11
@@ -39,23 +38,9 @@ def at(moment: dt.datetime) -> Any:
 
 
 @pytest.fixture
-def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
-    with EmulatorServer() as server:
-        conn = {"conn_type": "workflowsoft", "host": server.base_url, "password": "demo-token",
-                "extra": {"max_retries": 0}}
-        monkeypatch.setenv("AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT", json.dumps(conn))
-        yield server
-
-
-@pytest.fixture
 def client(emu: EmulatorServer) -> Iterator[WorkflowsoftClient]:
     with WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", max_retries=0)) as c:
         yield c
-
-
-def context(task_id: str, run_id: str = "run1", map_index: int = -1, try_number: int = 1) -> dict[str, Any]:
-    return {"ti": SimpleNamespace(dag_id="dag", run_id=run_id, task_id=task_id, map_index=map_index,
-                                  try_number=try_number, log_url="http://airflow/log")}
 
 
 def status(emu: EmulatorServer, iid: int) -> str:
@@ -130,7 +115,7 @@ def test_reclaimed_batch_instance_refused_as_already_completed_is_a_success(emu,
     result = WorkflowsoftCompleteStepOperator(
         task_id="c", integration_instance_id={**second, "reclaimed": True}, fields={"Attendees": 5},
         ledger_store=store,
-    ).execute(context("c"))
+    ).execute(fake_context("c"))
     assert result["completed"] is True and result["already_completed"] is True
 
 
@@ -151,11 +136,11 @@ def test_process_one_reports_already_completed(emu, client) -> None:
 def test_update_fields_on_behalf_of_an_email_sends_the_user_id(emu) -> None:
     (instance,) = emu.create_instances(STEP)
     WorkflowsoftUpdateFieldsOperator(task_id="u", integration_instance_id=instance, fields={"Attendees": 3},
-                                     on_behalf_of="john.doe@example.com").execute(context("u"))
+                                     on_behalf_of="john.doe@example.com").execute(fake_context("u"))
     WorkflowsoftStartProcessOperator(task_id="s", process_diagram_id=3, on_behalf_of="john.doe@example.com",
-                                     ledger_store=MemoryStore()).execute(context("s"))
+                                     ledger_store=MemoryStore()).execute(fake_context("s"))
     WorkflowsoftUpdateFieldsOperator(task_id="u2", integration_instance_id=instance, fields={"Attendees": 4},
-                                     on_behalf_of="system").execute(context("u2"))
+                                     on_behalf_of="system").execute(fake_context("u2"))
     sent = [r["on_behalf_of"] for r in emu.request_log() if r["method"] == "POST"]
     assert sent == ["1", "1", "system"]  # the user's id for both operators; "system" passed through
 

@@ -41,6 +41,7 @@ from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 from airflow_provider_workflowsoft.triggers.workflowsoft import Drain, WorkflowsoftIntegrationTrigger
 from airflow_provider_workflowsoft.version_compat import AirflowException
+from tests.conftest import fake_context
 
 try:
     from airflow.sdk.exceptions import TaskDeferred
@@ -52,23 +53,13 @@ POLL_PATH = "/api/v2/workflows/instances/new-integrations"
 
 
 @pytest.fixture
-def emu(monkeypatch: pytest.MonkeyPatch):
-    with EmulatorServer() as server:
-        conn = {"conn_type": "workflowsoft", "host": server.base_url, "password": "demo-token",
-                "extra": {"max_retries": 0}}
-        monkeypatch.setenv("AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT", json.dumps(conn))
-        yield server
-
-
-@pytest.fixture
 def store() -> MemoryStore:
     return MemoryStore()
 
 
-def context(task_id: str = "wait", run_id: str = "run1", map_index: int = -1, try_number: int = 1) -> dict[str, Any]:
-    ti = SimpleNamespace(dag_id="dag", run_id=run_id, task_id=task_id, map_index=map_index, try_number=try_number,
-                         log_url="http://airflow/log")
-    return {"ti": ti, "run_id": run_id}
+def context(task_id: str = "wait", **kwargs: Any) -> dict[str, Any]:
+    """A task context; the sensor's task id unless told."""
+    return fake_context(task_id, **kwargs)
 
 
 def claim_of(store: MemoryStore, iid: Any) -> dict[str, Any] | None:

@@ -172,7 +172,7 @@ def variable_get_json(key: str) -> Any:
 
     if AIRFLOW_V_3_0_PLUS:
         return Variable.get(key, default=None, deserialize_json=True)
-    return Variable.get(key, default_var=None, deserialize_json=True)
+    return Variable.get(key, default_var=None, deserialize_json=True)  # type: ignore[call-arg]
 
 
 def variable_set_json(key: str, value: Any) -> None:

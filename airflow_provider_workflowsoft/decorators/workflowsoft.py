@@ -6,7 +6,7 @@
 
     @dag(schedule="*/5 * * * *")
     def enrich_events():
-        @task.workflowsoft_worker(integration_diagram_id=11, max_workers=8)
+        @task.workflowsoft_worker(integration_step_id=11, max_workers=8)
         def enrich(fields, instance, venue_prefix):
             return {"Venue code": f"{venue_prefix}-{instance['IntegrationInstanceId']}"}
 
@@ -15,11 +15,11 @@
     enrich_events()
 
 The decorated function is called once per integration instance, exactly like the ``python_callable`` of
-:class:`~airflow_provider_workflowsoft.operators.batch.WorkflowsoftProcessInstancesOperator`:
+:class:`~airflow_provider_workflowsoft.operators.batch.WorkflowsoftIntegrationWorkerOperator`:
 ``f(fields, instance=..., **kwargs)``. Calling the decorated function creates the task; its keyword
 arguments are passed to every call, except ``instances=``, which feeds the operator's ``instances``
 (for example ``enrich(instances=wait_for_events.output)``). The decorator's own arguments are the
-operator's (``integration_diagram_id``, ``max_workers``, ``max_instances``, ``notify_on_failure``...).
+operator's (``integration_step_id``, ``max_workers``, ``max_instances``, ``notify_on_failure``...).
 The task's XCom is the operator's report.
 """
 
@@ -29,7 +29,7 @@ import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator
+from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
 from airflow_provider_workflowsoft.version_compat import task_decorator_base
 
 DecoratedOperator, task_decorator_factory = task_decorator_base()
@@ -67,12 +67,12 @@ def _binding_shim(func: Callable[..., Any]) -> Callable[..., Any]:
     return shim
 
 
-class _WorkflowsoftWorkerDecoratedOperator(DecoratedOperator, WorkflowsoftProcessInstancesOperator):  # type: ignore[misc,valid-type]
+class _WorkflowsoftWorkerDecoratedOperator(DecoratedOperator, WorkflowsoftIntegrationWorkerOperator):  # type: ignore[misc,valid-type]
     """The batch worker operator built from a decorated function."""
 
     custom_operator_name = "@task.workflowsoft_worker"
-    template_fields: Sequence[str] = (*WorkflowsoftProcessInstancesOperator.template_fields, "op_args")
-    template_fields_renderers = {**WorkflowsoftProcessInstancesOperator.template_fields_renderers, "op_args": "py"}
+    template_fields: Sequence[str] = (*WorkflowsoftIntegrationWorkerOperator.template_fields, "op_args")
+    template_fields_renderers = {**WorkflowsoftIntegrationWorkerOperator.template_fields_renderers, "op_args": "py"}
 
     def __init__(
         self,
@@ -101,13 +101,13 @@ class _WorkflowsoftWorkerDecoratedOperator(DecoratedOperator, WorkflowsoftProces
 
     def execute(self, context: Any) -> Any:
         # The report, not the function's return value, is what this task returns.
-        return WorkflowsoftProcessInstancesOperator.execute(self, context)
+        return WorkflowsoftIntegrationWorkerOperator.execute(self, context)
 
 
 def workflowsoft_worker_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
-    """Wrap a per-instance function into a :class:`WorkflowsoftProcessInstancesOperator` task.
+    """Wrap a per-instance function into a :class:`WorkflowsoftIntegrationWorkerOperator` task.
 
-    Usable as ``@workflowsoft_worker_task(integration_diagram_id=11, max_workers=8)`` or, with the
+    Usable as ``@workflowsoft_worker_task(integration_step_id=11, max_workers=8)`` or, with the
     provider installed, ``@task.workflowsoft_worker(...)``.
 
     :param python_callable: the function (given when used as a bare ``@workflowsoft_worker_task``)

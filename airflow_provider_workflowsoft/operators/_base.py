@@ -3,9 +3,11 @@ running task instance, and the rule that bad input fails a task without retries.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
@@ -72,3 +74,31 @@ class WorkflowsoftTaskMixin:
 
         store, key = create_store_for(context, self.ledger_store)
         return CreateLedger(store).run_once(key, send, what=what, allow_duplicates=allow_duplicates)
+
+    def resolve_integration_step(self, step_id: Any, process_diagram_name: Any, integration_step_name: Any) -> int:
+        """The integration step's id: ``step_id`` as given (an int or a numeric string), or looked up by the
+        process diagram's and the step's names (case-insensitive, one match each)."""
+        if step_id not in (None, ""):
+            value = step_id.strip() if isinstance(step_id, str) else step_id
+            if isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise WorkflowsoftInputError(f"integration_step_id must be an integer id, got {step_id!r}")
+            return value
+        if not (process_diagram_name and integration_step_name):
+            raise WorkflowsoftInputError(
+                "Say which integration step: integration_step_id, or process_diagram_name and integration_step_name"
+            )
+        client = self.hook.client
+        diagram = client.find_process_diagram(str(process_diagram_name))
+        return int(client.find_integration_step(diagram["Id"], str(integration_step_name))["Id"])
+
+
+def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:
+    """An argument that was renamed: the old name still works, with a deprecation warning."""
+    if old_value is None:
+        return new_value
+    warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=...", DeprecationWarning, stacklevel=3)
+    if new_value is not None and new_value != old_value:
+        raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
+    return old_value

@@ -1,4 +1,4 @@
-"""``WorkflowsoftProcessInstancesOperator``: process a burst of integration instances in one task.
+"""``WorkflowsoftIntegrationWorkerOperator``: process a burst of integration instances in one task.
 
 The shape of a Camunda/Zeebe job worker: you write a function of one instance's fields that returns the
 values to write; the operator drains new instances, runs the function for each with bounded
@@ -9,8 +9,8 @@ concurrency, writes the values and completes each step.
     def enrich(fields, instance):
         return {"Event exists": True, "Venue code": lookup_venue(fields["Event name"])}
 
-    WorkflowsoftProcessInstancesOperator(
-        task_id="enrich_events", python_callable=enrich, integration_diagram_id=11, max_workers=8
+    WorkflowsoftIntegrationWorkerOperator(
+        task_id="enrich_events", python_callable=enrich, integration_step_id=11, max_workers=8
     )
 
 The callable is called as ``python_callable(fields, instance=instance, **op_kwargs)``:
@@ -35,23 +35,25 @@ the failed ones stay claimed, so a later run (after ``reclaim_after``) offers th
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_workflowsoft import defaults
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, renamed_argument
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.records.stores import KeyValueStore
 
 
-class WorkflowsoftProcessInstancesOperator(WorkflowsoftTaskMixin, BaseOperator):
+class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator):
     """Process a burst of integration instances with a Python function, ``max_workers`` at a time.
 
     :param python_callable: ``f(fields, instance=..., **op_kwargs)`` returning the values to write (a dict)
         or ``None`` to complete without writing; see the module documentation
-    :param integration_diagram_id: the integration step to poll (IntegrationDiagramID)
+    :param integration_step_id: the integration step to poll (``IntegrationDiagramID`` in the API;
+        ``integration_diagram_id``, its 0.1 name, still works)
     :param process_diagram_name: with ``integration_step_name``, find the step by names instead
     :param integration_step_name: the integration step's name in that process diagram
     :param instances: process these (ids or instance dicts, e.g. a sensor's XCom) instead of polling (templated)
@@ -67,7 +69,7 @@ class WorkflowsoftProcessInstancesOperator(WorkflowsoftTaskMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "integration_diagram_id",
+        "integration_step_id",
         "process_diagram_name",
         "integration_step_name",
         "instances",
@@ -83,7 +85,7 @@ class WorkflowsoftProcessInstancesOperator(WorkflowsoftTaskMixin, BaseOperator):
         self,
         *,
         python_callable: Callable[..., Any],
-        integration_diagram_id: int | str | None = None,
+        integration_step_id: int | str | None = None,
         process_diagram_name: str | None = None,
         integration_step_name: str | None = None,
         instances: Any = None,
@@ -95,16 +97,19 @@ class WorkflowsoftProcessInstancesOperator(WorkflowsoftTaskMixin, BaseOperator):
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         ledger_store: KeyValueStore | None = None,
+        integration_diagram_id: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        integration_step_id = renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
+                                               old="integration_diagram_id", owner=type(self).__name__)
         if not callable(python_callable):
             raise TypeError("python_callable must be callable")
-        if integration_diagram_id is None and instances is None and not (
+        if integration_step_id is None and instances is None and not (
             process_diagram_name and integration_step_name
         ):
             raise ValueError(
-                "Say which instances to process: integration_diagram_id, or process_diagram_name and "
+                "Say which instances to process: integration_step_id, or process_diagram_name and "
                 "integration_step_name, or instances"
             )
         from airflow_provider_workflowsoft.worker.engine import checked_sizes
@@ -113,7 +118,7 @@ class WorkflowsoftProcessInstancesOperator(WorkflowsoftTaskMixin, BaseOperator):
         if notify_on_failure is not None and not isinstance(notify_on_failure, Mapping | str):
             raise TypeError("notify_on_failure must be a dict like {'title': ..., 'assignee': ..., 'description': ...}")
         self.python_callable = python_callable
-        self.integration_diagram_id = integration_diagram_id
+        self.integration_step_id = integration_step_id
         self.process_diagram_name = process_diagram_name
         self.integration_step_name = integration_step_name
         self.instances = instances
@@ -130,14 +135,16 @@ class WorkflowsoftProcessInstancesOperator(WorkflowsoftTaskMixin, BaseOperator):
         # One pooled connection per worker and per poller: no connection is ever opened twice.
         return {"pool_size": self.max_workers + self.pollers}
 
-    def _step_id(self, hook: Any) -> int | str | None:
-        if self.integration_diagram_id not in (None, ""):
-            step = self.integration_diagram_id
-            return int(step) if isinstance(step, str) and step.strip().isdigit() else step
-        if self.process_diagram_name and self.integration_step_name:
-            diagram = hook.find_process_diagram(self.process_diagram_name)
-            return hook.find_integration_step(diagram["Id"], self.integration_step_name)["Id"]  # type: ignore[no-any-return]
-        return None
+    @property
+    def integration_diagram_id(self) -> Any:
+        """The 0.1 name of :attr:`integration_step_id`."""
+        return self.integration_step_id
+
+    def _step_id(self) -> int | None:
+        if self.integration_step_id in (None, "") and not (self.process_diagram_name and self.integration_step_name):
+            return None  # only the given instances are processed
+        return self.resolve_integration_step(self.integration_step_id, self.process_diagram_name,
+                                             self.integration_step_name)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_workflowsoft.worker.engine import BatchEngine, failure_message
@@ -147,7 +154,7 @@ class WorkflowsoftProcessInstancesOperator(WorkflowsoftTaskMixin, BaseOperator):
         engine = BatchEngine(
             hook.client,
             self.python_callable,
-            integration_diagram_id=self._step_id(hook),
+            integration_diagram_id=self._step_id(),
             claims=claims,
             max_instances=self.max_instances,
             max_workers=self.max_workers,
@@ -199,6 +206,16 @@ class WorkflowsoftProcessInstancesOperator(WorkflowsoftTaskMixin, BaseOperator):
         return to_jsonable(task)  # type: ignore[no-any-return]
 
 
+class WorkflowsoftProcessInstancesOperator(WorkflowsoftIntegrationWorkerOperator):
+    """Deprecated: the 0.1 name of :class:`WorkflowsoftIntegrationWorkerOperator` (it processes integration
+    instances, not process instances)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        warnings.warn("WorkflowsoftProcessInstancesOperator is deprecated: use WorkflowsoftIntegrationWorkerOperator",
+                      DeprecationWarning, stacklevel=2)
+        super().__init__(**kwargs)
+
+
 def __getattr__(name: str) -> Any:
     # The engine's names, importable from here as in 0.1.
     if name in ("BatchEngine", "failure_message", "normalise_instances", "process_instances"):
@@ -208,4 +225,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["WorkflowsoftProcessInstancesOperator"]
+__all__ = ["WorkflowsoftIntegrationWorkerOperator", "WorkflowsoftProcessInstancesOperator"]

@@ -22,7 +22,7 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, renamed_argument
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import DONE
 from airflow_provider_workflowsoft.version_compat import BaseOperator, Context
@@ -323,26 +323,30 @@ class WorkflowsoftListClaimsOperator(_WorkflowsoftOperator):
 
     .. code-block:: python
 
-        WorkflowsoftListClaimsOperator(task_id="stuck", integration_diagram_id=11)
+        WorkflowsoftListClaimsOperator(task_id="stuck", integration_step_id=11)
 
     The same records are Airflow Variables named ``workflowsoft.claims.<conn id>.*`` (one per task instance
     that holds claims): ``airflow variables list`` shows them.
 
-    :param integration_diagram_id: only this integration step's claims (default: every step)
+    :param integration_step_id: only this integration step's claims (default: every step;
+        ``integration_diagram_id``, its 0.1 name, still works)
     :param include_done: list also instances marked done
     :param workflowsoft_conn_id: the Workflowsoft connection id
     :return: ``[{"integration_instance_id", "state", "owner", "integration_diagram_id", "claimed_at", ...}]``
     """
 
-    template_fields: Sequence[str] = ("integration_diagram_id", "include_done", "workflowsoft_conn_id")
+    template_fields: Sequence[str] = ("integration_step_id", "include_done", "workflowsoft_conn_id")
 
-    def __init__(self, *, integration_diagram_id: Any = None, include_done: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, integration_step_id: Any = None, include_done: bool = False,
+                 integration_diagram_id: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.integration_diagram_id = integration_diagram_id
+        self.integration_step_id = renamed_argument(integration_step_id, integration_diagram_id,
+                                                    new="integration_step_id", old="integration_diagram_id",
+                                                    owner=type(self).__name__)
         self.include_done = include_done
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        records = self.claims_for(context).list_claims(_step_or_none(self.integration_diagram_id),
+        records = self.claims_for(context).list_claims(_step_or_none(self.integration_step_id),
                                                       include_done=_truthy(self.include_done))
         self.log.info("%d claim(s): %s", len(records), [r.get("integration_instance_id") for r in records])
         return records
@@ -405,7 +409,7 @@ class WorkflowsoftClaimsOperator(_WorkflowsoftOperator):
         common = {"task_id": self.task_id, "workflowsoft_conn_id": self.workflowsoft_conn_id,
                   "ledger_store": self.ledger_store}
         if action == "list":
-            return WorkflowsoftListClaimsOperator(integration_diagram_id=self.integration_diagram_id,
+            return WorkflowsoftListClaimsOperator(integration_step_id=self.integration_diagram_id,
                                                   include_done=self.include_done, **common).execute(context)
         if action == "release":
             if not _instance_ids(self.instance_ids):
@@ -436,8 +440,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The batch operator lives in its own module; it is re-exported here, loaded on first use only.
-    if name == "WorkflowsoftProcessInstancesOperator":
-        from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator
+    if name in ("WorkflowsoftIntegrationWorkerOperator", "WorkflowsoftProcessInstancesOperator"):
+        from airflow_provider_workflowsoft.operators import batch
 
-        return WorkflowsoftProcessInstancesOperator
+        return getattr(batch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -67,8 +67,8 @@ def parse_time(value: Any) -> dt.datetime | None:
 def _record(raw: Any, owner: str = "") -> dict[str, Any]:
     """A record read from the store, in shape (anything else read as empty)."""
     record = raw if isinstance(raw, dict) else {}
-    claims = record.get("claims") if isinstance(record.get("claims"), dict) else {}
-    done = record.get("done") if isinstance(record.get("done"), dict) else {}
+    claims: dict[str, Any] = record["claims"] if isinstance(record.get("claims"), dict) else {}
+    done: dict[str, Any] = record["done"] if isinstance(record.get("done"), dict) else {}
     return {
         "owner": record.get("owner", owner),
         "updated_at": record.get("updated_at"),

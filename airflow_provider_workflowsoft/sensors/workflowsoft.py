@@ -21,7 +21,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, renamed_argument
 from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
     BaseSensorOperator,
@@ -51,7 +51,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             deferrable=True,
         )
 
-    :param integration_diagram_id: the integration step (``IntegrationDiagramID``) to wait on
+    :param integration_step_id: the integration step (``IntegrationDiagramID`` in the API) to wait on
+        (``integration_diagram_id``, its 0.1 name, still works)
     :param process_diagram_name: with ``integration_step_name``, the step by name (resolved at run time)
     :param integration_step_name: the integration step's title in that process diagram
     :param max_instances: the most instances one run takes; a drain also stops at an empty answer or
@@ -66,7 +67,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = (
-        "integration_diagram_id",
+        "integration_step_id",
         "process_diagram_name",
         "integration_step_name",
         "max_instances",
@@ -79,7 +80,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     def __init__(
         self,
         *,
-        integration_diagram_id: int | str | None = None,
+        integration_step_id: int | str | None = None,
         process_diagram_name: str | None = None,
         integration_step_name: str | None = None,
         max_instances: int | str = 1,
@@ -89,15 +90,18 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         max_consecutive_failures: int = 5,
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         ledger_store: Any = None,
+        integration_diagram_id: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if integration_diagram_id is None and not (process_diagram_name and integration_step_name):
+        integration_step_id = renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
+                                               old="integration_diagram_id", owner=type(self).__name__)
+        if integration_step_id is None and not (process_diagram_name and integration_step_name):
             raise WorkflowsoftInputError(
-                "WorkflowsoftIntegrationSensor needs integration_diagram_id, or process_diagram_name and "
+                "WorkflowsoftIntegrationSensor needs integration_step_id, or process_diagram_name and "
                 "integration_step_name"
             )
-        self.integration_diagram_id = integration_diagram_id
+        self.integration_step_id = integration_step_id
         self.process_diagram_name = process_diagram_name
         self.integration_step_name = integration_step_name
         self.max_instances = max_instances
@@ -124,20 +128,17 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     def step_id(self) -> int:
         """The integration step id, resolved by name once per task run when not given."""
         if self._step_id is None:
-            if self.integration_diagram_id not in (None, ""):
-                value = self.integration_diagram_id
-                if isinstance(value, str) and value.strip().isdigit():
-                    value = int(value.strip())
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise WorkflowsoftInputError(f"integration_diagram_id must be an integer id, got {value!r}")
-                self._step_id = value
-            else:
-                diagram = self.hook.client.find_process_diagram(str(self.process_diagram_name))
-                step = self.hook.client.find_integration_step(diagram["Id"], str(self.integration_step_name))
-                self._step_id = int(step["Id"])
+            self._step_id = self.resolve_integration_step(
+                self.integration_step_id, self.process_diagram_name, self.integration_step_name)
+            if self.integration_step_id in (None, ""):
                 self.log.info("Integration step %r of %r is %s", self.integration_step_name,
                               self.process_diagram_name, self._step_id)
         return self._step_id
+
+    @property
+    def integration_diagram_id(self) -> Any:
+        """The 0.1 name of :attr:`integration_step_id`."""
+        return self.integration_step_id
 
     @property
     def _lease(self) -> dt.timedelta | None:
@@ -205,7 +206,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         timeout = self.timeout
         self.defer(
             trigger=_trigger_class()(
-                integration_diagram_id=step,
+                integration_step_id=step,
                 workflowsoft_conn_id=self.workflowsoft_conn_id,
                 max_instances=self._limit(),
                 fetch_fields=to_bool(self.fetch_fields),

@@ -39,10 +39,11 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
 
     .. code-block:: python
 
-        trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11, max_instances=10, poll_interval=30)
+        trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, max_instances=10, poll_interval=30)
 
     :param workflowsoft_conn_id: the Workflowsoft connection id (``conn_id``, its 0.1 name, still works)
-    :param integration_diagram_id: the integration step (``IntegrationDiagramID``) to poll
+    :param integration_step_id: the integration step (``IntegrationDiagramID`` in the API) to poll
+        (``integration_diagram_id``, its 0.1 name, still works)
     :param max_instances: the most instances one event carries
     :param fetch_fields: also read each instance's fields (``{label: value}``, JSON-safe)
     :param poll_interval: seconds between polls when nothing is new
@@ -55,7 +56,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
 
     def __init__(
         self,
-        integration_diagram_id: int,
+        integration_step_id: int | None = None,
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         max_instances: int = 1,
         fetch_fields: bool = False,
@@ -65,14 +66,18 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         client_options: dict[str, Any] | None = None,
         failure_backoff_max: float = 300.0,
         conn_id: str | None = None,
+        integration_diagram_id: int | None = None,
     ) -> None:
         super().__init__()
-        if conn_id is not None:
-            warnings.warn("WorkflowsoftIntegrationTrigger(conn_id=...) is deprecated: use workflowsoft_conn_id",
-                          DeprecationWarning, stacklevel=2)
-            workflowsoft_conn_id = conn_id
-        self.workflowsoft_conn_id = workflowsoft_conn_id
-        self.integration_diagram_id = integration_diagram_id
+        for old, new in (("conn_id", "workflowsoft_conn_id"), ("integration_diagram_id", "integration_step_id")):
+            if locals()[old] is not None:
+                warnings.warn(f"WorkflowsoftIntegrationTrigger({old}=...) is deprecated: use {new}",
+                              DeprecationWarning, stacklevel=2)
+        self.workflowsoft_conn_id = conn_id if conn_id is not None else workflowsoft_conn_id
+        step = integration_step_id if integration_step_id is not None else integration_diagram_id
+        if step is None:
+            raise TypeError("WorkflowsoftIntegrationTrigger needs integration_step_id")
+        self.integration_step_id = step
         self.max_instances = int(max_instances)
         self.fetch_fields = bool(fetch_fields)
         self.poll_interval = float(poll_interval)
@@ -88,7 +93,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         return (
             CLASSPATH,
             {
-                "integration_diagram_id": self.integration_diagram_id,
+                "integration_step_id": self.integration_step_id,
                 "workflowsoft_conn_id": self.workflowsoft_conn_id,
                 "max_instances": self.max_instances,
                 "fetch_fields": self.fetch_fields,
@@ -99,6 +104,11 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                 "failure_backoff_max": self.failure_backoff_max,
             },
         )
+
+    @property
+    def integration_diagram_id(self) -> int:
+        """The 0.1 name of :attr:`integration_step_id`."""
+        return self.integration_step_id
 
     @property
     def conn_id(self) -> str:
@@ -133,7 +143,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                         client = await self._client()
                     drain = Drain(self.max_instances, taken=received, skip=self.skip_ids)
                     while not drain.finished:
-                        if drain.offer(await client.poll_new_integration(self.integration_diagram_id)):
+                        if drain.offer(await client.poll_new_integration(self.integration_step_id)):
                             received = drain.instances
                     if self.fetch_fields:
                         for instance in received:
@@ -154,17 +164,17 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                         return
                     if failures >= self.max_consecutive_failures:
                         yield TriggerEvent(self._error(
-                            f"Polling integration step {self.integration_diagram_id} failed "
+                            f"Polling integration step {self.integration_step_id} failed "
                             f"{failures} times in a row; last error: {exc}", received))
                         return
                     wait = self._failure_wait(failures)
                     log.warning("Polling integration step %s failed (%s); attempt %d/%d, next in %.1f s",
-                                self.integration_diagram_id, exc, failures, self.max_consecutive_failures, wait)
+                                self.integration_step_id, exc, failures, self.max_consecutive_failures, wait)
                     await self.sleep(wait)
                     continue
                 if received:
                     log.info("Received %d integration instance(s) of step %s: %s", len(received),
-                             self.integration_diagram_id, [i["IntegrationInstanceId"] for i in received])
+                             self.integration_step_id, [i["IntegrationInstanceId"] for i in received])
                     yield TriggerEvent({"status": "success", "instances": received})
                     return
                 await self.sleep(self.poll_interval)

@@ -1,6 +1,6 @@
 """The batch worker's engine: drain, claim and process many integration instances with bounded concurrency.
 
-No Airflow in it: :class:`~airflow_provider_workflowsoft.operators.batch.WorkflowsoftProcessInstancesOperator`
+No Airflow in it: :class:`~airflow_provider_workflowsoft.operators.batch.WorkflowsoftIntegrationWorkerOperator`
 runs it inside a task; benchmarks and tests run it directly.
 
 It uses the same rules as the sensor and the operators, not copies of them:

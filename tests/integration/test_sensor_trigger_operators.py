@@ -84,7 +84,7 @@ def writes(emulator: EmulatorServer) -> list[dict[str, Any]]:
 
 
 def sensor(store: MemoryStore, **kwargs: Any) -> WorkflowsoftIntegrationSensor:
-    kwargs.setdefault("integration_diagram_id", 11)
+    kwargs.setdefault("integration_step_id", 11)
     kwargs.setdefault("deferrable", False)
     return WorkflowsoftIntegrationSensor(task_id="wait", ledger_store=store, **kwargs)
 
@@ -186,7 +186,7 @@ def test_own_claims_of_an_earlier_try_are_reoffered_at_once(emu, store) -> None:
 
 def test_templated_inputs_are_listed() -> None:
     assert set(WorkflowsoftIntegrationSensor.template_fields) >= {
-        "integration_diagram_id", "process_diagram_name", "integration_step_name", "max_instances",
+        "integration_step_id", "process_diagram_name", "integration_step_name", "max_instances",
         "fetch_fields", "workflowsoft_conn_id"}
     assert "integration_instance_id" in WorkflowsoftCompleteStepOperator.template_fields
     assert "fields" in WorkflowsoftCompleteStepOperator.template_fields
@@ -209,7 +209,7 @@ def test_deferrable_checks_once_then_defers(emu, store) -> None:
     assert info.value.timeout == dt.timedelta(seconds=60)
     classpath, kwargs = info.value.trigger.serialize()
     assert classpath.endswith("WorkflowsoftIntegrationTrigger")
-    assert kwargs["integration_diagram_id"] == 11 and kwargs["max_instances"] == 4
+    assert kwargs["integration_step_id"] == 11 and kwargs["max_instances"] == 4
     assert kwargs["fetch_fields"] is True and kwargs["poll_interval"] == 7.0
     assert polls(emu) == 1
     emu.create_instances(11)
@@ -253,7 +253,7 @@ def first_event(trigger: WorkflowsoftIntegrationTrigger, timeout: float = 30) ->
 
 
 def test_trigger_serialize_round_trip() -> None:
-    trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11, conn_id="c", max_instances=3,
+    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, conn_id="c", max_instances=3,
                                              fetch_fields=True, poll_interval=5, max_consecutive_failures=2,
                                              skip_ids=[1], client_options={"max_retries": 0})
     classpath, kwargs = trigger.serialize()
@@ -264,7 +264,7 @@ def test_trigger_serialize_round_trip() -> None:
 
 
 def test_trigger_run_waits_then_drains_with_fields(emu) -> None:
-    trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11, max_instances=2, fetch_fields=True,
+    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, max_instances=2, fetch_fields=True,
                                              poll_interval=0.01)
     slept: list[float] = []
 
@@ -283,7 +283,7 @@ def test_trigger_run_waits_then_drains_with_fields(emu) -> None:
 def test_trigger_rides_out_transient_faults(emu) -> None:
     emu.create_instances(11)
     emu.set_faults(error_rate=1.0, error_statuses=[503], paths=[POLL_PATH], max_faults=3, retry_after=0)
-    trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11, poll_interval=0.01,
+    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, poll_interval=0.01,
                                              max_consecutive_failures=5)
     waits: list[float] = []
 
@@ -298,7 +298,7 @@ def test_trigger_rides_out_transient_faults(emu) -> None:
 
 def test_trigger_gives_up_after_the_bound(emu) -> None:
     emu.set_faults(error_rate=1.0, error_statuses=[502], paths=[POLL_PATH])
-    trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11, poll_interval=0.01,
+    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, poll_interval=0.01,
                                              max_consecutive_failures=3)
 
     async def sleep(seconds: float) -> None:
@@ -311,7 +311,7 @@ def test_trigger_gives_up_after_the_bound(emu) -> None:
 
 
 def test_trigger_fails_at_once_on_unknown_step(emu) -> None:
-    event = first_event(WorkflowsoftIntegrationTrigger(integration_diagram_id=999, poll_interval=0.01))
+    event = first_event(WorkflowsoftIntegrationTrigger(integration_step_id=999, poll_interval=0.01))
     assert event["status"] == "error" and "404" in event["message"]
 
 
@@ -322,7 +322,7 @@ def test_trigger_keeps_received_instances_when_a_later_poll_fails() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return next(answers)
 
-    trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11, max_instances=5)
+    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, max_instances=5)
     trigger.client_factory = lambda config: AsyncWorkflowsoftClient(
         ClientConfig(base_url="http://wfs.test", api_token="tok-123456", max_retries=0),
         transport=httpx.MockTransport(handler))
@@ -503,7 +503,7 @@ def test_create_task_resolves_people(emu, store) -> None:
 def test_claims_operator_lists_and_releases(store) -> None:
     claims = ClaimsLedger(CONN, store, owner="dag/run1/wait/-1")
     claims.claim(11, [{"IntegrationInstanceId": 1, "ProcessInstanceId": 2}, {"IntegrationInstanceId": 3}])
-    listed = WorkflowsoftListClaimsOperator(task_id="l", integration_diagram_id="11",
+    listed = WorkflowsoftListClaimsOperator(task_id="l", integration_step_id="11",
                                             ledger_store=store).execute(context("l"))
     assert [r["integration_instance_id"] for r in listed] == [1, 3]
     released = WorkflowsoftReleaseClaimsOperator(task_id="r", instance_ids="[1]",
@@ -530,3 +530,24 @@ def test_notifier_creates_a_task_from_the_failing_context(emu) -> None:
     assert "manual__1" in task["description"] and "disk full" in task["description"]
     assert "http://airflow/log" in task["description"]
     assert task["assigned_user_id"] == 3 and task["created_by"] == 1
+
+
+def test_0_1_names_still_work_with_a_deprecation_warning() -> None:
+    from airflow_provider_workflowsoft.operators.batch import (
+        WorkflowsoftIntegrationWorkerOperator,
+        WorkflowsoftProcessInstancesOperator,
+    )
+
+    with pytest.warns(DeprecationWarning, match="integration_step_id"):
+        sensor = WorkflowsoftIntegrationSensor(task_id="old_name", integration_diagram_id=11)
+    assert sensor.integration_step_id == 11 and sensor.integration_diagram_id == 11
+    with pytest.warns(DeprecationWarning, match="WorkflowsoftIntegrationWorkerOperator"):
+        worker = WorkflowsoftProcessInstancesOperator(task_id="old_worker", python_callable=lambda f: None,
+                                                      integration_step_id=11)
+    assert isinstance(worker, WorkflowsoftIntegrationWorkerOperator)
+    with pytest.warns(DeprecationWarning, match="integration_step_id"):
+        trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11)
+    assert trigger.serialize()[1]["integration_step_id"] == 11
+    with pytest.raises(WorkflowsoftInputError, match="both integration_step_id=12 and integration_diagram_id=11"), \
+            pytest.warns(DeprecationWarning):
+        WorkflowsoftIntegrationSensor(task_id="both", integration_step_id=12, integration_diagram_id=11)

@@ -114,3 +114,27 @@ with DAG(
         assignee="ops@example.com",
         on_behalf_of="john.doe@example.com",
     )
+
+
+BATCH_INSTANCES = int(os.environ.get("RELIABILITY_BATCH_INSTANCES", "300"))
+BATCH_WORKERS = int(os.environ.get("RELIABILITY_BATCH_WORKERS", "8"))
+
+with DAG(
+    dag_id="reliability_batch",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    default_args={"retries": 0},
+    tags=["workflowsoft", "reliability"],
+):
+
+    @task.workflowsoft_worker(  # type: ignore[attr-defined]
+        integration_step_id=11,
+        max_instances=BATCH_INSTANCES,
+        max_workers=BATCH_WORKERS,
+        reclaim_after=RECLAIM_AFTER,
+    )
+    def burst(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
+        return values_for(int(instance["IntegrationInstanceId"]))
+
+    burst()

@@ -57,6 +57,8 @@ class BatchReport(TypedDict):
     seconds: float
     #: round trips to the records' store (Airflow Variables) during the run
     store_round_trips: int
+    #: mean duration of one write of the claims record (the window a hard kill can lose an answer in)
+    store_write_ms: float
     poll_error: NotRequired[str]
     notification: NotRequired[dict[str, Any]]
 

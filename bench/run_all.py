@@ -254,7 +254,7 @@ def bench_batch_dag(emu: Emulator) -> list[dict[str, Any]]:
                 wall = time.perf_counter() - started
                 out = result.stdout + result.stderr
                 found = re.search(r"Processed (\d+) integration instance\(s\) in ([\d.]+) s: (\d+) succeeded, "
-                                  r"(\d+) failed.*?(\d+) store round trip", out)
+                                  r"(\d+) failed.*?(\d+) store round trip\(s\), ([\d.]+) ms per record write", out)
                 if result.returncode != 0 or not found or emu("status_counts").get("completed") != n:
                     raise RuntimeError("batch DAG run failed:\n" + out[-3000:])
                 listed = subprocess.run([AIRFLOW_BIN, "variables", "list", "-o", "json"], env=env,
@@ -265,9 +265,11 @@ def bench_batch_dag(emu: Emulator) -> list[dict[str, Any]]:
                 seconds = float(found.group(2))
                 rows.append({"n": n, "workers": workers, "seconds": seconds, "dags_test_wall": wall,
                              "requests": summary["requests"], "store_round_trips": int(found.group(5)),
-                             "variables_left": len(left), "limit": physical_limit(summary["requests"], workers)})
+                             "variables_left": len(left), "limit": physical_limit(summary["requests"], workers),
+                             "write_ms": float(found.group(6))})
                 print(f"  dags test batch n={n} workers={workers}: {seconds:.2f} s in the operator, "
-                      f"{n / seconds:.1f}/s, {int(found.group(5))} store round trips, {len(left)} Variables left",
+                      f"{n / seconds:.1f}/s, {int(found.group(5))} store round trips ({found.group(6)} ms per write), "
+                      f"{len(left)} Variables left",
                       flush=True)
     finally:
         shutil.rmtree(home, ignore_errors=True)

@@ -62,6 +62,10 @@ class WorkflowsoftTaskMixin:
     def store_round_trips(self) -> int:
         return self._counting.round_trips if self._counting is not None else 0
 
+    def store_write_ms(self) -> float:
+        """The mean duration of one record write in this task (the claim window's length), in ms."""
+        return round(self._counting.mean_ms("set"), 2) if self._counting is not None else 0.0
+
     def claims_for(self, context: Any) -> ClaimsLedger:
         """The claims ledger of the running task instance."""
         return ClaimsLedger(self.workflowsoft_conn_id, self._store(), owner=naming.owner_from_context(context))

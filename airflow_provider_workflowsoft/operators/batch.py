@@ -164,11 +164,12 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         )
         report = engine.run(self.instances)
         report["store_round_trips"] = self.store_round_trips()
+        report["store_write_ms"] = self.store_write_ms()
         self.log.info(
             "Processed %d integration instance(s) in %.2f s: %d succeeded, %d failed, %d skipped (already done); "
-            "%d store round trip(s)",
+            "%d store round trip(s), %.1f ms per record write",
             report["processed"], report["seconds"], len(report["succeeded"]), len(report["failed"]),
-            len(report["skipped"]), report["store_round_trips"],
+            len(report["skipped"]), report["store_round_trips"], report["store_write_ms"],
         )
         if report["failed"] or report.get("poll_error"):
             message = failure_message(report)

@@ -317,6 +317,12 @@ class ClaimsLedger:
                 for iid in unneeded:
                     record["done"].pop(iid, None)
                 self._rewrite(key, record)
+        # A claim taken over from a record that no longer holds it is ours alone: its completion needs no
+        # done mark for others to read (persisted with our next write).
+        held_elsewhere = {i for key, record in records.items() if key != self.key for i in record["claims"]}
+        for iid, claim in mine["claims"].items():
+            if claim.get("shared") and iid not in held_elsewhere:
+                claim.pop("shared")
 
     def _rewrite(self, key: str, record: dict[str, Any]) -> None:
         if record["claims"] or record["done"]:

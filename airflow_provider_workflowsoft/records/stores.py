@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from typing import Any, Protocol
 
@@ -127,31 +128,37 @@ class CountingStore:
     def __init__(self, inner: KeyValueStore) -> None:
         self.inner = inner
         self.calls: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def _count(self, op: str) -> None:
-        with self._lock:
-            self.calls[op] += 1
+    def _timed(self, op: str, call: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            with self._lock:
+                self.calls[op] += 1
+                self.seconds[op] += time.perf_counter() - started
 
     @property
     def round_trips(self) -> int:
         return sum(self.calls.values())
 
+    def mean_ms(self, op: str) -> float:
+        """The mean duration of one ``op`` round trip, in milliseconds (0 when none was made)."""
+        return 1000 * self.seconds[op] / self.calls[op] if self.calls[op] else 0.0
+
     def get(self, key: str) -> Any:
-        self._count("get")
-        return self.inner.get(key)
+        return self._timed("get", self.inner.get, key)
 
     def set(self, key: str, value: Any) -> None:
-        self._count("set")
-        self.inner.set(key, value)
+        self._timed("set", self.inner.set, key, value)
 
     def delete(self, key: str) -> None:
-        self._count("delete")
-        self.inner.delete(key)
+        self._timed("delete", self.inner.delete, key)
 
     def keys(self, prefix: str) -> list[str]:
-        self._count("keys")
-        return self.inner.keys(prefix)
+        return self._timed("keys", self.inner.keys, prefix)  # type: ignore[no-any-return]
 
     def describe(self, key: str) -> str:
         return describe(self.inner, key)

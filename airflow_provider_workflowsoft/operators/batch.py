@@ -59,7 +59,10 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
     :param instances: process these (ids or instance dicts, e.g. a sensor's XCom) instead of polling (templated)
     :param max_instances: most instances received by polling in one run
     :param max_workers: callables (and instances in flight) at the same time
-    :param pollers: threads polling at the same time (default: ``max_workers``; 1: the calling thread only)
+    :param pollers: threads polling at the same time (default: ``max_workers``)
+    :param max_unclaimed: the most poll answers waiting for their claim write at any moment, i.e. the most a
+        hard kill of this task can lose against a server that hands an instance out once (default
+        ``2 x pollers``: full speed; ``1``: one poll at a time, each claimed before the next, slower)
     :param op_kwargs: extra keyword arguments of every call (templated)
     :param notify_on_failure: ``{"title", "assignee", "description"}``: create one Workflowsoft task per task
         instance when instances failed (assignee: user id, email or full name)
@@ -92,6 +95,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         max_instances: int = 100,
         max_workers: int = 8,
         pollers: int | None = None,
+        max_unclaimed: int | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         notify_on_failure: Mapping[str, Any] | None = None,
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
@@ -112,9 +116,10 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
                 "Say which instances to process: integration_step_id, or process_diagram_name and "
                 "integration_step_name, or instances"
             )
-        from airflow_provider_workflowsoft.worker.engine import checked_sizes
+        from airflow_provider_workflowsoft.worker.engine import checked_sizes, checked_unclaimed
 
         pollers = checked_sizes(max_workers, pollers, max_instances)
+        self.max_unclaimed = checked_unclaimed(max_unclaimed, pollers)
         if notify_on_failure is not None and not isinstance(notify_on_failure, Mapping | str):
             raise TypeError("notify_on_failure must be a dict like {'title': ..., 'assignee': ..., 'description': ...}")
         self.python_callable = python_callable
@@ -159,6 +164,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             max_instances=self.max_instances,
             max_workers=self.max_workers,
             pollers=self.pollers,
+            max_unclaimed=self.max_unclaimed,
             op_kwargs=self.op_kwargs,
             reclaim_after=self.reclaim_after,
         )

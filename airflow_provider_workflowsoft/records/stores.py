@@ -128,7 +128,7 @@ class CountingStore:
     def __init__(self, inner: KeyValueStore) -> None:
         self.inner = inner
         self.calls: Counter[str] = Counter()
-        self.seconds: Counter[str] = Counter()
+        self.seconds: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def _timed(self, op: str, call: Any, *args: Any) -> Any:
@@ -138,7 +138,7 @@ class CountingStore:
         finally:
             with self._lock:
                 self.calls[op] += 1
-                self.seconds[op] += time.perf_counter() - started
+                self.seconds[op] = self.seconds.get(op, 0.0) + time.perf_counter() - started
 
     @property
     def round_trips(self) -> int:
@@ -146,7 +146,7 @@ class CountingStore:
 
     def mean_ms(self, op: str) -> float:
         """The mean duration of one ``op`` round trip, in milliseconds (0 when none was made)."""
-        return 1000 * self.seconds[op] / self.calls[op] if self.calls[op] else 0.0
+        return 1000 * self.seconds.get(op, 0.0) / self.calls[op] if self.calls[op] else 0.0
 
     def get(self, key: str) -> Any:
         return self._timed("get", self.inner.get, key)

@@ -77,6 +77,15 @@ def checked_sizes(max_workers: int, pollers: int | None, max_instances: int) -> 
     return pollers
 
 
+def checked_unclaimed(max_unclaimed: int | None, pollers: int) -> int:
+    """``max_unclaimed`` checked (a whole number >= 1), default ``2 x pollers``."""
+    if max_unclaimed is None:
+        return 2 * pollers
+    if isinstance(max_unclaimed, bool) or not isinstance(max_unclaimed, int) or max_unclaimed < 1:
+        raise WorkflowsoftInputError(f"max_unclaimed must be a whole number of 1 or more, got {max_unclaimed!r}")
+    return max_unclaimed
+
+
 def normalise_instances(instances: Any) -> list[dict[str, Any]]:
     """Instance dicts from a list of ids or dicts (a sensor's XCom), deduplicated, order kept."""
     if instances is None:
@@ -129,6 +138,10 @@ class BatchEngine:
     :param max_instances: most instances received by polling in one run
     :param max_workers: callables running at the same time
     :param pollers: threads polling at the same time (default: ``max_workers``)
+    :param max_unclaimed: the most poll answers that may be waiting for their claim write at any moment
+        (polls in flight included): what a hard kill can lose at most against a server that hands an
+        instance out once. Default ``2 x pollers`` (full speed); ``1`` polls only once the previous answer
+        is durably claimed (at most one instance at risk, at the cost of one store write per poll).
     :param op_kwargs: extra keyword arguments of every call
     :param reclaim_after: the claims' lease; ``None`` never takes over other runs' claims
     """
@@ -145,8 +158,10 @@ class BatchEngine:
         pollers: int | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
+        max_unclaimed: int | None = None,
     ) -> None:
         self.pollers = checked_sizes(max_workers, pollers, max_instances)
+        self.max_unclaimed = checked_unclaimed(max_unclaimed, self.pollers)
         self.api = api
         self.python_callable = python_callable
         self.integration_diagram_id = integration_diagram_id
@@ -158,6 +173,7 @@ class BatchEngine:
         self._pass_instance = _accepts_instance(python_callable)
         self._lock = threading.Condition()
         self._done: list[int | str] = []  # completed, done mark not written yet
+        self._outstanding = 0  # submitted to the workers, not finished yet
 
     # -- one instance -------------------------------------------------------------------------------
 
@@ -197,7 +213,11 @@ class BatchEngine:
         with concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="workflowsoft-worker") as pool:
 
             def submit(instance: dict[str, Any], already_ok: bool) -> None:
-                futures[pool.submit(self.process_one, instance, already_completed_ok=already_ok)] = instance
+                with self._lock:
+                    self._outstanding += 1
+                future = pool.submit(self.process_one, instance, already_completed_ok=already_ok)
+                future.add_done_callback(self._finished_one)
+                futures[future] = instance
 
             if instances is not None:
                 received = self._offer_given(normalise_instances(instances), submit, report)
@@ -213,6 +233,11 @@ class BatchEngine:
             report["poll_error"] = errors[0]
         report["seconds"] = round(time.monotonic() - started, 3)
         return report
+
+    def _finished_one(self, _future: concurrent.futures.Future[dict[str, Any]]) -> None:
+        with self._lock:
+            self._outstanding -= 1
+            self._lock.notify_all()  # a poller may poll again
 
     def _collect(self, futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]],
                  report: dict[str, Any]) -> None:
@@ -285,16 +310,22 @@ class BatchEngine:
         drain = Drain(max(1, self.max_instances), taken=offered, skip=skip)
         if not self.max_instances:
             return len(offered)
-        state = {"reserved": len(offered), "polling": self.pollers, "in_flight": 0}
+        state = {"reserved": len(offered), "polling": self.pollers, "in_flight": 0, "committing": 0}
         polled: list[dict[str, Any]] = []  # answers waiting for their claim write
 
         def poll_loop() -> None:
             try:
                 while True:
                     with self._lock:
-                        # Back-pressure: at most one answer per poller waits for its claim write (queued or
-                        # being polled), so a failing or slow store bounds what is handed out unclaimed.
-                        while not drain.finished and len(polled) + state["in_flight"] >= self.pollers:
+                        # Back-pressure: answers in flight, queued or being written never exceed max_unclaimed,
+                        # so a slow or failing store bounds what a hard kill can lose.
+                        # And no more polling than the workers can take up: instances polled far ahead would
+                        # wait claimed in the queue, and make every claim write larger.
+                        while not drain.finished and (
+                            len(polled) + state["in_flight"] + state["committing"] >= self.max_unclaimed
+                            or self._outstanding + len(polled) + state["in_flight"] + state["committing"]
+                            >= self.max_workers + self.pollers
+                        ):
                             self._lock.wait()
                         if drain.finished or state["reserved"] >= self.max_instances:
                             return
@@ -329,7 +360,7 @@ class BatchEngine:
                         return
                     batch, polled[:] = list(polled), []
                     done, self._done = self._done, []
-                    self._lock.notify_all()  # the pollers may poll again
+                    state["committing"] = len(batch)
                 if self.claims is not None and not claim_failed:
                     try:  # one write: every answer since the last one, plus the done marks waiting
                         self.claims.mark_done(done, write=False)
@@ -342,6 +373,9 @@ class BatchEngine:
                             errors.append(f"claiming instances {[i['IntegrationInstanceId'] for i in batch]} "
                                           f"failed: {error_text(exc)}")
                         log.error("Claiming integration instances failed: %s", error_text(exc))
+                with self._lock:
+                    state["committing"] = 0
+                    self._lock.notify_all()  # the pollers may poll again
                 for instance in batch:
                     submit(instance, False)
 
@@ -373,4 +407,5 @@ def failure_message(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BatchEngine", "checked_sizes", "failure_message", "normalise_instances", "process_instances"]
+__all__ = ["BatchEngine", "checked_sizes", "checked_unclaimed", "failure_message", "normalise_instances",
+           "process_instances"]

@@ -272,10 +272,11 @@ def test_done_marks_of_a_mapped_completion_resolve_the_sensor_claim_and_are_tidi
     assert store.keys(naming.claims_prefix(CONN)) == []  # the sensor's and the completions' records are gone
 
 
-def test_a_slow_claims_store_bounds_what_is_handed_out_unclaimed(emu, client) -> None:
+@pytest.mark.parametrize(("max_unclaimed", "bound"), [(None, 2 * 4), (3, 3), (1, 1)])
+def test_a_slow_claims_store_bounds_what_is_handed_out_unclaimed(emu, client, max_unclaimed, bound) -> None:
     # Group commit must not let pollers run ahead of the claim writes: at any moment, answers received
-    # but not yet durably claimed (plus polls in flight) are at most the write in flight (one answer per
-    # poller) and one more per poller.
+    # but not yet durably claimed (plus polls in flight) never exceed max_unclaimed (default 2 x pollers):
+    # the most a hard kill can lose against a server that hands an instance out once.
     import threading
     import time
 
@@ -306,7 +307,19 @@ def test_a_slow_claims_store_bounds_what_is_handed_out_unclaimed(emu, client) ->
             return answer
 
     engine = BatchEngine(CountingPolls(), lambda fields: {"Venue code": "V"}, integration_diagram_id=STEP,
-                         max_instances=40, max_workers=4, claims=ClaimsLedger(CONN, SlowStore(), owner="o"))
+                         max_instances=40, max_workers=4, claims=ClaimsLedger(CONN, SlowStore(), owner="o"),
+                         max_unclaimed=max_unclaimed)
     report = engine.run()
     assert len(report["succeeded"]) == 40
-    assert seen["worst"] <= 2 * 4
+    assert seen["worst"] <= bound
+    assert seen["worst"] == bound or max_unclaimed is None  # the bound is used, not only respected
+
+
+def test_max_unclaimed_must_be_a_whole_number_of_one_or_more(client) -> None:
+    from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+
+    for bad in (0, -1, 1.5, True, "2"):
+        expected = f"max_unclaimed must be a whole number of 1 or more, got {bad!r}"
+        with pytest.raises(WorkflowsoftInputError, match=expected):
+            BatchEngine(client, lambda fields: None, integration_diagram_id=STEP,
+                        max_unclaimed=bad)  # type: ignore[arg-type]

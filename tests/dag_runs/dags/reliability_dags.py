@@ -118,6 +118,8 @@ with DAG(
 
 BATCH_INSTANCES = int(os.environ.get("RELIABILITY_BATCH_INSTANCES", "300"))
 BATCH_WORKERS = int(os.environ.get("RELIABILITY_BATCH_WORKERS", "8"))
+BATCH_MAX_UNCLAIMED = int(os.environ["RELIABILITY_BATCH_MAX_UNCLAIMED"]) if os.environ.get(
+    "RELIABILITY_BATCH_MAX_UNCLAIMED") else None
 
 with DAG(
     dag_id="reliability_batch",
@@ -132,6 +134,7 @@ with DAG(
         integration_step_id=11,
         max_instances=BATCH_INSTANCES,
         max_workers=BATCH_WORKERS,
+        max_unclaimed=BATCH_MAX_UNCLAIMED,
         reclaim_after=RECLAIM_AFTER,
     )
     def burst(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:

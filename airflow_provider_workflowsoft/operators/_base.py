@@ -23,7 +23,8 @@ class WorkflowsoftTaskMixin:
     """Mixed into the sensor and the operators (before Airflow's base class).
 
     ``ledger_store`` is where the claims (and, on Airflow before 3.3, the create records) live: ``None``
-    means Airflow Variables; tests set a ``MemoryStore`` through the constructor argument.
+    means Airflow Variables. It is not a documented argument: tests pass ``ledger_store=MemoryStore()``
+    to the constructor, which takes it out of the keyword arguments (:meth:`_take_ledger_store`).
     """
 
     workflowsoft_conn_id: str
@@ -38,9 +39,11 @@ class WorkflowsoftTaskMixin:
             if method is not None and not getattr(method, "__wrapped_fails_fast__", False):
                 setattr(cls, name, fails_fast_on_bad_input(method))
 
-    def _set_ledger_store(self, ledger_store: Any) -> None:
-        if ledger_store is not None:
-            self.ledger_store = ledger_store
+    def _take_ledger_store(self, kwargs: dict[str, Any]) -> None:
+        """Take the test-only ``ledger_store`` out of a constructor's keyword arguments."""
+        store = kwargs.pop("ledger_store", None)
+        if store is not None:
+            self.ledger_store = store
 
     def _hook_options(self) -> dict[str, Any]:
         return {}

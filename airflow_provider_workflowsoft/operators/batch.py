@@ -37,14 +37,11 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, renamed_argument
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
-
-if TYPE_CHECKING:
-    from airflow_provider_workflowsoft.records.stores import KeyValueStore
 
 
 class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator):
@@ -68,7 +65,6 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         instance when instances failed (assignee: user id, email or full name)
     :param reclaim_after: claims not done and older than this are offered again before polling
     :param workflowsoft_conn_id: the Airflow connection
-    :param ledger_store: where claims are kept (Airflow Variables by default; tests inject a ``MemoryStore``)
     """
 
     template_fields: Sequence[str] = (
@@ -100,10 +96,10 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         notify_on_failure: Mapping[str, Any] | None = None,
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
-        ledger_store: KeyValueStore | None = None,
         integration_diagram_id: int | str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._take_ledger_store(kwargs)
         super().__init__(**kwargs)
         integration_step_id = renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
                                                old="integration_diagram_id", owner=type(self).__name__)
@@ -134,7 +130,6 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         self.notify_on_failure = notify_on_failure
         self.reclaim_after = reclaim_after
         self.workflowsoft_conn_id = workflowsoft_conn_id
-        self._set_ledger_store(ledger_store)
 
     def _hook_options(self) -> dict[str, Any]:
         # One pooled connection per worker and per poller: no connection is ever opened twice.

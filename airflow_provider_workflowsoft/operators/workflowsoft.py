@@ -7,8 +7,7 @@ an instance dict from :class:`~airflow_provider_workflowsoft.sensors.workflowsof
 so ``.partial(...).expand(integration_instance_id=sensor.output)`` works as it is.
 
 The records (:mod:`airflow_provider_workflowsoft.records`) live in Airflow Variables (claims) and, on
-Airflow 3.3+, in the task instance's ``task_state_store`` (create records); the ``ledger_store`` argument
-puts them in another store, such as ``records.stores.MemoryStore()`` in tests.
+Airflow 3.3+, in the task instance's ``task_state_store`` (create records).
 """
 
 from __future__ import annotations
@@ -72,11 +71,10 @@ class _WorkflowsoftOperator(WorkflowsoftTaskMixin, BaseOperator):
 
     ui_color = "#e8f0ff"
 
-    def __init__(self, *, workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID, ledger_store: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID, **kwargs: Any) -> None:
+        self._take_ledger_store(kwargs)
         super().__init__(**kwargs)
         self.workflowsoft_conn_id = workflowsoft_conn_id
-        self._set_ledger_store(ledger_store)
 
 
 class WorkflowsoftGetFieldsOperator(_WorkflowsoftOperator):

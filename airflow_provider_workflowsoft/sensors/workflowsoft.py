@@ -63,7 +63,6 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``)
     :param max_consecutive_failures: deferrable mode: failed polls in a row before the task fails
     :param workflowsoft_conn_id: the Workflowsoft connection id
-    :param ledger_store: the claims ledger's store (default: Airflow Variables)
     """
 
     template_fields: Sequence[str] = (
@@ -89,10 +88,10 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         deferrable: bool | None = None,
         max_consecutive_failures: int = 5,
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
-        ledger_store: Any = None,
         integration_diagram_id: int | str | None = None,
         **kwargs: Any,
     ) -> None:
+        self._take_ledger_store(kwargs)
         super().__init__(**kwargs)
         integration_step_id = renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
                                                old="integration_diagram_id", owner=type(self).__name__)
@@ -110,7 +109,6 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.max_consecutive_failures = max_consecutive_failures
         self.workflowsoft_conn_id = workflowsoft_conn_id
-        self._set_ledger_store(ledger_store)
         self._step_id: int | None = None
         self._skip_ids: list[Any] = []
 

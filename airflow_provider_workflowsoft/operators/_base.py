@@ -82,6 +82,11 @@ class WorkflowsoftTaskMixin:
         store, key = create_store_for(context, self.ledger_store)
         return CreateLedger(store).run_once(key, send, what=what, allow_duplicates=allow_duplicates)
 
+    def _step_argument(self, integration_step_id: Any, integration_diagram_id: Any) -> Any:
+        """``integration_step_id``, or its 0.1 name ``integration_diagram_id`` (with a deprecation warning)."""
+        return renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
+                                old="integration_diagram_id", owner=type(self).__name__)
+
     def resolve_integration_step(self, step_id: Any, process_diagram_name: Any, integration_step_name: Any) -> int:
         """The integration step's id: ``step_id`` as given (an int or a numeric string), or looked up by the
         process diagram's and the step's names (case-insensitive, one match each)."""
@@ -105,7 +110,7 @@ def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owne
     """An argument that was renamed: the old name still works, with a deprecation warning."""
     if old_value is None:
         return new_value
-    warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=...", DeprecationWarning, stacklevel=3)
+    warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=...", DeprecationWarning, stacklevel=4)
     if new_value is not None and new_value != old_value:
         raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
     return old_value

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, renamed_argument
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
 
 
@@ -101,8 +101,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
     ) -> None:
         self._take_ledger_store(kwargs)
         super().__init__(**kwargs)
-        integration_step_id = renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
-                                               old="integration_diagram_id", owner=type(self).__name__)
+        integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         if not callable(python_callable):
             raise TypeError("python_callable must be callable")
         if integration_step_id is None and instances is None and not (

@@ -21,7 +21,7 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, renamed_argument
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import DONE
 from airflow_provider_workflowsoft.version_compat import BaseOperator, Context
@@ -100,7 +100,25 @@ class WorkflowsoftGetFieldsOperator(_WorkflowsoftOperator):
         return to_jsonable(self.hook.client.get_field_values(iid))  # type: ignore[no-any-return]
 
 
-class WorkflowsoftUpdateFieldsOperator(_WorkflowsoftOperator):
+class _InstanceValuesOperator(_WorkflowsoftOperator):
+    """An operator that writes values to one integration instance: its arguments and their coercion."""
+
+    template_fields: Sequence[str] = ("integration_instance_id", "fields", "on_behalf_of", "workflowsoft_conn_id")
+
+    def __init__(self, *, integration_instance_id: Any, fields: Any = None, on_behalf_of: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.integration_instance_id = integration_instance_id
+        self.fields = fields
+        self.on_behalf_of = on_behalf_of
+
+    def _inputs(self) -> tuple[int, dict[str, Any], str | None]:
+        """(instance id, values to write, on-behalf-of or None for the connection's), checked."""
+        obo = None if _blank(self.on_behalf_of) else str(self.on_behalf_of)
+        return coerce_instance_id(self.integration_instance_id), _coerce_fields(self.fields) or {}, obo
+
+
+class WorkflowsoftUpdateFieldsOperator(_InstanceValuesOperator):
     """Validates then writes field values of an integration instance (all or nothing); returns
     ``{label: value written}``.
 
@@ -117,29 +135,24 @@ class WorkflowsoftUpdateFieldsOperator(_WorkflowsoftOperator):
     :param workflowsoft_conn_id: the Workflowsoft connection id
     """
 
-    template_fields: Sequence[str] = ("integration_instance_id", "fields", "on_behalf_of", "workflowsoft_conn_id")
-
     def __init__(self, *, integration_instance_id: Any, fields: Any, on_behalf_of: str | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.integration_instance_id = integration_instance_id
-        self.fields = fields
-        self.on_behalf_of = on_behalf_of
+        super().__init__(integration_instance_id=integration_instance_id, fields=fields, on_behalf_of=on_behalf_of,
+                         **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        iid = coerce_instance_id(self.integration_instance_id)
-        values = _coerce_fields(self.fields) or {}
-        obo = None if _blank(self.on_behalf_of) else str(self.on_behalf_of)
+        iid, values, obo = self._inputs()
         return self.hook.client.update_fields(iid, values, on_behalf_of=obo)
 
 
-class WorkflowsoftCompleteStepOperator(_WorkflowsoftOperator):
+class WorkflowsoftCompleteStepOperator(_InstanceValuesOperator):
     """Writes field values (optional) and completes an integration instance.
 
     One GET reads the fields; every value and every required field is checked before anything is
-    written, so an instance is never left half-written. The claims ledger records the completion
-    (*completing* before sending, *done* after): a retry after a lost answer, or of an instance the
-    ledger already knows as done, takes Workflowsoft's "already completed" as success.
+    written, so an instance is never left half-written. "Already completed" counts as success when an
+    earlier attempt of this package may have done it: a lost answer, a retry of this task, a re-offered claim
+    (``"reclaimed": True`` in the instance dict), or this task instance's own done mark. After completing,
+    one done mark is written, so that the sensor's claim of the instance is resolved.
 
     .. code-block:: python
 
@@ -154,19 +167,8 @@ class WorkflowsoftCompleteStepOperator(_WorkflowsoftOperator):
     :return: ``{"IntegrationInstanceId", "completed", "already_completed", "fields": {label: written}}``
     """
 
-    template_fields: Sequence[str] = ("integration_instance_id", "fields", "on_behalf_of", "workflowsoft_conn_id")
-
-    def __init__(self, *, integration_instance_id: Any, fields: Any = None, on_behalf_of: str | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.integration_instance_id = integration_instance_id
-        self.fields = fields
-        self.on_behalf_of = on_behalf_of
-
     def execute(self, context: Context) -> dict[str, Any]:
-        iid = coerce_instance_id(self.integration_instance_id)
-        values = _coerce_fields(self.fields) or {}
-        obo = None if _blank(self.on_behalf_of) else str(self.on_behalf_of)
+        iid, values, obo = self._inputs()
         claims = self.claims_for(context)
         client = self.hook.client
         if claims.own_state(iid) == DONE:
@@ -338,9 +340,7 @@ class WorkflowsoftListClaimsOperator(_WorkflowsoftOperator):
     def __init__(self, *, integration_step_id: Any = None, include_done: bool = False,
                  integration_diagram_id: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.integration_step_id = renamed_argument(integration_step_id, integration_diagram_id,
-                                                    new="integration_step_id", old="integration_diagram_id",
-                                                    owner=type(self).__name__)
+        self.integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         self.include_done = include_done
 
     def execute(self, context: Context) -> list[dict[str, Any]]:

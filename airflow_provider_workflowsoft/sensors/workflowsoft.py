@@ -21,7 +21,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, renamed_argument
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
     BaseSensorOperator,
@@ -93,8 +93,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     ) -> None:
         self._take_ledger_store(kwargs)
         super().__init__(**kwargs)
-        integration_step_id = renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
-                                               old="integration_diagram_id", owner=type(self).__name__)
+        integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         if integration_step_id is None and not (process_diagram_name and integration_step_name):
             raise WorkflowsoftInputError(
                 "WorkflowsoftIntegrationSensor needs integration_step_id, or process_diagram_name and "

@@ -28,14 +28,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.protocol import coerce_id
 
 if TYPE_CHECKING:
-    from airflow_provider_workflowsoft.api.fields import Field
+    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
     from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 
 log = logging.getLogger(__name__)
@@ -44,24 +44,6 @@ log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 2000
 #: Once polling has ended, done marks are written at most this often (seconds).
 DONE_FLUSH_SECONDS = 2.0
-
-
-class InstanceApi(Protocol):
-    """What the engine needs: a ``WorkflowsoftClient`` (or a hook, which hands its client's calls on)."""
-
-    def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None: ...
-
-    def get_fields(self, integration_instance_id: Any) -> list[Field]: ...
-
-    def update_and_complete(
-        self,
-        integration_instance_id: Any,
-        values: Mapping[str, Any] | None,
-        *,
-        fields: list[Field] | None = None,
-        on_behalf_of: str | None = None,
-        already_completed_ok: bool = False,
-    ) -> dict[str, Any]: ...
 
 
 def checked_sizes(max_workers: int, pollers: int | None, max_instances: int) -> int:
@@ -131,7 +113,8 @@ def error_text(exc: BaseException) -> str:
 class BatchEngine:
     """Drain, claim and process integration instances with bounded concurrency.
 
-    :param api: the client (or hook) every request goes through
+    :param api: the client every request goes through (anything with its ``poll_new_integration``,
+        ``get_fields`` and ``update_and_complete``)
     :param python_callable: ``f(fields, instance=..., **op_kwargs) -> dict | None``
     :param integration_diagram_id: the step to poll (needed unless ``instances`` are given)
     :param claims: this task instance's claims ledger (``None``: nothing is recorded)
@@ -148,7 +131,7 @@ class BatchEngine:
 
     def __init__(
         self,
-        api: InstanceApi,
+        api: WorkflowsoftClient,
         python_callable: Callable[..., Any],
         *,
         integration_diagram_id: int | str | None = None,
@@ -391,7 +374,7 @@ class BatchEngine:
         return len(drain.instances)
 
 
-def process_instances(api: InstanceApi, python_callable: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+def process_instances(api: WorkflowsoftClient, python_callable: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
     """Run a :class:`BatchEngine` once: ``instances=`` (optional) goes to ``run``, the rest to the engine."""
     instances = kwargs.pop("instances", None)
     return BatchEngine(api, python_callable, **kwargs).run(instances)

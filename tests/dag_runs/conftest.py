@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +72,6 @@ def airflow_home(migrated_airflow_home: Path, tmp_path: Path) -> Path:
     if config.exists():  # the config names its home's paths: point them at the copy
         config.write_text(config.read_text().replace(str(migrated_airflow_home), str(home)))
     return home
-
-
-@pytest.fixture
-def emulator() -> Iterator[EmulatorServer]:
-    """A fresh emulator (built-in demo scenario) on a free loopback port."""
-    with EmulatorServer() as server:
-        yield server
 
 
 RunDag = Callable[..., subprocess.CompletedProcess[str]]

@@ -265,7 +265,8 @@ def bench_batch_dag(emu: Emulator, sizes: tuple[int, ...] = DAG_SIZES, workers_l
                 left = [v["key"] for v in json.loads(line) if str(v.get("key", "")).startswith("workflowsoft.")]
                 summary = emu("log_summary")
                 seconds = float(found.group(2))
-                rows.append({"n": n, "workers": workers, "max_unclaimed": max_unclaimed, "seconds": seconds, "dags_test_wall": wall,
+                rows.append({"n": n, "workers": workers, "max_unclaimed": max_unclaimed, "seconds": seconds,
+                             "dags_test_wall": wall,
                              "requests": summary["requests"], "store_round_trips": int(found.group(5)),
                              "variables_left": len(left), "limit": physical_limit(summary["requests"], workers),
                              "write_ms": float(found.group(6))})

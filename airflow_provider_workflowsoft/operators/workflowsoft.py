@@ -1,4 +1,4 @@
-"""Operators for Workflowsoft integration instances, processes, tasks and the claims ledger.
+"""Operators for Workflowsoft integration instances, processes, tasks and the claims.
 
 All operators are thin: they coerce their inputs, build a
 :class:`~airflow_provider_workflowsoft.hooks.workflowsoft.WorkflowsoftHook` and call it. Their return
@@ -318,7 +318,27 @@ def _instance_ids(value: Any) -> list[int]:
     return [coerce_instance_id(i) for i in value]
 
 
-class WorkflowsoftListClaimsOperator(_WorkflowsoftOperator):
+class _ClaimsOperator(_WorkflowsoftOperator):
+    """Listing and releasing claims, shared by the claims operators."""
+
+    def _list(self, context: Context, step: Any, include_done: Any) -> list[dict[str, Any]]:
+        records = self.claims_for(context).list_claims(_step_or_none(step), include_done=_truthy(include_done))
+        self.log.info("%d claim(s): %s", len(records), [r.get("integration_instance_id") for r in records])
+        return records
+
+    def _release(self, context: Context, instance_ids: Any) -> list[dict[str, Any]]:
+        wanted = _instance_ids(instance_ids)
+        if not wanted:
+            raise WorkflowsoftInputError(f"instance_ids names no instance to release, got {instance_ids!r}")
+        claims = self.claims_for(context)
+        held = {r["integration_instance_id"]: r for r in claims.list_claims()}
+        released = set(claims.release(wanted))
+        records = [held[i] for i in wanted if i in released and i in held]
+        self.log.info("Released %d claim(s): %s", len(records), sorted(released, key=str))
+        return records
+
+
+class WorkflowsoftListClaimsOperator(_ClaimsOperator):
     """Lists claims: integration instances a run received and has not completed (yet).
 
     .. code-block:: python
@@ -344,13 +364,10 @@ class WorkflowsoftListClaimsOperator(_WorkflowsoftOperator):
         self.include_done = include_done
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        records = self.claims_for(context).list_claims(_step_or_none(self.integration_step_id),
-                                                      include_done=_truthy(self.include_done))
-        self.log.info("%d claim(s): %s", len(records), [r.get("integration_instance_id") for r in records])
-        return records
+        return self._list(context, self.integration_step_id, self.include_done)
 
 
-class WorkflowsoftReleaseClaimsOperator(_WorkflowsoftOperator):
+class WorkflowsoftReleaseClaimsOperator(_ClaimsOperator):
     """Releases claims: the instances will not be offered again (after checking them in Workflowsoft).
 
     .. code-block:: python
@@ -369,18 +386,10 @@ class WorkflowsoftReleaseClaimsOperator(_WorkflowsoftOperator):
         self.instance_ids = instance_ids
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        wanted = _instance_ids(self.instance_ids)
-        if not wanted:
-            raise WorkflowsoftInputError(f"instance_ids names no instance to release, got {self.instance_ids!r}")
-        claims = self.claims_for(context)
-        held = {r["integration_instance_id"]: r for r in claims.list_claims()}
-        released = set(claims.release(wanted))
-        records = [held[i] for i in wanted if i in released and i in held]
-        self.log.info("Released %d claim(s): %s", len(records), sorted(released, key=str))
-        return records
+        return self._release(context, self.instance_ids)
 
 
-class WorkflowsoftClaimsOperator(_WorkflowsoftOperator):
+class WorkflowsoftClaimsOperator(_ClaimsOperator):
     """Deprecated: use :class:`WorkflowsoftListClaimsOperator` or :class:`WorkflowsoftReleaseClaimsOperator`.
 
     :param action: ``"list"`` or ``"release"``
@@ -404,15 +413,12 @@ class WorkflowsoftClaimsOperator(_WorkflowsoftOperator):
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         action = str(self.action).strip().lower()
-        common = {"task_id": self.task_id, "workflowsoft_conn_id": self.workflowsoft_conn_id,
-                  "ledger_store": self.ledger_store}
         if action == "list":
-            return WorkflowsoftListClaimsOperator(integration_step_id=self.integration_diagram_id,
-                                                  include_done=self.include_done, **common).execute(context)
+            return self._list(context, self.integration_diagram_id, self.include_done)
         if action == "release":
             if not _instance_ids(self.instance_ids):
                 raise WorkflowsoftInputError("action 'release' needs instance_ids (see action 'list')")
-            return WorkflowsoftReleaseClaimsOperator(instance_ids=self.instance_ids, **common).execute(context)
+            return self._release(context, self.instance_ids)
         raise WorkflowsoftInputError(f"action must be 'list' or 'release', got {self.action!r}")
 
 

@@ -29,7 +29,7 @@ test-browser: install
 # CeleryExecutor with Redis and a fresh PostgreSQL database: WFS_PG_URL, WFS_REDIS_URL). Not part of `make test`.
 test-deployment: install
 	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-celery psycopg2-binary "celery[redis]<5.7"
-	WFS_DEPLOYMENT=1 $(PY) -m pytest -q -m deployment tests/deployment
+	WFS_DEPLOYMENT=1 $(PY) -m pytest -q -m deployment tests/deployment/test_embedded.py tests/deployment/test_distributed.py
 
 lint: install
 	$(VENV)/bin/ruff check airflow_provider_workflowsoft dags tests bench

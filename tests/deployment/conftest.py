@@ -470,8 +470,15 @@ def _start_common(dep: Deployment) -> None:
     dep.start("api-server", ["api-server", "--port", str(dep.api_port), "--host", "127.0.0.1", "--workers", "1"])
 
 
+REPO_DAG_IDS = ["workflowsoft_enrich_events", "workflowsoft_failure_notifier", "workflowsoft_start_processes"]
+
+
 def _unpause(dep: Deployment) -> None:
-    dep.wait_parsed(["deploy_deferred", "deploy_batch"])
+    """Wait until the dag-processor has parsed the repository's DAGs and the test DAGs (no import error),
+    then unpause the test DAGs only (the repository's scheduled DAG stays paused)."""
+    dep.wait_parsed(["deploy_deferred", "deploy_batch", *REPO_DAG_IDS])
+    errors = dep.query("SELECT filename, stacktrace FROM import_error")
+    assert not errors, errors
     dep.airflow("dags", "unpause", "--treat-dag-id-as-regex", "^deploy_", "-y")
 
 

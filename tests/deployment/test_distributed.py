@@ -160,12 +160,15 @@ def test_celery_worker_sigkill_mid_burst(distributed: Deployment) -> None:
         assert worker, f"no Celery worker holds the task process {ti}"
         dep.kill(worker)  # SIGKILL the worker and every process under it, as when its host dies
         killed_at = time.monotonic()
-        time.sleep(0.5)
+        time.sleep(0.5)  # requests the dead process had sent are answered
         snapshot = {int(i["IntegrationInstanceId"]): i for i in dep.emulator.snapshot()["instances"]}
+        claimed = {int(i) for r in dep.claim_records().values() if isinstance(r, dict) for i in r.get("claims") or {}}
+        unclaimed_in_flight = {i for i in ids if snapshot[i]["status"] == "handed_out" and i not in claimed}
         at_kill = {
             "completed": sum(1 for i in ids if snapshot[i]["status"] == "completed"),
             "handed_out_not_completed": sum(1 for i in ids if snapshot[i]["status"] == "handed_out"),
             "never_handed_out": sum(1 for i in ids if snapshot[i]["status"] == "new"),
+            "handed_out_not_claimed": len(unclaimed_in_flight),
         }
         dep.restart(worker)
         first_state = dep.wait_run("deploy_batch", run_id, timeout=300)  # the scheduler notices the dead task
@@ -183,6 +186,8 @@ def test_celery_worker_sigkill_mid_burst(distributed: Deployment) -> None:
     assert not check["wrong_values"], check
     assert not check["open_claims"], check
     assert check["processes_by_api"] == 0 and check["tasks"] == 0, check
+    # Lost = only what the server had handed out and the ledger had not yet recorded when the worker died.
+    assert set(check["lost"]) <= unclaimed_in_flight, (check["lost"], sorted(unclaimed_in_flight))
     record_figures("distributed_worker_sigkill", {
         "instances": KILL_BATCH,
         "killed_worker": worker,

@@ -482,6 +482,19 @@ def _unpause(dep: Deployment) -> None:
     dep.airflow("dags", "unpause", "--treat-dag-id-as-regex", "^deploy_", "-y")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _teardown_on_sigterm() -> Iterator[None]:
+    """A SIGTERM (a CI timeout) becomes KeyboardInterrupt, so the fixtures still stop every component."""
+    previous = signal.signal(signal.SIGTERM, _interrupt) if ENABLED else None
+    yield
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.fixture(scope="module")
 def deploy_emulator() -> Iterator[EmulatorServer]:
     """One emulator for a whole deployment (its instance ids keep growing, so the claims of one test never

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 AIRFLOW_VERSION ?= 3.3.2
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install test test-fast test-browser lint demo bench emulator clean
+.PHONY: install test test-fast test-browser test-deployment lint demo bench emulator clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ test-fast: install
 
 test-browser: install
 	$(PY) -m pytest -q -m browser
+
+# Airflow's real components (scheduler, dag-processor, triggerer, API server; LocalExecutor on SQLite, then
+# CeleryExecutor with Redis and a fresh PostgreSQL database: WFS_PG_URL, WFS_REDIS_URL). Not part of `make test`.
+test-deployment: install
+	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-celery psycopg2-binary "celery[redis]<5.7"
+	WFS_DEPLOYMENT=1 $(PY) -m pytest -q -m deployment tests/deployment/test_embedded.py tests/deployment/test_distributed.py
 
 lint: install
 	$(VENV)/bin/ruff check airflow_provider_workflowsoft dags tests bench

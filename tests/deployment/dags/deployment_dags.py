@@ -1,0 +1,91 @@
+"""DAGs of the deployment tests (tests/deployment): run by a real scheduler, dag-processor, triggerer,
+API server and executor (LocalExecutor or CeleryExecutor), against the emulator.
+
+``deploy_deferred``: the integration sensor waits in the triggerer (deferrable), values are computed from
+each instance id, a mapped completion writes them and completes the step.
+
+``deploy_batch``: the batch worker (``@task.workflowsoft_worker``) drains step 11 in one task.
+
+Knobs (read when the file is parsed, so every component sees the same): ``WFS_DEPLOY_RECLAIM_AFTER_S``
+(claim lease, default 5 s: a run after a killed one takes its claims over), ``WFS_DEPLOY_BATCH_MAX``
+(most instances one batch run takes, default 1000), ``WFS_DEPLOY_BATCH_WORKERS`` (default 8).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from airflow.sdk import DAG, task
+
+from airflow_provider_workflowsoft.operators.workflowsoft import WorkflowsoftCompleteStepOperator
+from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
+
+STEP = 11
+CATEGORIES = ("Conference", "Workshop", "Webinar")
+RECLAIM_AFTER = dt.timedelta(seconds=float(os.environ.get("WFS_DEPLOY_RECLAIM_AFTER_S", "5")))
+BATCH_MAX = int(os.environ.get("WFS_DEPLOY_BATCH_MAX", "1000"))
+BATCH_WORKERS = int(os.environ.get("WFS_DEPLOY_BATCH_WORKERS", "8"))
+
+
+def values_for(instance_id: int) -> dict[str, Any]:
+    """The field values written to an instance, computed from its id (the tests recompute them)."""
+    return {
+        "Venue code": f"D-{instance_id}",
+        "Attendees": instance_id % 1000,
+        "Event exists": instance_id % 2 == 0,
+        "Category": CATEGORIES[instance_id % 3],
+    }
+
+
+with DAG(
+    dag_id="deploy_deferred",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=1)},
+    tags=["workflowsoft", "deployment"],
+):
+    waiting = WorkflowsoftIntegrationSensor(
+        task_id="wait",
+        integration_step_id=STEP,
+        max_instances="{{ dag_run.conf.get('max_instances', 5) }}",
+        reclaim_after=RECLAIM_AFTER,
+        deferrable=True,
+        poke_interval=1,
+        timeout=600,
+    )
+
+    @task
+    def compute(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {"integration_instance_id": i["IntegrationInstanceId"],
+             "fields": values_for(int(i["IntegrationInstanceId"]))}
+            for i in instances
+        ]
+
+    WorkflowsoftCompleteStepOperator.partial(task_id="complete").expand_kwargs(compute(waiting.output))  # type: ignore[arg-type]
+
+
+with DAG(
+    dag_id="deploy_batch",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 0},
+    tags=["workflowsoft", "deployment"],
+):
+
+    @task.workflowsoft_worker(  # type: ignore[attr-defined]
+        integration_step_id=STEP,
+        max_instances=BATCH_MAX,
+        max_workers=BATCH_WORKERS,
+        reclaim_after=RECLAIM_AFTER,
+    )
+    def burst(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
+        return values_for(int(instance["IntegrationInstanceId"]))
+
+    burst()

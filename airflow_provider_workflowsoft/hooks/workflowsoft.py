@@ -278,7 +278,7 @@ class WorkflowsoftHook(BaseHook):
         """The connection form of Airflow 2.11 (Airflow 3.2+ reads ``connection-types`` of the provider info)."""
         from airflow_provider_workflowsoft import connection_form
 
-        return connection_form.ui_field_behaviour()
+        return connection_form.hook_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:

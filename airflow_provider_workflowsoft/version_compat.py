@@ -119,6 +119,20 @@ def mask_secret(secret: str) -> None:
         _mask(secret)
 
 
+def mask_secret_in_process(secret: str) -> None:
+    """Register ``secret`` with this process's masker only, without a supervisor call: safe from a
+    trigger's event loop (tokens minted inside a trigger; the triggerer's own log lines are redacted by it).
+    Airflow < 3.3 has only the in-process masker, so the ordinary call is the same thing there."""
+    if not secret:
+        return
+    try:
+        from airflow.sdk._shared.secrets_masker.secrets_masker import _secrets_masker
+    except ImportError:  # Airflow < 3.3
+        mask_secret(secret)
+        return
+    _secrets_masker().add_mask(secret)
+
+
 async def amask_secret(secret: str) -> None:
     """Register ``secret`` from a trigger's event loop without blocking it (no supervisor round trip on
     the loop: the synchronous call can raise ``DeadlockImminentError`` in the 3.x triggerer)."""
@@ -230,6 +244,7 @@ __all__ = [
     "fail_fast",
     "fails_fast_on_bad_input",
     "mask_secret",
+    "mask_secret_in_process",
     "task_decorator_base",
     "variable_delete",
     "variable_get_json",

@@ -52,6 +52,11 @@ def __getattr__(name: str) -> Any:
     if name in ("BaseTrigger", "TriggerEvent", "BaseEventTrigger"):
         from airflow.triggers import base
 
+        if name == "BaseEventTrigger" and not hasattr(base, name):
+            raise ImportError(
+                f"BaseEventTrigger (event-driven scheduling: Asset watchers) needs Airflow 3.0 or later; this is "
+                f"Airflow {'.'.join(map(str, _airflow_version()))}. Schedule the DAG and use the sensor instead."
+            )
         return getattr(base, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -177,6 +182,18 @@ def task_decorator_base() -> tuple[Any, Any]:
     return DecoratedOperator, task_decorator_factory
 
 
+# -- the task instance's own store (Airflow 3.3+) --------------------------------------------------
+
+
+def task_state_store(context: Any) -> Any:
+    """The running task instance's ``context["task_state_store"]`` (AIP-103, Airflow 3.3+), or ``None``
+    where Airflow has none (before 3.3; callers then keep their records in Variables)."""
+    if not AIRFLOW_V_3_3_PLUS:
+        return None
+    getter = getattr(context, "get", None)
+    return getter("task_state_store") if getter is not None else None
+
+
 # -- Variables ------------------------------------------------------------------------------------
 
 
@@ -246,6 +263,7 @@ __all__ = [
     "mask_secret",
     "mask_secret_in_process",
     "task_decorator_base",
+    "task_state_store",
     "variable_delete",
     "variable_get_json",
     "variable_keys",

@@ -5,8 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 AIRFLOW_VERSION ?= 3.3.2
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# The oldest Airflow the README promises, in a second venv (`make test-airflow-2.11`).
+AIRFLOW_211_VERSION ?= 2.11.0
+COMMON_COMPAT_211 ?= apache-airflow-providers-common-compat>=1.23.0
+VENV211 ?= .venv211
+PY211 := $(VENV211)/bin/python
 
-.PHONY: install test test-fast test-browser test-deployment lint demo bench emulator clean
+.PHONY: install test test-fast test-browser test-deployment test-airflow-2.11 lint demo bench emulator clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +36,17 @@ test-deployment: install
 	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-celery psycopg2-binary "celery[redis]<5.7"
 	WFS_DEPLOYMENT=1 $(PY) -m pytest -q -m deployment tests/deployment/test_embedded.py tests/deployment/test_distributed.py
 
+# Unit, integration, emulator and `airflow dags test` suites on Airflow 2.11 (no browser: the 2.11 UI is
+# another application; tests/deployment, if any, targets the current Airflow only).
+$(VENV211)/.installed: pyproject.toml
+	@test -x $(PY211) || $(PYTHON) -m venv $(VENV211)
+	$(PY211) -m pip install --quiet --disable-pip-version-check \
+		"apache-airflow==$(AIRFLOW_211_VERSION)" "$(COMMON_COMPAT_211)" -e ".[test]"
+	@touch $@
+
+test-airflow-2.11: $(VENV211)/.installed
+	$(PY211) -m pytest -q -m "not browser" tests --ignore=tests/browser --ignore=tests/deployment -p no:cacheprovider
+
 lint: install
 	$(VENV)/bin/ruff check airflow_provider_workflowsoft dags tests bench
 	$(VENV)/bin/mypy
@@ -46,4 +62,4 @@ emulator: install
 	$(VENV)/bin/workflowsoft-emulator --port 8765
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache tests/output
+	rm -rf $(VENV) $(VENV211) .demo .pytest_cache .mypy_cache .ruff_cache tests/output

@@ -52,6 +52,11 @@ def __getattr__(name: str) -> Any:
     if name in ("BaseTrigger", "TriggerEvent", "BaseEventTrigger"):
         from airflow.triggers import base
 
+        if name == "BaseEventTrigger" and not hasattr(base, name):
+            raise ImportError(
+                f"BaseEventTrigger (event-driven scheduling: Asset watchers) needs Airflow 3.0 or later; this is "
+                f"Airflow {'.'.join(map(str, _airflow_version()))}. Schedule the DAG and use the sensor instead."
+            )
         return getattr(base, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -119,6 +124,20 @@ def mask_secret(secret: str) -> None:
         _mask(secret)
 
 
+def mask_secret_in_process(secret: str) -> None:
+    """Register ``secret`` with this process's masker only, without a supervisor call: safe from a
+    trigger's event loop (tokens minted inside a trigger; the triggerer's own log lines are redacted by it).
+    Airflow < 3.3 has only the in-process masker, so the ordinary call is the same thing there."""
+    if not secret:
+        return
+    try:
+        from airflow.sdk._shared.secrets_masker.secrets_masker import _secrets_masker
+    except ImportError:  # Airflow < 3.3
+        mask_secret(secret)
+        return
+    _secrets_masker().add_mask(secret)
+
+
 async def amask_secret(secret: str) -> None:
     """Register ``secret`` from a trigger's event loop without blocking it (no supervisor round trip on
     the loop: the synchronous call can raise ``DeadlockImminentError`` in the 3.x triggerer)."""
@@ -161,6 +180,18 @@ def task_decorator_base() -> tuple[Any, Any]:
             task_decorator_factory,
         )
     return DecoratedOperator, task_decorator_factory
+
+
+# -- the task instance's own store (Airflow 3.3+) --------------------------------------------------
+
+
+def task_state_store(context: Any) -> Any:
+    """The running task instance's ``context["task_state_store"]`` (AIP-103, Airflow 3.3+), or ``None``
+    where Airflow has none (before 3.3; callers then keep their records in Variables)."""
+    if not AIRFLOW_V_3_3_PLUS:
+        return None
+    getter = getattr(context, "get", None)
+    return getter("task_state_store") if getter is not None else None
 
 
 # -- Variables ------------------------------------------------------------------------------------
@@ -230,7 +261,9 @@ __all__ = [
     "fail_fast",
     "fails_fast_on_bad_input",
     "mask_secret",
+    "mask_secret_in_process",
     "task_decorator_base",
+    "task_state_store",
     "variable_delete",
     "variable_get_json",
     "variable_keys",

@@ -23,7 +23,7 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftError,
 )
 from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, LEGACY_EXTRA_NAMES
-from airflow_provider_workflowsoft.version_compat import BaseHook, mask_secret
+from airflow_provider_workflowsoft.version_compat import BaseHook, mask_secret, mask_secret_in_process
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
@@ -136,17 +136,6 @@ API_METHODS = frozenset({
 })
 
 
-def _mask_in_process(secret: str) -> None:
-    """Register a token minted inside a trigger with this process's masker, without a supervisor call
-    (the triggerer's own log lines are redacted by it)."""
-    try:
-        from airflow.sdk._shared.secrets_masker.secrets_masker import _secrets_masker
-
-        _secrets_masker().add_mask(secret)
-    except ImportError:  # Airflow < 3.3
-        mask_secret(secret)
-
-
 class WorkflowsoftHook(BaseHook):
     """Interact with the Workflowsoft API.
 
@@ -222,7 +211,7 @@ class WorkflowsoftHook(BaseHook):
         for secret in config.secrets():
             await amask_secret(secret)
         # Tokens minted later are masked from the client's thread-free callback: the in-process masker.
-        return AsyncWorkflowsoftClient(config, on_token=_mask_in_process, **self._client_kwargs)
+        return AsyncWorkflowsoftClient(config, on_token=mask_secret_in_process, **self._client_kwargs)
 
     def get_conn(self) -> WorkflowsoftClient:
         """The API client (the Airflow name for it)."""
@@ -278,7 +267,7 @@ class WorkflowsoftHook(BaseHook):
         """The connection form of Airflow 2.11 (Airflow 3.2+ reads ``connection-types`` of the provider info)."""
         from airflow_provider_workflowsoft import connection_form
 
-        return connection_form.ui_field_behaviour()
+        return connection_form.hook_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:

@@ -120,9 +120,10 @@ def create_store_for(context: Any, fallback: KeyValueStore | None = None) -> tup
     Variables by default) under :func:`~.naming.create_key`.
     """
     from airflow_provider_workflowsoft.records.stores import TaskStateStore, VariableStore
+    from airflow_provider_workflowsoft.version_compat import task_state_store
 
     owner = naming.owner_from_context(context)
-    accessor = context.get("task_state_store") if hasattr(context, "get") else None
+    accessor = task_state_store(context)
     if fallback is None and accessor is not None:
         ti = context["ti"]
         where = f"/api/v2/dags/{ti.dag_id}/dagRuns/{ti.run_id}/taskInstances/{ti.task_id}/state-store"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.providers.common.compat.sdk import dag, task
 
 N = int(os.environ.get("BENCH_DAG_N", "200"))
 WORKERS = int(os.environ.get("BENCH_DAG_WORKERS", "16"))

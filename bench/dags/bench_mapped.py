@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.providers.common.compat.sdk import dag, task
 
 
 @dag(dag_id="bench_mapped_per_instance", schedule=None, start_date=pendulum.datetime(2024, 1, 1), catchup=False)

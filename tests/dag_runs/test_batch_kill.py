@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from tests.dag_runs.conftest import AIRFLOW_BIN
+from tests.dag_runs.conftest import AIRFLOW_BIN, OUTPUT_DIR
 from tests.dag_runs.test_reliability import Home, check_instances, completions_by_instance, token_conn
 
 pytestmark = pytest.mark.airflow
 
 REPO = Path(__file__).resolve().parents[2]
-FIGURES_FILE = REPO / "tests" / "output" / "batch_kill_figures.json"
+FIGURES_FILE = OUTPUT_DIR / "batch_kill_figures.json"
 STEP = 11
 INSTANCES = 200
 KILLS = 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dag_runs.conftest import TEST_DAGS_FOLDER, assert_dag_succeeded
+from tests.dag_runs.conftest import TEST_DAGS_FOLDER, assert_dag_succeeded, needs_airflow_3_examples
 
 pytestmark = pytest.mark.airflow
 
@@ -60,6 +60,7 @@ def _check_enriched(emulator) -> None:
             assert fields[label] == value, (label, fields)
 
 
+@needs_airflow_3_examples
 def test_enrich_events_deferrable_poll_once(run_dag, emulator):
     emulator.update_settings(poll_semantics="once")
     thread = _create_after_first_poll(emulator)
@@ -71,6 +72,7 @@ def test_enrich_events_deferrable_poll_once(run_dag, emulator):
     _check_enriched(emulator)
 
 
+@needs_airflow_3_examples
 def test_enrich_events_deferrable_until_completed(run_dag, emulator):
     """A server that hands out the oldest open instance until it is completed: each drain stops at the
     repeat, so the DAG runs until every instance is done (one per run), never looping."""
@@ -97,6 +99,7 @@ def test_sensor_modes_with_mapping(run_dag, emulator, mode):
     assert all(i["fields"]["Status"] == "Done" for i in instances)
 
 
+@needs_airflow_3_examples
 def test_start_processes_one_per_row_and_one_task(run_dag, emulator):
     rows = (Path(__file__).resolve().parents[2] / "dags" / "data" / "new_customers.csv").read_text().splitlines()
     result = run_dag("workflowsoft_start_processes", emulator=emulator)
@@ -111,6 +114,7 @@ def test_start_processes_one_per_row_and_one_task(run_dag, emulator):
     assert f"{len(rows) - 1} new customers" in task["title"]
 
 
+@needs_airflow_3_examples
 def test_failure_notifier_creates_a_task(run_dag, emulator):
     result = run_dag("workflowsoft_failure_notifier", emulator=emulator, conf={"fail": True})
     assert result.returncode != 0 or "state=failed" in result.stdout
@@ -121,6 +125,7 @@ def test_failure_notifier_creates_a_task(run_dag, emulator):
     assert tasks[0]["assigned_user_id"] == 3
 
 
+@needs_airflow_3_examples
 def test_failure_notifier_quiet_on_success(run_dag, emulator):
     result = run_dag("workflowsoft_failure_notifier", emulator=emulator, conf={"fail": False})
     assert_dag_succeeded(result)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from tests.dag_runs.conftest import RunDag, assert_dag_succeeded
+from tests.dag_runs.conftest import RunDag, assert_dag_succeeded, needs_airflow_3_readme
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -35,6 +35,7 @@ def test_readme_links_exist() -> None:
 
 
 @pytest.mark.airflow
+@needs_airflow_3_readme
 def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()
@@ -58,6 +59,7 @@ def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> 
 
 
 @pytest.mark.airflow
+@needs_airflow_3_readme
 def test_batch_worker_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
     dags = tmp_path / "dags"
     dags.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from importlib.metadata import distribution, entry_points
 from typing import Any
 from unittest import mock
@@ -15,7 +16,7 @@ from airflow_provider_workflowsoft.api.errors import WorkflowsoftConfigError
 from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS
 from airflow_provider_workflowsoft.get_provider_info import get_provider_info
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
-from airflow_provider_workflowsoft.version_compat import AirflowNotFoundException
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS, AirflowNotFoundException
 from tests.conftest import ADMIN_LOGIN, ADMIN_PASSWORD, BASE, MINTED, TOKEN, SleepRecorder
 
 ENV = "AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT"
@@ -201,3 +202,26 @@ def test_entry_point_resolves() -> None:
     (entry,) = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith(
         "airflow_provider_workflowsoft")]
     assert entry.load()() == get_provider_info()
+
+
+def test_hook_connection_form_of_airflow_2() -> None:
+    """Airflow 2.11 builds the connection form from the hook (3.2+ from the provider info): the behaviour
+    passes Airflow's own schema and every extra is a widget; on 2.11 the providers manager loads both."""
+    import jsonschema
+
+    schema = json.loads(
+        resources.files("airflow").joinpath("customized_form_field_behaviours.schema.json").read_text()
+    )
+    behaviour = WorkflowsoftHook.get_ui_field_behaviour()
+    jsonschema.validate(behaviour, schema)
+    assert behaviour["hidden_fields"] == ["schema", "extra"]
+    assert behaviour["relabeling"]["password"] == "API token"
+    if AIRFLOW_V_3_0_PLUS:  # Airflow 3 ships no Flask AppBuilder (unless the FAB provider is installed)
+        pytest.importorskip("flask_appbuilder", reason="the WTForms widgets are Airflow 2's connection form")
+    assert set(WorkflowsoftHook.get_connection_form_widgets()) == set(EXTRA_FIELDS)
+    if not AIRFLOW_V_3_0_PLUS:
+        from airflow.providers_manager import ProvidersManager
+
+        manager = ProvidersManager()
+        assert {f"extra__workflowsoft__{name}" for name in EXTRA_FIELDS} <= set(manager.connection_form_widgets)
+        assert manager.field_behaviours["workflowsoft"]["hidden_fields"] == ["schema", "extra"]

@@ -323,3 +323,73 @@ def test_max_unclaimed_must_be_a_whole_number_of_one_or_more(client) -> None:
         with pytest.raises(WorkflowsoftInputError, match=expected):
             BatchEngine(client, lambda fields: None, integration_diagram_id=STEP,
                         max_unclaimed=bad)  # type: ignore[arg-type]
+
+
+# -- g) versions: one module knows them ---------------------------------------------------------------------
+
+
+def test_only_version_compat_imports_airflow() -> None:
+    """Every Airflow name reaches the package through version_compat (the trigger's base class from
+    ``airflow.triggers.base`` excepted, as in the official providers): one place to change per version."""
+    import ast
+    from pathlib import Path
+
+    import airflow_provider_workflowsoft
+
+    package = Path(airflow_provider_workflowsoft.__file__).parent
+    allowed = {"version_compat.py": None, "triggers/workflowsoft.py": {"airflow.triggers.base"}}
+    found: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix()
+        if name in allowed and allowed[name] is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = ([node.module] if isinstance(node, ast.ImportFrom) and node.module
+                       else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for module in modules:
+                if (module == "airflow" or module.startswith("airflow.")) and module not in (allowed.get(name) or ()):
+                    found.append(f"{name}:{node.lineno} imports {module}")
+    assert found == []
+
+
+class FakeTaskStateStore:
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def test_create_records_in_the_task_state_store_from_3_3_else_in_variables() -> None:
+    from airflow_provider_workflowsoft.records.creates import TASK_STATE_KEY, create_store_for
+    from airflow_provider_workflowsoft.records.stores import TaskStateStore, VariableStore
+    from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
+
+    ctx = fake_context("start", run_id="manual__1", dag_id="d")
+    store, key = create_store_for(ctx)
+    assert (type(store), key) == (VariableStore, "workflowsoft.create.d.manual__1.start.-1")
+    assert "airflow variables delete workflowsoft.create.d.manual__1.start.-1" in store.describe(key)
+
+    ctx["task_state_store"] = FakeTaskStateStore()
+    store, key = create_store_for(ctx)
+    if AIRFLOW_V_3_3_PLUS:
+        assert (type(store), key) == (TaskStateStore, TASK_STATE_KEY)
+        assert "/api/v2/dags/d/dagRuns/manual__1/taskInstances/start/state-store" in store.describe(key)
+    else:  # no such store before 3.3, whatever the context holds
+        assert (type(store), key) == (VariableStore, "workflowsoft.create.d.manual__1.start.-1")
+
+
+def test_event_trigger_base_says_which_airflow_it_needs() -> None:
+    from airflow_provider_workflowsoft import version_compat
+
+    if version_compat.AIRFLOW_V_3_0_PLUS:
+        assert version_compat.BaseEventTrigger.__name__ == "BaseEventTrigger"
+    else:
+        with pytest.raises(ImportError, match=r"needs Airflow 3\.0 or later; this is Airflow 2\.11"):
+            from airflow_provider_workflowsoft.version_compat import BaseEventTrigger  # noqa: F401

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.providers.common.compat.sdk import dag, task
 
 from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator
 

@@ -17,7 +17,7 @@ import logging
 import os
 from typing import Any
 
-from airflow.sdk import DAG, get_current_context, task
+from airflow.providers.common.compat.sdk import DAG, get_current_context, task
 
 from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftCompleteStepOperator,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag
+from airflow.providers.common.compat.sdk import dag
 
 from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftCompleteStepOperator,

@@ -154,7 +154,12 @@ class BatchEngine:
         self.op_kwargs = dict(op_kwargs or {})
         self.reclaim_after = reclaim_after
         self._pass_instance = _accepts_instance(python_callable)
-        self._lock = threading.Condition()
+        # One lock, two conditions: pollers wait for room (a slot under the bounds), the committer for
+        # answers. Each event wakes only whom it concerns: 32 threads woken on every event cost more CPU
+        # than the requests themselves.
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._answers = threading.Condition(self._lock)
         self._done: list[int | str] = []  # completed, done mark not written yet
         self._outstanding = 0  # submitted to the workers, not finished yet
 
@@ -220,7 +225,7 @@ class BatchEngine:
     def _finished_one(self, _future: concurrent.futures.Future[dict[str, Any]]) -> None:
         with self._lock:
             self._outstanding -= 1
-            self._lock.notify_all()  # a poller may poll again
+            self._room.notify()  # a poller may poll again
 
     def _collect(self, futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]],
                  report: dict[str, Any]) -> None:
@@ -309,7 +314,7 @@ class BatchEngine:
                             or self._outstanding + len(polled) + state["in_flight"] + state["committing"]
                             >= self.max_workers + self.pollers
                         ):
-                            self._lock.wait()
+                            self._room.wait()
                         if drain.finished or state["reserved"] >= self.max_instances:
                             return
                         state["reserved"] += 1
@@ -321,24 +326,29 @@ class BatchEngine:
                             state["in_flight"] -= 1
                             drain.finished, drain.reason = True, "a poll failed"
                             errors.append(error_text(exc))
+                            self._room.notify_all()
                         log.error("Polling integration step %s failed: %s", step, error_text(exc))
                         return
                     with self._lock:
                         state["in_flight"] -= 1
                         if drain.offer(found):
                             polled.append(normalise_instances([found])[0])
-                        self._lock.notify_all()
+                            self._answers.notify()
+                        elif drain.finished:
+                            self._room.notify_all()  # every poller may stop
+                        else:
+                            self._room.notify()
             finally:
                 with self._lock:
                     state["polling"] -= 1
-                    self._lock.notify_all()
+                    self._answers.notify()
 
         def commit_loop() -> None:
             claim_failed = False
             while True:
                 with self._lock:
                     while not polled and state["polling"] > 0:
-                        self._lock.wait()
+                        self._answers.wait()
                     if not polled:
                         return
                     batch, polled[:] = list(polled), []
@@ -352,13 +362,13 @@ class BatchEngine:
                         claim_failed = True
                         with self._lock:
                             drain.finished, drain.reason = True, "a claim write failed"
-                            self._lock.notify_all()
+                            self._room.notify_all()
                             errors.append(f"claiming instances {[i['IntegrationInstanceId'] for i in batch]} "
                                           f"failed: {error_text(exc)}")
                         log.error("Claiming integration instances failed: %s", error_text(exc))
                 with self._lock:
                     state["committing"] = 0
-                    self._lock.notify_all()  # the pollers may poll again
+                    self._room.notify(len(batch))  # as many pollers may poll again
                 for instance in batch:
                     submit(instance, False)
 

@@ -12,7 +12,8 @@ they created.
   and Redis as the broker (``WFS_REDIS_URL``, default ``redis://127.0.0.1:6379/0``); skipped with the reason
   when either is not reachable or ``apache-airflow-providers-celery`` / ``psycopg2`` is missing.
 
-The tests run only when ``WFS_DEPLOYMENT=1`` (``make test-deployment`` sets it): ``make test`` skips them.
+The embedded tests run in ``make test``; the distributed ones only when ``WFS_DEPLOYMENT=1``
+(``make test-deployment`` sets it).
 State is read straight from the metadata database (SQLAlchemy, no pool), Variables decrypted with the
 deployment's Fernet key; DAG runs are triggered and DAGs unpaused with the ``airflow`` CLI.
 """
@@ -49,11 +50,13 @@ ENABLED = os.environ.get("WFS_DEPLOYMENT") == "1"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The embedded deployment needs nothing but the venv: it runs in `make test`. The distributed one needs
+    # PostgreSQL and Redis: `make test-deployment` sets WFS_DEPLOYMENT=1 for it.
     if ENABLED:
         return
-    skip = pytest.mark.skip(reason="deployment test: set WFS_DEPLOYMENT=1 (make test-deployment) to run it")
+    skip = pytest.mark.skip(reason="distributed deployment test: set WFS_DEPLOYMENT=1 (make test-deployment)")
     for item in items:
-        if "deployment" in item.keywords:
+        if "deployment" in item.keywords and item.path.name == "test_distributed.py":
             item.add_marker(skip)
 
 
@@ -506,8 +509,6 @@ def deploy_emulator() -> Iterator[EmulatorServer]:
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory, deploy_emulator: EmulatorServer) -> Iterator[Deployment]:
     """LocalExecutor on SQLite: scheduler, dag-processor, triggerer and API server as separate processes."""
-    if not ENABLED:
-        pytest.skip("set WFS_DEPLOYMENT=1")
     base = tmp_path_factory.mktemp("embedded")
     home = base / "home"
     home.mkdir()

@@ -316,6 +316,7 @@ class BatchEngine:
                         ):
                             self._room.wait()
                         if drain.finished or state["reserved"] >= self.max_instances:
+                            self._room.notify_all()  # the pollers still waiting stop too
                             return
                         state["reserved"] += 1
                         state["in_flight"] += 1
@@ -334,6 +335,8 @@ class BatchEngine:
                         if drain.offer(found):
                             polled.append(normalise_instances([found])[0])
                             self._answers.notify()
+                            if drain.finished:  # the limit: every poller waiting for room may stop
+                                self._room.notify_all()
                         elif drain.finished:
                             self._room.notify_all()  # every poller may stop
                         else:

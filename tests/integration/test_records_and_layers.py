@@ -393,3 +393,16 @@ def test_event_trigger_base_says_which_airflow_it_needs() -> None:
     else:
         with pytest.raises(ImportError, match=r"needs Airflow 3\.0 or later; this is Airflow 2\.11"):
             from airflow_provider_workflowsoft.version_compat import BaseEventTrigger  # noqa: F401
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("max_unclaimed", [None, 1])
+def test_a_drain_ending_at_its_limit_releases_every_waiting_poller(emu, client, max_unclaimed) -> None:
+    # 16 pollers, most of them waiting for room, and a drain that ends at max_instances (not at an empty
+    # answer): every poller must be told, or the run never ends.
+    emu.create_instances(STEP, count=60)
+    engine = BatchEngine(client, lambda fields: {"Venue code": "V"}, integration_diagram_id=STEP, max_instances=40,
+                         max_workers=16, claims=ClaimsLedger(CONN, MemoryStore(), owner="o"),
+                         max_unclaimed=max_unclaimed)
+    report = engine.run()
+    assert len(report["succeeded"]) == 40 and report["received"] == 40

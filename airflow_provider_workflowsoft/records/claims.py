@@ -211,6 +211,19 @@ class ClaimsLedger:
 
     # -- what everyone holds -----------------------------------------------------------------------
 
+    def claimed_steps(self, instance_ids: Iterable[Any]) -> dict[int | str, Any]:
+        """The integration step of each instance's newest open claim, whoever holds it (for instances handed
+        over without their step, so that their new claim is offered again like the old one)."""
+        wanted = {str(_id(i)) for i in instance_ids}
+        newest: dict[str, tuple[str, Any]] = {}
+        with self._lock:
+            for record in self.read_all().values():
+                for iid, claim in record["claims"].items():
+                    at = str(claim.get("claimed_at") or "")
+                    if iid in wanted and claim.get("step") is not None and (iid not in newest or at > newest[iid][0]):
+                        newest[iid] = (at, claim["step"])
+        return {_id(iid): step for iid, (_at, step) in newest.items()}
+
     def read_all(self) -> dict[str, dict[str, Any]]:
         """Every claims record of this connection: one listing, then one read per record."""
         records: dict[str, dict[str, Any]] = {}
@@ -289,6 +302,13 @@ class ClaimsLedger:
             updated = parse_time(record.get("updated_at"))
             return lease is not None and updated is not None and now - updated >= lease
 
+        # Our own claims that someone else completed are resolved: dropped and written first, so that the
+        # done marks they rested on can go without ever leaving the claim unresolved in between.
+        resolved_own = [iid for iid in mine["claims"] if iid in done]
+        if resolved_own:
+            for iid in resolved_own:
+                mine["claims"].pop(iid)
+            self._write()
         # A claim is resolved when some record has it done, or when a newer claim of it exists elsewhere.
         newest: dict[str, tuple[str, str]] = {}
         for key, record in records.items():

@@ -278,7 +278,17 @@ class BatchEngine:
                 continue
             todo.append(instance)
         if self.claims is not None and todo:
-            self.claims.claim(self.integration_diagram_id, [{**i, "shared": True} for i in todo])
+            steps: dict[Any, Any] = {}
+            if self.integration_diagram_id is None:  # the step of each instance's existing claim
+                steps = self.claims.claimed_steps(i["IntegrationInstanceId"] for i in todo)
+            by_step: dict[Any, list[dict[str, Any]]] = {}
+            for instance in todo:
+                step = self.integration_diagram_id
+                if step is None:
+                    step = steps.get(instance["IntegrationInstanceId"])
+                by_step.setdefault(step, []).append({**instance, "shared": True})
+            for step, group in by_step.items():  # one write per step (usually one)
+                self.claims.claim(step, group)
         for instance in todo:
             submit(instance, True)
         return len(given)
@@ -332,8 +342,16 @@ class BatchEngine:
                         return
                     with self._lock:
                         state["in_flight"] -= 1
-                        if drain.offer(found):
-                            polled.append(normalise_instances([found])[0])
+                        try:
+                            taken = drain.offer(found)
+                            if taken:
+                                polled.append(normalise_instances([found])[0])
+                        except Exception as exc:  # an answer this client cannot read: stop, say why
+                            drain.finished, drain.reason = True, "an unreadable poll answer"
+                            errors.append(f"poll answer {found!r}: {error_text(exc)}")
+                            self._room.notify_all()
+                            return
+                        if taken:
                             self._answers.notify()
                             if drain.finished:  # the limit: every poller waiting for room may stop
                                 self._room.notify_all()
@@ -357,9 +375,10 @@ class BatchEngine:
                     batch, polled[:] = list(polled), []
                     done, self._done = self._done, []
                     state["committing"] = len(batch)
+                if self.claims is not None:
+                    self.claims.mark_done(done, write=False)  # memory only: written with the next write
                 if self.claims is not None and not claim_failed:
                     try:  # one write: every answer since the last one, plus the done marks waiting
-                        self.claims.mark_done(done, write=False)
                         self.claims.claim(step, batch)
                     except Exception as exc:  # still processed (they were handed out), but polling stops
                         claim_failed = True
@@ -379,7 +398,13 @@ class BatchEngine:
                    for i in range(self.pollers)]
         for thread in threads:
             thread.start()
-        commit_loop()
+        try:
+            commit_loop()
+        except BaseException:  # a task timeout or SIGTERM lands here: stop the pollers before leaving
+            with self._lock:
+                drain.finished, drain.reason = True, "the run was interrupted"
+                self._room.notify_all()
+            raise
         for thread in threads:
             thread.join()
         log.info("Drained %d integration instance(s) of step %s (stopped: %s)", len(drain.instances), step,

@@ -406,3 +406,46 @@ def test_a_drain_ending_at_its_limit_releases_every_waiting_poller(emu, client, 
                          max_unclaimed=max_unclaimed)
     report = engine.run()
     assert len(report["succeeded"]) == 40 and report["received"] == 40
+
+
+def test_a_claim_completed_elsewhere_stays_resolved_when_its_holder_runs_again() -> None:
+    # The sensor claims 5001 and closes; a mapped completion marks it done in its own record; the same
+    # sensor task instance runs again (a clear): its claim must go with the done mark, never be offered again.
+    store = MemoryStore()
+    sensor = ClaimsLedger(CONN, store, owner="d/r/wait/-1", clock=at(NOW))
+    sensor.claim(STEP, [{"IntegrationInstanceId": 5001, "ProcessInstanceId": 1}])
+    sensor.close()
+    completion = ClaimsLedger(CONN, store, owner="d/r/complete/0", clock=at(NOW))
+    completion.mark_done([5001], write=False)
+    completion.close()
+    again = ClaimsLedger(CONN, store, owner="d/r/wait/-1", clock=at(NOW))
+    assert again.prepare_drain(STEP, LEASE, 10) == ([], [])
+    later = ClaimsLedger(CONN, store, owner="d/r2/wait/-1", clock=at(NOW + 2 * LEASE))
+    assert later.prepare_drain(STEP, LEASE, 10) == ([], [])  # not offered again, ever
+    assert later.list_claims(STEP) == []
+
+
+def test_instances_handed_over_without_a_step_keep_the_step_of_their_claim(emu, client) -> None:
+    # instances=sensor.output and no step given: the worker's claim takes the sensor claim's step, so a
+    # failed instance is offered again after the lease like any other.
+    store = MemoryStore()
+    iid = int(emu.create_instances(STEP, count=1)[0]["IntegrationInstanceId"])
+    sensor = ClaimsLedger(CONN, store, owner="d/r/wait/-1", clock=at(NOW))
+    sensor.claim(STEP, [{"IntegrationInstanceId": iid, "ProcessInstanceId": 1}])
+    sensor.close()
+
+    def fail(fields: dict[str, Any]) -> None:
+        raise RuntimeError("refused")
+
+    worker = BatchEngine(client, fail, claims=ClaimsLedger(CONN, store, owner="d/r/work/-1",
+                                                           clock=at(NOW + dt.timedelta(seconds=1))))
+    report = worker.run([{"IntegrationInstanceId": iid}])
+    assert [f["IntegrationInstanceId"] for f in report["failed"]] == [iid]
+    # a reader within the lease tidies (the worker's newer claim replaces the sensor's)...
+    assert ClaimsLedger(CONN, store, owner="d/r1/wait/-1", clock=at(NOW + dt.timedelta(seconds=2))).prepare_drain(
+        STEP, LEASE, 10) == (
+        [], [iid])
+    # ...and after the lease the failed instance is offered again
+    offered, _skip = ClaimsLedger(CONN, store, owner="d/r2/wait/-1",
+                                  clock=at(NOW + 2 * LEASE)).prepare_drain(STEP, LEASE, 10)
+    assert [i["IntegrationInstanceId"] for i in offered] == [iid]

@@ -184,7 +184,10 @@ class WorkflowsoftHook(BaseHook):
     def config(self) -> ClientConfig:
         """The client settings read from the connection."""
         conn = self.get_connection(self.workflowsoft_conn_id)
-        config = config_from_connection(conn, **self._client_options)
+        try:
+            config = config_from_connection(conn, **self._client_options)
+        except AttributeError as exc:  # not hidden behind __getattr__ as "no attribute 'config'"
+            raise RuntimeError(f"Reading the connection {self.workflowsoft_conn_id!r} failed: {exc}") from exc
         for secret in config.secrets():
             mask_secret(secret)
         return config

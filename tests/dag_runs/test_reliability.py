@@ -440,7 +440,7 @@ def test_token_expiry_mid_run_is_no_failure(home: Home) -> None:
 
         def expire_now_and_then() -> None:
             nonlocal expiries
-            while not stop.wait(1.5):
+            while not stop.wait(0.5):
                 emulator.expire_tokens()
                 expiries += 1
 

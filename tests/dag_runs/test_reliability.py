@@ -447,7 +447,7 @@ def test_token_expiry_mid_run_is_no_failure(home: Home) -> None:
         timer = threading.Thread(target=expire_now_and_then, daemon=True)
         timer.start()
         try:
-            # A 5 s lifetime, renewed by the client before it runs out, and every token revoked every 1.5 s.
+            # A 5 s lifetime, renewed by the client before it runs out, and every token revoked every 0.5 s.
             result = home.run("reliability_process", admin_conn(emulator, lifetime=5), conf={"max_instances": 12})
         finally:
             stop.set()

@@ -33,7 +33,8 @@ test-browser: install
 # Airflow's real components in a distributed deployment: CeleryExecutor with Redis, a fresh PostgreSQL database
 # (WFS_PG_URL, WFS_REDIS_URL), two Celery workers. The embedded one (LocalExecutor, SQLite) runs in `make test`.
 test-deployment: install
-	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-celery psycopg2-binary asyncpg "celery[redis]<5.7"
+	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-celery apache-airflow-providers-postgres \
+		psycopg2-binary "psycopg[binary]" asyncpg "celery[redis]<5.7"
 	WFS_DEPLOYMENT=1 $(PY) -m pytest -q -m deployment tests/deployment/test_distributed.py
 
 # Unit, integration, emulator and `airflow dags test` suites on Airflow 2.11 (no browser: the 2.11 UI is

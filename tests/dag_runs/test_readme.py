@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,21 +38,8 @@ def test_readme_links_exist() -> None:
 @pytest.mark.airflow
 @needs_airflow_3_readme
 def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "readme_first_dag.py").write_text(_python_block("## A first DAG"))
-    with EmulatorServer() as emulator:
-        created = emulator.create_instances(11, count=3, values={"Event name": "Data Summit"})
-        result = run_dag("enrich_events", emulator=emulator, dags_folder=dags)
-        assert_dag_succeeded(result)
-        state = emulator.snapshot()
-
-    by_id = {i["IntegrationInstanceId"]: i for i in state["instances"]}
-    for instance in created:
-        done = by_id[instance["IntegrationInstanceId"]]
-        assert done["status"] == "completed"
-        assert done["fields"]["Venue code"] == "HALL-DAT"
-        assert done["fields"]["Event exists"] is True
+    state = _run_readme_dag(tmp_path, run_dag, _python_block("## A first DAG"), "enrich_events",
+                            count=3, event_name="Data Summit", venue_code="HALL-DAT")
     started = [p for p in state["processes"] if p["source"] == "api"]
     assert [(p["process_diagram_id"], p["created_by"]) for p in started] == [(2, 1)]
     assert [(t["title"].startswith("Events enriched for "), t["assigned_user_id"], t["created_by"])
@@ -61,21 +49,31 @@ def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> 
 @pytest.mark.airflow
 @needs_airflow_3_readme
 def test_batch_worker_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    (dags / "readme_batch_dag.py").write_text(
+    source = (
         _python_block("## Bursts: the batch worker")
         + "\n\nimport pendulum\nfrom airflow.sdk import dag\n\n\n"
         + "@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)\n"
         + "def readme_batch():\n    enrich()\n\n\nreadme_batch()\n"
     )
+    _run_readme_dag(tmp_path, run_dag, source, "readme_batch", count=12, event_name="Workshop day",
+                    venue_code="HALL-WOR")
+
+
+def _run_readme_dag(tmp_path: Path, run_dag: RunDag, source: str, dag_id: str, *, count: int, event_name: str,
+                    venue_code: str) -> dict[str, Any]:
+    """Run a DAG made of a README block against a fresh emulator; assert every instance was completed with
+    the values the README's function computes; return the emulator's final state."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / f"{dag_id}.py").write_text(source)
     with EmulatorServer() as emulator:
-        created = emulator.create_instances(11, count=12, values={"Event name": "Workshop day"})
-        result = run_dag("readme_batch", emulator=emulator, dags_folder=dags)
+        created = emulator.create_instances(11, count=count, values={"Event name": event_name})
+        result = run_dag(dag_id, emulator=emulator, dags_folder=dags)
         assert_dag_succeeded(result)
         state = emulator.snapshot()
     by_id = {i["IntegrationInstanceId"]: i for i in state["instances"]}
     for instance in created:
         done = by_id[instance["IntegrationInstanceId"]]
         assert done["status"] == "completed"
-        assert (done["fields"]["Venue code"], done["fields"]["Event exists"]) == ("HALL-WOR", True)
+        assert (done["fields"]["Venue code"], done["fields"]["Event exists"]) == (venue_code, True)
+    return state  # type: ignore[no-any-return]

@@ -39,6 +39,13 @@ def _airflow_version() -> tuple[int, int, int]:
     return version.major, version.minor, version.micro
 
 
+def airflow_version() -> str:
+    """The running Airflow's version, for messages that name the version a feature needs."""
+    from airflow import __version__
+
+    return str(__version__)
+
+
 AIRFLOW_V_3_0_PLUS: bool = _airflow_version() >= (3, 0, 0)
 AIRFLOW_V_3_3_PLUS: bool = _airflow_version() >= (3, 3, 0)
 AIRFLOW_V_3_4_PLUS: bool = _airflow_version() >= (3, 4, 0)

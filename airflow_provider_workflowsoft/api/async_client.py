@@ -179,6 +179,21 @@ class AsyncWorkflowsoftClient(ClientCore):
         data = await self.request(protocol.call_poll_new_integration(integration_diagram_id))
         return protocol.normalise_poll(data)
 
+    async def find_integration_step_id(self, process_diagram_name: str, integration_step_name: str) -> int:
+        """The id of the integration step titled ``integration_step_name`` in the process diagram titled
+        ``process_diagram_name`` (case-insensitive, one match each: the sync client's rule)."""
+        call = protocol.call_list_process_diagrams(process_diagram_name, 100)
+        items = protocol.unwrap_list(await self.request(call), "process diagrams", call.method, call.path)
+        found = [protocol.normalise_object(item, call.method, call.path) for item in items]
+        diagram = protocol.one_by_title(found, process_diagram_name, "process diagram",
+                                        "among the diagrams matching the search")
+        call = protocol.call_list_integration_steps(diagram["Id"])
+        items = protocol.unwrap_list(await self.request(call), "integration steps", call.method, call.path)
+        steps = [protocol.normalise_object(item, call.method, call.path) for item in items]
+        step = protocol.one_by_title(steps, integration_step_name, "integration step",
+                                     f"in process diagram {diagram['Id']}")
+        return int(step["Id"])
+
     async def get_fields(self, integration_instance_id: Any) -> list[Field]:
         """The fields of an integration instance, values parsed by type."""
         data = await self.request(protocol.call_get_fields(integration_instance_id))

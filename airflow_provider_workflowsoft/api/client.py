@@ -214,12 +214,12 @@ class WorkflowsoftClient(ClientCore):
     def find_process_diagram(self, name: str) -> dict[str, Any]:
         """The one process diagram titled ``name`` (case-insensitive)."""
         found = self.list_process_diagrams(search_term=name, limit=100)
-        return _one_by_title(found, name, "process diagram", "among the diagrams matching the search")
+        return protocol.one_by_title(found, name, "process diagram", "among the diagrams matching the search")
 
     def find_integration_step(self, process_diagram_id: int | str, name: str) -> dict[str, Any]:
         """The one integration step titled ``name`` (case-insensitive) in a process diagram."""
         found = self.list_integration_steps(process_diagram_id)
-        return _one_by_title(found, name, "integration step", f"in process diagram {process_diagram_id}")
+        return protocol.one_by_title(found, name, "integration step", f"in process diagram {process_diagram_id}")
 
     # -- integration instances ----------------------------------------------------------------------
 
@@ -431,21 +431,6 @@ class WorkflowsoftClient(ClientCore):
 
 def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _one_by_title(items: list[dict[str, Any]], name: str, what: str, where: str) -> dict[str, Any]:
-    if not isinstance(name, str) or not name.strip():
-        raise WorkflowsoftLookupError(f"Cannot look up a {what}: the name {name!r} is empty")
-    folded = name.strip().casefold()
-    matches = [item for item in items if str(item.get("Title", "")).strip().casefold() == folded]
-    if len(matches) == 1:
-        return matches[0]
-    titles = ", ".join(f"{i.get('Title')!r} (Id {i.get('Id')})" for i in items[:20]) or "none"
-    if not matches:
-        raise WorkflowsoftLookupError(f"No {what} titled {name!r} {where}; found: {titles}", items)
-    raise WorkflowsoftLookupError(
-        f"{len(matches)} {what}s are titled {name!r} {where}; use the id instead: {titles}", matches
-    )
 
 
 def _written(fields: list[Field], wire: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftConnectionError,
     WorkflowsoftError,
     WorkflowsoftInputError,
+    WorkflowsoftLookupError,
     WorkflowsoftResponseError,
     WorkflowsoftUnknownOutcomeError,
     status_error,
@@ -658,3 +659,19 @@ def decode_answer(call: Call, answer: Answer, redact_text: Callable[[str], str])
     if answer.status == 204:
         return None
     return decode_json(answer.text, answer.content_type, call.method, call.path)
+
+
+def one_by_title(items: list[dict[str, Any]], name: str, what: str, where: str) -> dict[str, Any]:
+    """The one item titled ``name`` (case-insensitive), else a lookup error naming what was found."""
+    if not isinstance(name, str) or not name.strip():
+        raise WorkflowsoftLookupError(f"Cannot look up a {what}: the name {name!r} is empty")
+    folded = name.strip().casefold()
+    matches = [item for item in items if str(item.get("Title", "")).strip().casefold() == folded]
+    if len(matches) == 1:
+        return matches[0]
+    titles = ", ".join(f"{i.get('Title')!r} (Id {i.get('Id')})" for i in items[:20]) or "none"
+    if not matches:
+        raise WorkflowsoftLookupError(f"No {what} titled {name!r} {where}; found: {titles}", items)
+    raise WorkflowsoftLookupError(
+        f"{len(matches)} {what}s are titled {name!r} {where}; use the id instead: {titles}", matches
+    )

@@ -97,6 +97,8 @@ class ClaimsLedger:
     :param store: where records live (Airflow Variables by default)
     :param owner: the task instance writing (see :func:`~.naming.owner_from_context`)
     :param clock: the current time (tests inject one)
+    :param own_store: where this owner's own record lives when not among the others' (an asset watcher keeps
+        it in its Asset's state store); the others' records are always read from ``store``
     """
 
     def __init__(
@@ -106,9 +108,11 @@ class ClaimsLedger:
         *,
         owner: str = "",
         clock: Callable[[], dt.datetime] = _now,
+        own_store: KeyValueStore | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.store: KeyValueStore = store if store is not None else VariableStore()
+        self.own_store: KeyValueStore = own_store if own_store is not None else self.store
         self.owner = owner
         self.clock = clock
         self.prefix = naming.claims_prefix(conn_id)
@@ -121,7 +125,7 @@ class ClaimsLedger:
 
     def _own(self) -> dict[str, Any]:
         if self._mine is None:
-            raw = self.store.get(self.key)
+            raw = self.own_store.get(self.key)
             self._stored = isinstance(raw, dict)
             self._mine = _record(raw, self.owner)
             self._mine["owner"] = self.owner
@@ -133,11 +137,11 @@ class ClaimsLedger:
         mine = self._own()
         if not mine["claims"] and not mine["done"]:
             if self._stored:
-                self.store.delete(self.key)
+                self.own_store.delete(self.key)
                 self._stored = False
             return
         mine["updated_at"] = _iso(self.clock())
-        self.store.set(self.key, mine)
+        self.own_store.set(self.key, mine)
         self._stored = True
 
     def own_claim(self, instance_id: Any) -> dict[str, Any] | None:
@@ -234,10 +238,13 @@ class ClaimsLedger:
             raw = self.store.get(key)
             if isinstance(raw, dict):
                 records[key] = _record(raw)
+        if self.own_store is not self.store:  # our record is not among the listed ones
+            records[self.key] = self._own()
         return records
 
     def prepare_drain(
-        self, integration_diagram_id: Any, reclaim_after: dt.timedelta | None, limit: int
+        self, integration_diagram_id: Any, reclaim_after: dt.timedelta | None, limit: int,
+        *, own_at_once: bool = True,
     ) -> tuple[list[dict[str, Any]], list[int | str]]:
         """Before polling a step: the instances to offer again and the ids to leave alone.
 
@@ -245,6 +252,10 @@ class ClaimsLedger:
         other records' open claims older than ``reclaim_after``; they are claimed by this task instance in
         one write before this returns. Left alone: open claims other runs hold within their lease. Records
         whose claims are all resolved are tidied on the way.
+
+        ``own_at_once=False`` (an asset watcher, whose own claims are handed to DAG runs it cannot see): its
+        own open claims are offered again only once their lease is over, like anyone else's, and are left
+        alone until then.
         """
         with self._lock:
             records = self.read_all()
@@ -263,7 +274,11 @@ class ClaimsLedger:
             skip: list[int | str] = []
             step = str(integration_diagram_id)
             for iid, claim in mine["claims"].items():
-                if str(claim.get("step")) == step and iid not in done and len(offered) < limit:
+                if str(claim.get("step")) != step or iid in done:
+                    continue
+                if not own_at_once and not (reclaim_after is not None and now - latest[iid] >= reclaim_after):
+                    skip.append(_id(iid))  # handed to a run within its lease
+                elif len(offered) < limit:
                     offered.append({**_instance(iid, claim, reclaimed=True), "offers": claim.get("offers", 1),
                                     "first_claimed_at": claim.get("first_claimed_at")})
             held = {i["IntegrationInstanceId"] for i in offered}

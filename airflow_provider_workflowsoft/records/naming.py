@@ -32,10 +32,22 @@ def owner_from_context(context: Any) -> str:
     return owner_name(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
 
 
+#: How an asset watcher's owner name starts (its claims live in its Asset's state store).
+WATCHER = "asset-watcher:"
+
+
+def watcher_owner(asset_uri: str) -> str:
+    """The owner name of the asset watcher of an integration step's Asset: ``asset-watcher:<uri>``."""
+    return WATCHER + asset_uri
+
+
 def owner_key(owner: str) -> str:
-    """A short, stable, key-safe form of an owner name: ``<dag>.<task>.<map index>.<hash>``."""
-    parts = owner.split("/")
+    """A short, stable, key-safe form of an owner name: ``<dag>.<task>.<map index>.<hash>`` for a task
+    instance, ``asset-watcher.<hash>`` for an asset watcher."""
     digest = hashlib.sha1(owner.encode()).hexdigest()[:12]
+    if owner.startswith(WATCHER):
+        return f"asset-watcher.{digest}"
+    parts = owner.split("/")
     if len(parts) == 4:
         dag_id, _run_id, task_id, map_index = parts
         return f"{safe(dag_id, 40)}.{safe(task_id, 40)}.{safe(map_index, 8)}.{digest}"

@@ -2,6 +2,7 @@
 
 * :class:`VariableStore` - Airflow Variables (every supported Airflow; listable by key prefix);
 * :class:`TaskStateStore` - Airflow 3.3's ``task_state_store`` of the running task instance;
+* :class:`AssetStateStore` - Airflow 3.3's per-Asset store, where an asset watcher keeps its claims;
 * :class:`MemoryStore` - in memory (tests, scripts without Airflow);
 * :class:`CountingStore` - wraps another store and counts its round trips (tests and benchmarks).
 
@@ -92,6 +93,36 @@ class TaskStateStore:
             f"the task-state key {key!r} of this task instance ({self.where}/{key}: DELETE it with Airflow's "
             "REST API; on Airflow 3.3 clearing the task keeps it, from 3.4 a clear drops it)"
         )
+
+
+class AssetStateStore:
+    """Airflow 3.3's per-Asset store, as an asset watcher's trigger gets it (``self.asset_state_store``):
+    kept across runs and restarts of the triggerer, gone when no DAG references the Asset any more. An
+    asset watcher keeps its claims record here.
+
+    :param accessor: the accessor of one Asset (``get``/``set``/``delete``)
+    :param asset_name: the Asset's name (for error messages)
+    """
+
+    def __init__(self, accessor: Any, asset_name: str = "") -> None:
+        self.accessor = accessor
+        self.asset_name = asset_name
+
+    def get(self, key: str) -> Any:
+        return self.accessor.get(key, None)
+
+    def set(self, key: str, value: Any) -> None:
+        self.accessor.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self.accessor.delete(key)
+
+    def keys(self, prefix: str) -> list[str]:  # pragma: no cover - the watcher's record is read by its key
+        raise NotImplementedError("Airflow's asset state store cannot list keys from a trigger")
+
+    def describe(self, key: str) -> str:
+        return (f"the state-store key {key!r} of the Asset {self.asset_name!r} (Airflow's REST API: "
+                "/api/v2/assets/{asset id}/state-store)")
 
 
 class MemoryStore:

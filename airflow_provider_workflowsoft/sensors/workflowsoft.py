@@ -7,7 +7,9 @@ Reliability rules (the claims, :class:`~airflow_provider_workflowsoft.records.cl
   once, so a run that dies afterwards must not lose it;
 * before polling, claims of this step that are older than ``reclaim_after`` and not done are offered
   again (they count in ``max_instances``), and so are this task instance's own claims from an earlier try;
-* instances that another run claimed within its lease are not taken again when a server repeats them.
+* instances that another run claimed within its lease are not taken again when a server repeats them;
+* deferred, the trigger claims each instance in this task instance's record as soon as it is polled
+  (Airflow 3.3+), so a triggerer killed between a poll and its event loses nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
     BaseSensorOperator,
@@ -210,6 +213,10 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                 poll_interval=float(self.poke_interval),
                 max_consecutive_failures=self.max_consecutive_failures,
                 skip_ids=list(self._skip_ids),
+                # The trigger claims what it polls in this task instance's record before its event:
+                # a triggerer killed in between loses nothing (the trigger, run again, offers them first).
+                claims_owner=naming.owner_from_context(context) or None,
+                reclaim_after=lease.total_seconds() if (lease := self._lease) is not None else None,
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=float(timeout)) if timeout is not None else None,

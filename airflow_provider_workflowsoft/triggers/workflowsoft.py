@@ -8,27 +8,96 @@ after ``max_consecutive_failures`` failed rounds in a row, or at once for errors
 (refused credentials, unknown integration step).
 
 Instances already received are never dropped: when polling or reading fields fails after some were
-received, the event carries them (without fields; the sensor reads those itself).
+received, the event carries them (without fields; the sensor reads those itself). With ``claims_owner``
+(the deferred sensor's task instance; Airflow 3.3+, whose triggerer serves Variables to triggers) every
+instance is claimed in that task instance's claims record as soon as it is polled, before the event:
+a triggerer killed in between loses nothing, and the trigger, run again, offers those claims first.
+
+``WorkflowsoftIntegrationEventTrigger`` is the asset watcher's trigger (event-driven scheduling, see
+:mod:`airflow_provider_workflowsoft.assets.workflowsoft`): it polls forever, claims what it receives in its
+Asset's state store, and fires one event (one asset event, one DAG run's worth) per drain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import warnings
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import BaseEventTrigger as _EventTriggerBase
+else:
+    try:  # Airflow 3: asset watchers
+        from airflow.triggers.base import BaseEventTrigger as _EventTriggerBase
+    except ImportError:  # Airflow 2: no asset watchers; integration_step_asset says which Airflow is needed
+        _EventTriggerBase = BaseTrigger
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 
 log = logging.getLogger(__name__)
 
 CLASSPATH = "airflow_provider_workflowsoft.triggers.workflowsoft.WorkflowsoftIntegrationTrigger"
+EVENT_CLASSPATH = "airflow_provider_workflowsoft.triggers.workflowsoft.WorkflowsoftIntegrationEventTrigger"
+
+
+class RecordsUnavailableError(OSError):
+    """The claims records could not be read or written (a transient fault: the round is retried)."""
+
+
+async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a records call (synchronous round trips to Airflow) off the event loop; its failure becomes
+    :class:`RecordsUnavailableError`."""
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except Exception as exc:
+        raise RecordsUnavailableError(f"the claims records could not be read or written: {exc}") from exc
+
+
+async def drain_and_claim(
+    client: Any,
+    step: Any,
+    drain: Drain,
+    claims: ClaimsLedger | None,
+) -> None:
+    """Poll ``step`` until ``drain`` finishes, claiming each instance it takes before the next poll.
+
+    The claims record is written in a worker thread (the store's calls are synchronous round trips to
+    Airflow; the triggerer serves them from any thread). An exception leaves ``drain.instances`` holding
+    every instance received so far; each is claimed, except the last one when its claim write failed
+    (:class:`RecordsUnavailableError`): the caller still hands it over.
+    """
+    while not drain.finished:
+        instance = await client.poll_new_integration(step)
+        if drain.offer(instance) and claims is not None:
+            assert instance is not None
+            await in_thread(claims.claim, step, [instance])
+
+
+async def async_client(
+    conn_id: str, client_options: dict[str, Any], client_factory: Callable[[Any], Any] | None
+) -> Any:
+    """The async client of a connection, read with the triggerer's async-safe calls."""
+    from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+
+    hook = WorkflowsoftHook(conn_id, client_options=client_options)
+    if client_factory is not None:  # tests inject a transport
+        from airflow_provider_workflowsoft.hooks.workflowsoft import config_from_connection
+        from airflow_provider_workflowsoft.version_compat import aconnection_extras, aget_connection
+
+        conn = await aget_connection(conn_id)
+        return client_factory(
+            config_from_connection(conn, extras=await aconnection_extras(conn), **client_options)
+        )
+    return await hook.get_async_client()
 
 
 class WorkflowsoftIntegrationTrigger(BaseTrigger):
@@ -52,6 +121,11 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
     :param client_options: :class:`~airflow_provider_workflowsoft.api.client.ClientConfig` fields that win over
         the connection (JSON-safe values)
     :param failure_backoff_max: the longest wait, in seconds, between failed rounds
+    :param claims_owner: the deferred task instance (``dag/run/task/map index``) whose claims record the
+        trigger writes: each instance is claimed before the event, and that record's open claims of the step
+        are offered first (Airflow 3.3+; ``None``: the sensor claims in ``execute_complete``)
+    :param reclaim_after: with ``claims_owner``, the claims' lease in seconds (other runs' claims older
+        than this are offered again)
     """
 
     def __init__(
@@ -67,6 +141,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         failure_backoff_max: float = 300.0,
         conn_id: str | None = None,
         integration_diagram_id: int | None = None,
+        claims_owner: str | None = None,
+        reclaim_after: float | None = None,
     ) -> None:
         super().__init__()
         for old, new in (("conn_id", "workflowsoft_conn_id"), ("integration_diagram_id", "integration_step_id")):
@@ -85,8 +161,12 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         self.skip_ids = list(skip_ids or [])
         self.client_options = dict(client_options or {})
         self.failure_backoff_max = float(failure_backoff_max)
+        self.claims_owner = claims_owner
+        self.reclaim_after = None if reclaim_after is None else float(reclaim_after)
         #: built by ``run()``; tests replace it to inject a transport
         self.client_factory: Callable[[Any], Any] | None = None
+        #: where the claims records live (``None``: Airflow Variables); tests inject a store
+        self.claims_store: Any = None
         self.sleep: Callable[[float], Any] = asyncio.sleep
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -102,6 +182,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                 "skip_ids": list(self.skip_ids),
                 "client_options": dict(self.client_options),
                 "failure_backoff_max": self.failure_backoff_max,
+                "claims_owner": self.claims_owner,
+                "reclaim_after": self.reclaim_after,
             },
         )
 
@@ -116,35 +198,49 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         return self.workflowsoft_conn_id
 
     async def _client(self) -> Any:
-        from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
-
-        hook = WorkflowsoftHook(self.workflowsoft_conn_id, client_options=self.client_options)
-        if self.client_factory is not None:  # tests inject a transport
-            from airflow_provider_workflowsoft.hooks.workflowsoft import config_from_connection
-            from airflow_provider_workflowsoft.version_compat import aconnection_extras, aget_connection
-
-            conn = await aget_connection(self.workflowsoft_conn_id)
-            return self.client_factory(
-                config_from_connection(conn, extras=await aconnection_extras(conn), **self.client_options)
-            )
-        return await hook.get_async_client()
+        return await async_client(self.workflowsoft_conn_id, self.client_options, self.client_factory)
 
     def _failure_wait(self, failures: int) -> float:
         return min(self.failure_backoff_max, max(self.poll_interval, 1.0) * (2 ** (failures - 1)))
+
+    def _claims(self) -> ClaimsLedger | None:
+        """The deferred task instance's claims ledger, when the trigger keeps claims."""
+        if self.claims_owner is None:
+            return None
+        if self.claims_store is None:
+            from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
+
+            if not AIRFLOW_V_3_3_PLUS:  # older triggerers do not serve Variables to triggers
+                return None
+        return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=self.claims_owner)
+
+    async def _start_drain(self, claims: ClaimsLedger | None, received: list[dict[str, Any]]) -> Drain:
+        """The drain of one round: what is already received, then (with claims) this task instance's open
+        claims and expired claims of others, leaving alone what other runs hold."""
+        skip = list(self.skip_ids)
+        taken = list(received)
+        if claims is not None and not received:
+            lease = None if self.reclaim_after is None else dt.timedelta(seconds=self.reclaim_after)
+            offered, held = await in_thread(claims.prepare_drain, self.integration_step_id, lease, self.max_instances)
+            taken = offered
+            skip += [i for i in held if i not in skip]
+        return Drain(self.max_instances, taken=taken, skip=skip)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:  # type: ignore[override]
         received: list[dict[str, Any]] = []  # kept across failed rounds: never drop a handed-out instance
         failures = 0
         client = None
+        claims = self._claims()
         try:
             while True:
+                drain: Drain | None = None
                 try:
                     if client is None:
                         client = await self._client()
-                    drain = Drain(self.max_instances, taken=received, skip=self.skip_ids)
-                    while not drain.finished:
-                        if drain.offer(await client.poll_new_integration(self.integration_step_id)):
-                            received = drain.instances
+                    drain = await self._start_drain(claims, received)
+                    received = drain.instances
+                    await drain_and_claim(client, self.integration_step_id, drain, claims)
+                    received = drain.instances
                     if self.fetch_fields:
                         for instance in received:
                             if "fields" not in instance:
@@ -157,6 +253,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                     return
                 except (TimeoutError, WorkflowsoftError, OSError) as exc:
                     failures += 1
+                    if drain is not None:
+                        received = drain.instances
                     if received:
                         log.warning("Reading new integration instances failed (%s); handing over the %d received",
                                     exc, len(received))
@@ -186,4 +284,195 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         return {"status": "error", "message": message, "instances": received}
 
 
-__all__ = ["Drain", "WorkflowsoftIntegrationTrigger"]
+class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
+    """The asset watcher of an integration step: fires one event per drain of new integration instances.
+
+    Built by :func:`~airflow_provider_workflowsoft.assets.workflowsoft.integration_step_asset`; each event
+    becomes an asset event of the step's Asset and starts (or joins) a run of the DAGs scheduled on it.
+    Event payload: ``{"status": "success", "integration_step_id", "asset_uri", "instances": [{
+    "IntegrationInstanceId", "ProcessInstanceId", "fields"?, "reclaimed"?}, ...]}``; read it with
+    :func:`~airflow_provider_workflowsoft.assets.workflowsoft.instances_from_events`.
+
+    Nothing is lost between the poll and the run: each instance is claimed in the watcher's claims record
+    (the Asset's state store on Airflow 3.3) before the next poll and before the event. The run's
+    completion marks it done in the same records as the sensor path; a claim not done within
+    ``reclaim_after`` (the run failed, or the triggerer died before the event was stored) is offered again
+    in a later event, marked ``"reclaimed": True``. A watcher restarted by the triggerer reads its record
+    back and leaves alone what it handed out within the lease: no instance is handed out twice.
+
+    It never fires an error event (an asset event means "instances arrived"): faults are retried with
+    backoff forever and logged; refused credentials or an unknown step are logged as errors and retried
+    every ``failure_backoff_max`` seconds, so a fixed connection heals the watcher.
+
+    :param integration_step_id: the integration step to poll
+    :param process_diagram_name: with ``integration_step_name``, the step by name (looked up in the triggerer)
+    :param integration_step_name: the integration step's title in that process diagram
+    :param workflowsoft_conn_id: the Workflowsoft connection id
+    :param max_instances: the most instances one event carries
+    :param poll_interval: seconds between polls when nothing is new
+    :param reclaim_after: the claims' lease, in seconds
+    :param fetch_fields: also read each instance's fields into ``"fields"`` (after it is claimed)
+    :param asset_uri: the URI of the Asset this trigger watches (names its claims record)
+    :param client_options: :class:`~airflow_provider_workflowsoft.api.client.ClientConfig` fields that win over
+        the connection (JSON-safe values)
+    :param failure_backoff_max: the longest wait, in seconds, between failed rounds
+    """
+
+    def __init__(
+        self,
+        integration_step_id: int | None = None,
+        *,
+        process_diagram_name: str | None = None,
+        integration_step_name: str | None = None,
+        workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
+        max_instances: int = 100,
+        poll_interval: float = 30.0,
+        reclaim_after: float = 3600.0,
+        fetch_fields: bool = False,
+        asset_uri: str = "",
+        client_options: dict[str, Any] | None = None,
+        failure_backoff_max: float = 300.0,
+    ) -> None:
+        super().__init__()
+        if integration_step_id is None and not (process_diagram_name and integration_step_name):
+            raise WorkflowsoftInputError("WorkflowsoftIntegrationEventTrigger needs integration_step_id, or "
+                                         "process_diagram_name and integration_step_name")
+        self.integration_step_id = integration_step_id
+        self.process_diagram_name = process_diagram_name
+        self.integration_step_name = integration_step_name
+        self.workflowsoft_conn_id = workflowsoft_conn_id
+        self.max_instances = max(1, int(max_instances))
+        self.poll_interval = float(poll_interval)
+        self.reclaim_after = float(reclaim_after)
+        self.fetch_fields = bool(fetch_fields)
+        self.asset_uri = asset_uri
+        self.client_options = dict(client_options or {})
+        self.failure_backoff_max = float(failure_backoff_max)
+        #: tests replace these (a transport, stores, the clock of waits)
+        self.client_factory: Callable[[Any], Any] | None = None
+        self.claims_store: Any = None
+        self.own_store: Any = None
+        self.sleep: Callable[[float], Any] = asyncio.sleep
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            EVENT_CLASSPATH,
+            {
+                "integration_step_id": self.integration_step_id,
+                "process_diagram_name": self.process_diagram_name,
+                "integration_step_name": self.integration_step_name,
+                "workflowsoft_conn_id": self.workflowsoft_conn_id,
+                "max_instances": self.max_instances,
+                "poll_interval": self.poll_interval,
+                "reclaim_after": self.reclaim_after,
+                "fetch_fields": self.fetch_fields,
+                "asset_uri": self.asset_uri,
+                "client_options": dict(self.client_options),
+                "failure_backoff_max": self.failure_backoff_max,
+            },
+        )
+
+    async def _client(self) -> Any:
+        return await async_client(self.workflowsoft_conn_id, self.client_options, self.client_factory)
+
+    def _own_store(self) -> Any:
+        """Where the watcher's own claims record lives: its Asset's state store (Airflow 3.3), else with
+        the others in Variables."""
+        if self.own_store is not None:
+            return self.own_store
+        from airflow_provider_workflowsoft.records.stores import AssetStateStore
+
+        accessors = getattr(self, "asset_state_store", None)
+        if accessors is None:
+            return None
+        try:
+            from airflow.sdk import Asset
+
+            accessor = accessors[Asset(name=self.asset_uri, uri=self.asset_uri)]
+        except (KeyError, TypeError, ImportError):
+            accessor = accessors  # one watched Asset: the accessors act as its accessor
+        return AssetStateStore(accessor, self.asset_uri)
+
+    def _claims(self) -> ClaimsLedger:
+        from airflow_provider_workflowsoft.records import naming
+
+        return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=naming.watcher_owner(self.asset_uri),
+                            own_store=self._own_store())
+
+    async def _step(self, client: Any) -> Any:
+        if self.integration_step_id is None:
+            self.integration_step_id = await client.find_integration_step_id(
+                str(self.process_diagram_name), str(self.integration_step_name))
+            log.info("Integration step %r of %r is %s", self.integration_step_name, self.process_diagram_name,
+                     self.integration_step_id)
+        return self.integration_step_id
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:  # type: ignore[override]
+        failures = 0
+        client = None
+        claims = self._claims()
+        lease = dt.timedelta(seconds=self.reclaim_after)
+        try:
+            while True:
+                drain: Drain | None = None
+                step = self.integration_step_id
+                try:
+                    if client is None:
+                        client = await self._client()
+                    step = await self._step(client)
+                    offered, held = await in_thread(claims.prepare_drain, step, lease, self.max_instances,
+                                                    own_at_once=False)
+                    drain = Drain(self.max_instances, taken=offered, skip=held)
+                    try:
+                        await drain_and_claim(client, step, drain, claims)
+                    finally:
+                        if drain.instances and self.fetch_fields:
+                            await self._read_fields(client, drain.instances)
+                    failures = 0
+                except WorkflowsoftInputError as exc:
+                    log.error("Watching integration step %s: %s; trying again in %.0f s (fix the connection "
+                              "or the step)", step, exc, self.failure_backoff_max)
+                    if drain is not None and drain.instances:
+                        yield TriggerEvent(self._payload(step, drain.instances))
+                    if client is not None:
+                        await client.aclose()
+                        client = None  # the connection is read again
+                    await self.sleep(self.failure_backoff_max)
+                    continue
+                except (TimeoutError, WorkflowsoftError, OSError) as exc:
+                    failures += 1
+                    wait = min(self.failure_backoff_max, max(self.poll_interval, 1.0) * (2 ** min(failures - 1, 16)))
+                    log.warning("Watching integration step %s: a round failed (%s); attempt %d, next in %.1f s",
+                                step, exc, failures, wait)
+                    if drain is not None and drain.instances:  # each of them is claimed: hand them over
+                        yield TriggerEvent(self._payload(step, drain.instances))
+                    await self.sleep(wait)
+                    continue
+                if drain.instances:
+                    log.info("Handing %d integration instance(s) of step %s to a DAG run (drain stopped: %s): %s",
+                             len(drain.instances), step, drain.reason or "limit",
+                             [i["IntegrationInstanceId"] for i in drain.instances])
+                    yield TriggerEvent(self._payload(step, drain.instances))
+                    if drain.reason == "limit":
+                        continue  # more may be waiting: poll again at once
+                await self.sleep(self.poll_interval)
+        finally:
+            if client is not None:
+                await client.aclose()
+
+    async def _read_fields(self, client: Any, instances: list[dict[str, Any]]) -> None:
+        for instance in instances:
+            if "fields" not in instance:
+                try:
+                    instance["fields"] = to_jsonable(await client.get_field_values(instance["IntegrationInstanceId"]))
+                except (TimeoutError, WorkflowsoftError, OSError) as exc:  # the task reads them itself
+                    log.warning("Reading the fields of integration instance %s failed: %s",
+                                instance["IntegrationInstanceId"], exc)
+                    return
+
+    def _payload(self, step: Any, instances: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"status": "success", "integration_step_id": step, "asset_uri": self.asset_uri,
+                "instances": [dict(i) for i in instances]}
+
+
+__all__ = ["Drain", "WorkflowsoftIntegrationEventTrigger", "WorkflowsoftIntegrationTrigger"]

@@ -1,0 +1,1 @@
+"""Airflow Assets for Workflowsoft integration steps (event-driven scheduling)."""

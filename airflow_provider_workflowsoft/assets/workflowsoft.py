@@ -1,0 +1,243 @@
+"""An integration step as an Airflow Asset: event-driven DAG runs, with no sensor task and no empty runs.
+
+.. code-block:: python
+
+    from airflow.sdk import dag, task
+    from airflow_provider_workflowsoft.assets.workflowsoft import instances_from_events, integration_step_asset
+
+    enrich_event = integration_step_asset(
+        process_diagram_name="Event registration", integration_step_name="Enrich event",
+        max_instances=50, poll_interval=10,
+    )
+
+    @dag(schedule=[enrich_event])
+    def enrich_on_arrival():
+        @task
+        def received(triggering_asset_events=None):
+            return instances_from_events(triggering_asset_events)
+        ...
+
+:func:`integration_step_asset` returns the step's Asset with an ``AssetWatcher`` whose trigger
+(:class:`~airflow_provider_workflowsoft.triggers.workflowsoft.WorkflowsoftIntegrationEventTrigger`) polls the
+step in the triggerer and claims what it receives before it fires; each event becomes an asset event and
+Airflow starts a run of every DAG scheduled on the Asset. One run may consume several events:
+:func:`instances_from_events` returns the instances of all of them, in order, without duplicates, in the
+shape the sensor returns. :func:`integration_step_asset` with ``watch=False`` is the same Asset without a
+watcher, for ``inlets``.
+
+Needs Airflow 3.3 or newer: asset watchers exist from 3.0, but the watcher keeps its claims in the Asset's
+state store, which 3.3 added; without it an instance polled just before a triggerer died would be lost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+
+#: The URI scheme of Workflowsoft Assets.
+SCHEME = "workflowsoft"
+#: The AssetWatcher's name on every integration-step Asset.
+WATCHER_NAME = "workflowsoft_integration_step_watcher"
+
+
+def integration_step_uri(
+    integration_step_id: int | str | None = None,
+    *,
+    process_diagram_name: str | None = None,
+    integration_step_name: str | None = None,
+    workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
+) -> str:
+    """The stable URI (also the name) of an integration step's Asset:
+    ``workflowsoft://<conn id>/integration-steps/<id>``, or
+    ``workflowsoft://<conn id>/process-diagrams/<diagram name>/integration-steps/<step name>`` (names
+    percent-encoded) when the step is given by name."""
+    conn = _conn_id(workflowsoft_conn_id)
+    if integration_step_id not in (None, ""):
+        return f"{SCHEME}://{conn}/integration-steps/{_step_id(integration_step_id)}"
+    if not (_text(process_diagram_name) and _text(integration_step_name)):
+        raise WorkflowsoftInputError(
+            "Say which integration step: integration_step_id, or process_diagram_name and integration_step_name "
+            f"(got integration_step_id={integration_step_id!r}, process_diagram_name={process_diagram_name!r}, "
+            f"integration_step_name={integration_step_name!r})"
+        )
+    diagram = urllib.parse.quote(str(process_diagram_name).strip(), safe="")
+    step = urllib.parse.quote(str(integration_step_name).strip(), safe="")
+    return f"{SCHEME}://{conn}/process-diagrams/{diagram}/integration-steps/{step}"
+
+
+def integration_step_asset(
+    integration_step_id: int | str | None = None,
+    *,
+    process_diagram_name: str | None = None,
+    integration_step_name: str | None = None,
+    workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
+    max_instances: int = 100,
+    poll_interval: float = 30.0,
+    reclaim_after: dt.timedelta | float = dt.timedelta(hours=1),
+    fetch_fields: bool = False,
+    watch: bool = True,
+) -> Any:
+    """The Asset of an integration step, watched in the triggerer: put it in a DAG's ``schedule``.
+
+    :param integration_step_id: the integration step (``IntegrationDiagramID`` in the API)
+    :param process_diagram_name: with ``integration_step_name``, the step by name (looked up in the triggerer)
+    :param integration_step_name: the integration step's title in that process diagram
+    :param workflowsoft_conn_id: the Workflowsoft connection id
+    :param max_instances: the most instances one event (one asset event) carries
+    :param poll_interval: seconds between polls when nothing is new; the time from an instance's creation
+        to its run is at most about this plus Airflow's scheduling delay
+    :param reclaim_after: the lease of the watcher's claims: an instance handed to a run that did not complete
+        it within this time (the run failed, or the event was lost with a dying triggerer) is handed out again.
+        Make it longer than your longest run
+    :param fetch_fields: read each instance's fields in the triggerer (``"fields"`` in each instance)
+    :param watch: ``False``: the same Asset without a watcher (for ``inlets``; works on every Airflow 3)
+    :return: ``airflow.sdk.Asset`` named by its URI (see :func:`integration_step_uri`)
+    :raises RuntimeError: on Airflow before 3.3 (with ``watch=True``), naming the version needed
+    """
+    from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS, airflow_version
+
+    uri = integration_step_uri(integration_step_id, process_diagram_name=process_diagram_name,
+                               integration_step_name=integration_step_name, workflowsoft_conn_id=workflowsoft_conn_id)
+    if not AIRFLOW_V_3_0_PLUS or (watch and not AIRFLOW_V_3_3_PLUS):
+        raise RuntimeError(
+            f"integration_step_asset({'watch=True' if watch else 'watch=False'}) needs Airflow "
+            f"{'3.3' if watch else '3.0'} or newer; this is Airflow {airflow_version()}. Event-driven runs need "
+            "asset watchers and the Asset state store where the watcher keeps its claims (Airflow 3.3). On this "
+            "Airflow, schedule the DAG and wait with WorkflowsoftIntegrationSensor (deferrable=True)."
+        )
+    from airflow.sdk import Asset
+
+    plain = Asset(name=uri, uri=uri)  # Airflow normalises the URI: the watcher names the normalised one
+    if not watch:
+        return plain
+    from airflow.sdk import AssetWatcher
+
+    from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationEventTrigger
+
+    limit = _positive_int(max_instances, "max_instances")
+    interval = _seconds(poll_interval, "poll_interval")
+    lease = _seconds(reclaim_after, "reclaim_after")
+    if interval <= 0:
+        raise WorkflowsoftInputError(f"poll_interval must be more than 0 seconds, got {poll_interval!r}")
+    if lease <= interval:
+        raise WorkflowsoftInputError(
+            f"reclaim_after must be longer than poll_interval ({interval:g} s), got {reclaim_after!r}: the lease "
+            "is how long a DAG run has to complete what the watcher handed it"
+        )
+    trigger = WorkflowsoftIntegrationEventTrigger(
+        integration_step_id=_step_id(integration_step_id) if integration_step_id not in (None, "") else None,
+        process_diagram_name=None if integration_step_id not in (None, "") else str(process_diagram_name).strip(),
+        integration_step_name=None if integration_step_id not in (None, "") else str(integration_step_name).strip(),
+        workflowsoft_conn_id=workflowsoft_conn_id,
+        max_instances=limit,
+        poll_interval=interval,
+        reclaim_after=lease,
+        fetch_fields=bool(fetch_fields),
+        asset_uri=plain.uri,
+    )
+    return Asset(name=plain.uri, uri=plain.uri, watchers=[AssetWatcher(name=WATCHER_NAME, trigger=trigger)])
+
+
+def instances_from_events(triggering_asset_events: Any, asset: Any = None) -> list[dict[str, Any]]:
+    """The integration instances carried by a run's asset events, in the sensor's shape.
+
+    One DAG run may consume several events (Airflow starts one run for every event since the previous
+    run): all of them are read, oldest first, and an instance carried twice is returned once.
+
+    :param triggering_asset_events: the run's ``triggering_asset_events`` (from the task context), or a
+        list of asset events (objects with ``.extra``, or dicts with ``"extra"``)
+    :param asset: only the events of this Asset (an Asset, or its URI); default: every Workflowsoft event
+    :return: ``[{"IntegrationInstanceId", "ProcessInstanceId", "fields"?, "reclaimed"?}, ...]``, ready for
+        ``.expand(...)`` or the batch worker's ``instances``
+    """
+    wanted = getattr(asset, "uri", asset)
+    events: list[Any] = []
+    if triggering_asset_events is None:
+        return []
+    if isinstance(triggering_asset_events, Mapping) or hasattr(triggering_asset_events, "keys"):
+        for key in list(triggering_asset_events.keys()):
+            if wanted is not None and getattr(key, "uri", key) != wanted:
+                continue
+            events.extend(triggering_asset_events[key])
+    else:
+        events.extend(triggering_asset_events)
+    if all(_timestamp(e) is not None for e in events):
+        events.sort(key=lambda e: _timestamp(e))  # type: ignore[arg-type,return-value]
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for event in events:
+        payload = _payload(event)
+        if wanted is not None and payload.get("asset_uri") not in (None, wanted):
+            continue
+        for instance in payload.get("instances") or []:
+            if not isinstance(instance, Mapping) or "IntegrationInstanceId" not in instance:
+                continue
+            key = str(instance["IntegrationInstanceId"])
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(dict(instance))
+    return out
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+
+def _payload(event: Any) -> dict[str, Any]:
+    extra = event.get("extra") if isinstance(event, Mapping) else getattr(event, "extra", None)
+    if not isinstance(extra, Mapping):
+        return {}
+    payload = extra.get("payload", extra)
+    return dict(payload) if isinstance(payload, Mapping) else {}
+
+
+def _timestamp(event: Any) -> Any:
+    return event.get("timestamp") if isinstance(event, Mapping) else getattr(event, "timestamp", None)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _conn_id(conn_id: Any) -> str:
+    if not _text(conn_id) or any(c in str(conn_id) for c in "/?#@: "):
+        raise WorkflowsoftInputError(
+            f"workflowsoft_conn_id must be an Airflow connection id (no '/', '?', '#', '@', ':' or spaces), "
+            f"got {conn_id!r}"
+        )
+    return str(conn_id).strip()
+
+
+def _step_id(value: Any) -> int:
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.isdigit():
+        text = int(text)
+    if isinstance(text, bool) or not isinstance(text, int) or text < 0:
+        raise WorkflowsoftInputError(f"integration_step_id must be an integer id, got {value!r}")
+    return text
+
+
+def _positive_int(value: Any, name: str) -> int:
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and text.isdigit():
+        text = int(text)
+    if isinstance(text, bool) or not isinstance(text, int) or text < 1:
+        raise WorkflowsoftInputError(f"{name} must be a whole number of 1 or more, got {value!r}")
+    return text
+
+
+def _seconds(value: Any, name: str) -> float:
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}") from None
+
+
+__all__ = ["SCHEME", "instances_from_events", "integration_step_asset", "integration_step_uri"]

@@ -68,6 +68,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def asset_classes() -> tuple[Any, Any]:
+    """``(Asset, AssetWatcher)`` of the Task SDK (Airflow 3; callers check the version first)."""
+    from airflow.sdk import Asset, AssetWatcher
+
+    return Asset, AssetWatcher
+
+
 # -- failing without retries -----------------------------------------------------------------------
 
 _FAIL_FAST_CLASSES: dict[type[BaseException], type[BaseException]] = {}

@@ -99,7 +99,12 @@ def integration_step_asset(
     :return: ``airflow.sdk.Asset`` named by its URI (see :func:`integration_step_uri`)
     :raises RuntimeError: on Airflow before 3.3 (with ``watch=True``), naming the version needed
     """
-    from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS, airflow_version
+    from airflow_provider_workflowsoft.version_compat import (
+        AIRFLOW_V_3_0_PLUS,
+        AIRFLOW_V_3_3_PLUS,
+        airflow_version,
+        asset_classes,
+    )
 
     uri = integration_step_uri(integration_step_id, process_diagram_name=process_diagram_name,
                                integration_step_name=integration_step_name, workflowsoft_conn_id=workflowsoft_conn_id)
@@ -110,13 +115,10 @@ def integration_step_asset(
             "asset watchers and the Asset state store where the watcher keeps its claims (Airflow 3.3). On this "
             "Airflow, schedule the DAG and wait with WorkflowsoftIntegrationSensor (deferrable=True)."
         )
-    from airflow.sdk import Asset
-
+    Asset, AssetWatcher = asset_classes()
     plain = Asset(name=uri, uri=uri)  # Airflow normalises the URI: the watcher names the normalised one
     if not watch:
         return plain
-    from airflow.sdk import AssetWatcher
-
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationEventTrigger
 
     limit = _positive_int(max_instances, "max_instances")

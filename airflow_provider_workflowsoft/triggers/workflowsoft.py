@@ -386,9 +386,9 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         if accessors is None:
             return None
         try:
-            from airflow.sdk import Asset
+            from airflow_provider_workflowsoft.version_compat import asset_classes
 
-            accessor = accessors[Asset(name=self.asset_uri, uri=self.asset_uri)]
+            accessor = accessors[asset_classes()[0](name=self.asset_uri, uri=self.asset_uri)]
         except (KeyError, TypeError, ImportError):
             accessor = accessors  # one watched Asset: the accessors act as its accessor
         return AssetStateStore(accessor, self.asset_uri)

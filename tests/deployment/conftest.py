@@ -370,8 +370,11 @@ def iso_to_epoch(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def deferred_sensor_round(dep: Deployment, count: int = 5, *, kill_triggerer: bool = False) -> dict[str, Any]:
+def deferred_sensor_round(dep: Deployment, count: int = 5, *, kill_triggerer: bool = False,
+                          kill_after_poll: bool = False) -> dict[str, Any]:
     """Trigger ``deploy_deferred``; once its sensor is deferred, create ``count`` instances; wait for the run.
+    ``kill_triggerer``: the triggerer is SIGKILLed while the sensor is deferred, before the instances exist;
+    ``kill_after_poll``: it is SIGKILLed right after the trigger's poll received the first instance.
     Returns the checks and the latency from instance creation to completion."""
     t_trigger = time.monotonic()
     run_id = dep.trigger("deploy_deferred", {"max_instances": count})
@@ -384,12 +387,16 @@ def deferred_sensor_round(dep: Deployment, count: int = 5, *, kill_triggerer: bo
         killed["killed_at"] = time.monotonic()
     created = dep.emulator.create_instances(STEP, count=count)
     ids = [int(i["IntegrationInstanceId"]) for i in created]
-    if kill_triggerer:
+    if kill_after_poll:
+        wait_handed_out(dep, ids)
+        dep.kill("triggerer")
+        killed["killed_at"] = time.monotonic()
+    if kill_triggerer or kill_after_poll:
         time.sleep(3)
         dep.restart("triggerer")
         killed["restarted_at"] = time.monotonic()
     state = dep.wait_run("deploy_deferred", run_id, timeout=300)
-    if kill_triggerer:
+    if kill_triggerer or kill_after_poll:
         killed = {"triggerer_down_s": round(killed["restarted_at"] - killed["killed_at"], 2),
                   "restart_to_run_end_s": round(time.monotonic() - killed["restarted_at"], 2)}
     snapshot = {int(i["IntegrationInstanceId"]): i for i in dep.emulator.snapshot()["instances"]}
@@ -408,6 +415,39 @@ def deferred_sensor_round(dep: Deployment, count: int = 5, *, kill_triggerer: bo
         "check": dep.check_instances(ids),
         **killed,
     }
+
+
+def wait_handed_out(dep: Deployment, ids: list[int], timeout: float = 120) -> float:
+    """Until the emulator has handed out at least one of ``ids`` (checked every 20 ms); returns the time."""
+    deadline = time.monotonic() + timeout
+    wanted = set(ids)
+    while time.monotonic() < deadline:
+        for instance in dep.emulator.snapshot()["instances"]:
+            if int(instance["IntegrationInstanceId"]) in wanted and instance.get("handed_out_at"):
+                return time.monotonic()
+        time.sleep(0.02)
+    raise AssertionError(f"none of {ids} was handed out within {timeout} s\n{dep.log_tail()}")
+
+
+def wait_completed(dep: Deployment, ids: list[int], timeout: float = 300) -> None:
+    """Until every one of ``ids`` is completed on the emulator (or the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = {int(i["IntegrationInstanceId"]): i["status"] for i in dep.emulator.snapshot()["instances"]}
+        if all(states.get(i) == "completed" for i in ids):
+            return
+        dep.check_alive()
+        time.sleep(0.5)
+    states = {int(i["IntegrationInstanceId"]): i["status"] for i in dep.emulator.snapshot()["instances"]}
+    missing = [(i, states.get(i)) for i in ids if states.get(i) != "completed"]
+    raise AssertionError(f"not completed after {timeout} s: {missing}\n{dep.log_tail()}")
+
+
+def latencies(dep: Deployment, ids: list[int]) -> list[float]:
+    """Seconds from each instance's creation to its completion, from the emulator's clock."""
+    snapshot = {int(i["IntegrationInstanceId"]): i for i in dep.emulator.snapshot()["instances"]}
+    return [iso_to_epoch(snapshot[i]["completed_at"]) - iso_to_epoch(snapshot[i]["created_at"])
+            for i in ids if snapshot[i].get("completed_at")]
 
 
 def assert_clean(check: dict[str, Any]) -> None:
@@ -448,6 +488,10 @@ def _base_env(home: Path, api_port: int, fernet_key: str, db_url: str, dags_fold
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "60",
         "AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT": json.dumps(conn),
         "WFS_DEPLOY_RECLAIM_AFTER_S": "5",
+        # The event-driven example DAG (dags/workflowsoft_enrich_events_on_arrival.py): quick polls, and a
+        # lease longer than any run here, so that only a lost event or a failed run hands an instance out again.
+        "WORKFLOWSOFT_POLL_INTERVAL": "2",
+        "WORKFLOWSOFT_RECLAIM_AFTER": "45",
         # The components import the provider from this checkout (the venv may hold another editable copy).
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -473,7 +517,8 @@ def _start_common(dep: Deployment) -> None:
     dep.start("api-server", ["api-server", "--port", str(dep.api_port), "--host", "127.0.0.1", "--workers", "1"])
 
 
-REPO_DAG_IDS = ["workflowsoft_enrich_events", "workflowsoft_failure_notifier", "workflowsoft_start_processes"]
+REPO_DAG_IDS = ["workflowsoft_enrich_events", "workflowsoft_enrich_events_on_arrival", "workflowsoft_failure_notifier",
+                "workflowsoft_start_processes"]
 
 
 def _unpause(dep: Deployment) -> None:

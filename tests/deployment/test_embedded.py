@@ -1,11 +1,27 @@
 """Embedded deployment (LocalExecutor, SQLite; separate scheduler, dag-processor, triggerer, API server):
-the deferrable sensor waits in the real triggerer and a mapped completion finishes what it received."""
+the deferrable sensor waits in the real triggerer and a mapped completion finishes what it received; the
+triggerer dies right after a poll; the event-driven example DAG runs on its Asset watcher (one instance at
+a time, a burst of 50, the triggerer killed after a poll with both server readings)."""
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Any
+
 import pytest
 
-from tests.deployment.conftest import Deployment, assert_clean, deferred_sensor_round, record_figures
+from tests.deployment.conftest import (
+    STEP,
+    Deployment,
+    assert_clean,
+    completions,
+    deferred_sensor_round,
+    latencies,
+    record_figures,
+    wait_completed,
+    wait_handed_out,
+)
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 
@@ -22,3 +38,116 @@ def test_deferrable_sensor_in_the_real_triggerer(embedded: Deployment) -> None:
         "lost": len(result["check"]["lost"]), "duplicated": len(result["check"]["duplicated"]),
         "open_claims": len(result["check"]["open_claims"]),
     })
+
+
+def test_deferred_sensor_loses_nothing_when_the_triggerer_dies_after_a_poll(embedded: Deployment) -> None:
+    """The trigger claims each instance in the sensor's record as soon as it is polled: a triggerer SIGKILLed
+    right after a poll handed instances out (once-only server) loses none of them."""
+    result = deferred_sensor_round(embedded, count=5, kill_after_poll=True)
+    assert result["state"] == "success", embedded.log_tail()
+    assert_clean(result["check"])
+    record_figures("embedded_deferred_sensor_triggerer_killed_after_poll", {
+        **{k: v for k, v in result.items() if k not in ("ids", "check")},
+        "lost": len(result["check"]["lost"]), "duplicated": len(result["check"]["duplicated"]),
+    })
+
+
+# -- event-driven: the example DAG scheduled on the step's Asset, its watcher in the real triggerer --------
+
+EVENT_DAG = "workflowsoft_enrich_events_on_arrival"
+
+
+def watcher_records(dep: Deployment) -> list[dict[str, Any]]:
+    """The watcher's claims records (in the Asset state store)."""
+    rows = dep.query("SELECT s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id "
+                     "WHERE a.uri LIKE 'workflowsoft://%' AND s.key LIKE 'workflowsoft.claims.%'")
+    return [json.loads(r[0]) if isinstance(r[0], str) else r[0] for r in rows]
+
+
+def check_event_instances(dep: Deployment, ids: list[int]) -> dict[str, Any]:
+    """Every instance completed exactly once with the example DAG's values; no claim left open anywhere."""
+    snapshot = {int(i["IntegrationInstanceId"]): i for i in dep.emulator.snapshot()["instances"]}
+    done = completions(dep.emulator)
+    lost = [i for i in ids if snapshot[i]["status"] != "completed"]
+    wrong = [i for i in ids if i not in lost and (
+        snapshot[i]["fields"].get("Venue code") != "HALL-" + str(snapshot[i]["fields"].get("Event name"))[:3].upper()
+        or snapshot[i]["fields"].get("Event exists") is not True)]
+    watcher_open = sorted(int(i) for r in watcher_records(dep) for i in (r.get("claims") or {}) if int(i) in set(ids))
+    return {"instances": len(ids), "lost": lost, "duplicated": [i for i in ids if done.get(i, 0) > 1],
+            "wrong_values": wrong, "open_claims": sorted(i for i in dep.open_claims() if i in set(ids)),
+            "watcher_open_claims": watcher_open}
+
+
+def wait_watcher_resolved(dep: Deployment, ids: list[int], timeout: float = 60) -> None:
+    """The watcher drops claims whose instances were completed at its next round (every poll interval)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(int(i) in set(ids) for r in watcher_records(dep) for i in (r.get("claims") or {})):
+            return
+        time.sleep(1)
+
+
+def event_runs(dep: Deployment) -> list[Any]:
+    return dep.query("SELECT run_id, state, run_type FROM dag_run WHERE dag_id=:d", d=EVENT_DAG)
+
+
+def test_event_driven_example_dag_completes_each_instance_once(embedded: Deployment) -> None:
+    embedded.airflow("dags", "unpause", EVENT_DAG)
+    # One at a time: the time from an instance's creation to its completion.
+    single: list[int] = []
+    for _ in range(3):
+        created = embedded.emulator.create_instances(STEP, count=1)
+        ids = [int(i["IntegrationInstanceId"]) for i in created]
+        wait_completed(embedded, ids, timeout=240)
+        single += ids
+    single_latency = latencies(embedded, single)
+    # A burst of 50: every one completed once, across however many runs Airflow makes.
+    runs_before = len(event_runs(embedded))
+    created = embedded.emulator.create_instances(STEP, count=50)
+    burst = [int(i["IntegrationInstanceId"]) for i in created]
+    started = time.monotonic()
+    wait_completed(embedded, burst, timeout=300)
+    burst_s = time.monotonic() - started
+    wait_watcher_resolved(embedded, single + burst)
+    check = check_event_instances(embedded, single + burst)
+    runs = event_runs(embedded)
+    assert all(r[2] == "asset_triggered" for r in runs), runs
+    assert not check["lost"] and not check["duplicated"] and not check["wrong_values"], check
+    assert not check["open_claims"] and not check["watcher_open_claims"], check
+    # The target: at most the poll interval (2 s here) plus 10 s from creation to completion.
+    assert max(single_latency) <= 2 + 10, single_latency
+    burst_latency = latencies(embedded, burst)
+    record_figures("embedded_event_driven", {
+        "poll_interval_s": 2,
+        "single_creation_to_completed_s": [round(x, 2) for x in single_latency],
+        "burst": 50, "burst_runs": len(runs) - runs_before, "burst_all_completed_s": round(burst_s, 2),
+        "burst_creation_to_completed_s_max": round(max(burst_latency), 2),
+        "lost": 0, "duplicated": 0,
+    })
+
+
+@pytest.mark.parametrize("semantics", ["once", "until-completed"])
+def test_event_watcher_loses_nothing_when_the_triggerer_dies_after_a_poll(embedded: Deployment, semantics: str) -> None:
+    """SIGKILL the triggerer right after the watcher's poll handed instances out: after its restart every
+    instance is still completed exactly once (a claim whose event was lost is handed out again after the
+    45 s lease; one whose event was stored is completed by its run and never handed out again)."""
+    embedded.airflow("dags", "unpause", EVENT_DAG)
+    embedded.emulator.update_settings(poll_semantics=semantics)
+    try:
+        created = embedded.emulator.create_instances(STEP, count=10)
+        ids = [int(i["IntegrationInstanceId"]) for i in created]
+        wait_handed_out(embedded, ids)
+        embedded.kill("triggerer")
+        killed_at = time.monotonic()
+        time.sleep(3)
+        embedded.restart("triggerer")
+        wait_completed(embedded, ids, timeout=300)
+        recovered_s = time.monotonic() - killed_at
+        wait_watcher_resolved(embedded, ids)
+        check = check_event_instances(embedded, ids)
+    finally:
+        embedded.emulator.update_settings(poll_semantics="once")
+    assert not check["lost"] and not check["duplicated"] and not check["wrong_values"], check
+    assert not check["open_claims"] and not check["watcher_open_claims"], check
+    record_figures(f"embedded_event_watcher_triggerer_killed_{semantics}", {
+        "instances": 10, "kill_to_all_completed_s": round(recovered_s, 2), "lost": 0, "duplicated": 0})

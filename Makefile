@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 # Rebuilt when pyproject.toml changes; the stamp keeps a rerun fast.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test,browser]"
+	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test,browser,lineage]"
 	@touch $@
 
 test: install

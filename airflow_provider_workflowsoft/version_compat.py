@@ -75,6 +75,25 @@ def asset_classes() -> tuple[Any, Any]:
     return Asset, AssetWatcher
 
 
+def openlineage_classes() -> dict[str, Any] | None:
+    """The OpenLineage classes completions report with, or ``None`` without the OpenLineage provider."""
+    try:
+        from airflow.providers.common.compat.openlineage.facet import (
+            OutputDataset,
+            OutputStatisticsOutputDatasetFacet,
+            SchemaDatasetFacet,
+            SchemaDatasetFacetFields,
+        )
+        from airflow.providers.openlineage.extractors import OperatorLineage
+    except ImportError:
+        return None
+    if OutputDataset is None:  # common.compat's placeholder when the OpenLineage client is missing
+        return None
+    return {"OperatorLineage": OperatorLineage, "OutputDataset": OutputDataset,
+            "OutputStatisticsOutputDatasetFacet": OutputStatisticsOutputDatasetFacet,
+            "SchemaDatasetFacet": SchemaDatasetFacet, "SchemaDatasetFacetFields": SchemaDatasetFacetFields}
+
+
 # -- failing without retries -----------------------------------------------------------------------
 
 _FAIL_FAST_CLASSES: dict[type[BaseException], type[BaseException]] = {}

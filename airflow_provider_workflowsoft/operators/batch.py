@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.lineage import completion_lineage, step_inlets, step_paths
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
 
@@ -65,6 +66,10 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         instance when instances failed (assignee: user id, email or full name)
     :param reclaim_after: claims not done and older than this are offered again before polling
     :param workflowsoft_conn_id: the Airflow connection
+
+    On Airflow 3 the step's Asset is the default ``inlets``; with the OpenLineage provider installed, the
+    completions are reported as an output dataset of the step (fields written as its schema, instances
+    completed as its row count).
     """
 
     template_fields: Sequence[str] = (
@@ -100,6 +105,8 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
+        step_inlets(kwargs, integration_step_id if integration_step_id is not None else integration_diagram_id,
+                    process_diagram_name, integration_step_name, workflowsoft_conn_id)
         super().__init__(**kwargs)
         integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         if not callable(python_callable):
@@ -150,10 +157,11 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
 
         hook = self.hook
         claims = self.claims_for(context)
+        step = self._step_id()
         engine = BatchEngine(
             hook.client,
             self.python_callable,
-            integration_diagram_id=self._step_id(),
+            integration_diagram_id=step,
             claims=claims,
             max_instances=self.max_instances,
             max_workers=self.max_workers,
@@ -163,6 +171,9 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             reclaim_after=self.reclaim_after,
         )
         report = engine.run(self.instances)
+        self._lineage = {"steps": [f"integration-steps/{step}"] if step is not None else step_paths(self.inlets),
+                         "fields": sorted({k for v in report["results"].values() for k in (v or {})}),
+                         "completed": len(report["succeeded"])}
         report["store_round_trips"] = self.store_round_trips()
         report["store_write_ms"] = self.store_write_ms()
         self.log.info(
@@ -182,6 +193,13 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             context["ti"].xcom_push(key="return_value", value=report)
             raise AirflowException(message)
         return report
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the step this run fed, the fields it wrote, how many instances it completed."""
+        done = getattr(self, "_lineage", None)
+        if not done:
+            return None
+        return completion_lineage(self.hook.client.config.base_url, done["steps"], done["fields"], done["completed"])
 
     def _notify(self, hook: Any, context: Context, report: dict[str, Any]) -> dict[str, Any]:
         from airflow_provider_workflowsoft.api.fields import to_jsonable

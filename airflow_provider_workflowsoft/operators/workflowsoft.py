@@ -182,11 +182,24 @@ class WorkflowsoftCompleteStepOperator(_InstanceValuesOperator):
         reoffered = isinstance(given, Mapping) and bool(given.get("reclaimed"))
         already_ok = naming.try_number(context) > 1 or reoffered
         result = to_jsonable(client.update_and_complete(iid, values, on_behalf_of=obo, already_completed_ok=already_ok))
+        self._lineage = {"fields": sorted(result.get("fields") or {}), "completed": 1}
         claims.mark_done([iid], write=False)
         claims.close()  # one write: the done mark, read by whoever holds the claim
         self.log.info("Completed integration instance %s%s", iid,
                       " (it was already completed)" if result.get("already_completed") else "")
         return result  # type: ignore[no-any-return]
+
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the fields written to the step given as a Workflowsoft Asset in ``inlets`` (for example
+        ``inlets=[integration_step_asset(11, watch=False)]``)."""
+        from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
+
+        done = getattr(self, "_lineage", None)
+        steps = step_paths(self.inlets)
+        if not done or not steps:
+            return None
+        return completion_lineage(self.hook.client.config.base_url, steps, done["fields"], done["completed"])
 
 
 class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):

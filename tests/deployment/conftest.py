@@ -374,7 +374,8 @@ def deferred_sensor_round(dep: Deployment, count: int = 5, *, kill_triggerer: bo
                           kill_after_poll: bool = False) -> dict[str, Any]:
     """Trigger ``deploy_deferred``; once its sensor is deferred, create ``count`` instances; wait for the run.
     ``kill_triggerer``: the triggerer is SIGKILLed while the sensor is deferred, before the instances exist;
-    ``kill_after_poll``: it is SIGKILLed right after the trigger's poll received the first instance.
+    ``kill_after_poll``: it is SIGKILLed right after the trigger's polls returned the instances (as soon as its
+    claims record holds them all, before the event reaches the task).
     Returns the checks and the latency from instance creation to completion."""
     t_trigger = time.monotonic()
     run_id = dep.trigger("deploy_deferred", {"max_instances": count})
@@ -388,7 +389,7 @@ def deferred_sensor_round(dep: Deployment, count: int = 5, *, kill_triggerer: bo
     created = dep.emulator.create_instances(STEP, count=count)
     ids = [int(i["IntegrationInstanceId"]) for i in created]
     if kill_after_poll:
-        wait_handed_out(dep, ids)
+        wait_claimed(dep, ids, variable_claims)
         dep.kill("triggerer")
         killed["killed_at"] = time.monotonic()
     if kill_triggerer or kill_after_poll:
@@ -427,6 +428,23 @@ def wait_handed_out(dep: Deployment, ids: list[int], timeout: float = 120) -> fl
                 return time.monotonic()
         time.sleep(0.02)
     raise AssertionError(f"none of {ids} was handed out within {timeout} s\n{dep.log_tail()}")
+
+
+def wait_claimed(dep: Deployment, ids: list[int], claimed: Any, timeout: float = 120) -> float:
+    """Until ``claimed(dep)`` (the ids some claims record holds) covers ``ids``: the poll answers were received
+    and recorded, and the drain has ended (checked every 20 ms). Returns the time."""
+    deadline = time.monotonic() + timeout
+    wanted = set(ids)
+    while time.monotonic() < deadline:
+        if wanted <= set(claimed(dep)):
+            return time.monotonic()
+        time.sleep(0.02)
+    raise AssertionError(f"{ids} not all claimed within {timeout} s: {sorted(claimed(dep))}\n{dep.log_tail()}")
+
+
+def variable_claims(dep: Deployment) -> set[int]:
+    """Instance ids claimed in any claims record among the Variables."""
+    return {int(i) for r in dep.claim_records().values() if isinstance(r, dict) for i in (r.get("claims") or {})}
 
 
 def wait_completed(dep: Deployment, ids: list[int], timeout: float = 300) -> None:

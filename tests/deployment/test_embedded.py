@@ -19,8 +19,8 @@ from tests.deployment.conftest import (
     deferred_sensor_round,
     latencies,
     record_figures,
+    wait_claimed,
     wait_completed,
-    wait_handed_out,
 )
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
@@ -42,7 +42,8 @@ def test_deferrable_sensor_in_the_real_triggerer(embedded: Deployment) -> None:
 
 def test_deferred_sensor_loses_nothing_when_the_triggerer_dies_after_a_poll(embedded: Deployment) -> None:
     """The trigger claims each instance in the sensor's record as soon as it is polled: a triggerer SIGKILLed
-    right after a poll handed instances out (once-only server) loses none of them."""
+    right after its polls returned the instances, before the event reached the task, loses none of them on
+    a server that hands each instance out once."""
     result = deferred_sensor_round(embedded, count=5, kill_after_poll=True)
     assert result["state"] == "success", embedded.log_tail()
     assert_clean(result["check"])
@@ -62,6 +63,10 @@ def watcher_records(dep: Deployment) -> list[dict[str, Any]]:
     rows = dep.query("SELECT s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id "
                      "WHERE a.uri LIKE 'workflowsoft://%' AND s.key LIKE 'workflowsoft.claims.%'")
     return [json.loads(r[0]) if isinstance(r[0], str) else r[0] for r in rows]
+
+
+def watcher_claims(dep: Deployment) -> set[int]:
+    return {int(i) for r in watcher_records(dep) for i in (r.get("claims") or {})}
 
 
 def check_event_instances(dep: Deployment, ids: list[int]) -> dict[str, Any]:
@@ -128,7 +133,8 @@ def test_event_driven_example_dag_completes_each_instance_once(embedded: Deploym
 
 @pytest.mark.parametrize("semantics", ["once", "until-completed"])
 def test_event_watcher_loses_nothing_when_the_triggerer_dies_after_a_poll(embedded: Deployment, semantics: str) -> None:
-    """SIGKILL the triggerer right after the watcher's poll handed instances out: after its restart every
+    """SIGKILL the triggerer right after the watcher's polls returned instances (its claims record holds them,
+    the event may not be stored yet): after its restart every
     instance is still completed exactly once (a claim whose event was lost is handed out again after the
     45 s lease; one whose event was stored is completed by its run and never handed out again)."""
     embedded.airflow("dags", "unpause", EVENT_DAG)
@@ -136,7 +142,7 @@ def test_event_watcher_loses_nothing_when_the_triggerer_dies_after_a_poll(embedd
     try:
         created = embedded.emulator.create_instances(STEP, count=10)
         ids = [int(i["IntegrationInstanceId"]) for i in created]
-        wait_handed_out(embedded, ids)
+        wait_claimed(embedded, ids, watcher_claims)
         embedded.kill("triggerer")
         killed_at = time.monotonic()
         time.sleep(3)

@@ -261,3 +261,54 @@ def test_deferred_trigger_claims_in_the_sensor_record_and_reoffers_after_a_resta
     # although the server (handing out once) will never give them again.
     (event_two,) = events_of(trigger(), 1)
     assert ids(event_two["instances"]) == [5001, 5002] and all(i.get("reclaimed") for i in event_two["instances"])
+
+
+# -- the step's Asset in the Assets view, and lineage on completion --------------------------------------
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="Assets as inlets: Airflow 3")
+def test_sensor_and_worker_read_the_steps_asset_unless_told_otherwise() -> None:
+    from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
+    from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
+
+    sensor = WorkflowsoftIntegrationSensor(task_id="s", integration_step_id=11)
+    assert [a.uri for a in sensor.inlets] == ["workflowsoft://workflowsoft_default/integration-steps/11"]
+    worker = WorkflowsoftIntegrationWorkerOperator(task_id="w", python_callable=dict, workflowsoft_conn_id="eu",
+                                                   process_diagram_name="Event registration",
+                                                   integration_step_name="Enrich event")
+    assert [a.uri for a in worker.inlets] == [integration_step_uri(
+        process_diagram_name="Event registration", integration_step_name="Enrich event", workflowsoft_conn_id="eu")]
+    assert not worker.outlets  # an outlet event would start the step's event-driven DAG again
+    templated = WorkflowsoftIntegrationSensor(task_id="t", integration_step_id="{{ params.step }}")
+    assert templated.inlets == []
+    given = WorkflowsoftIntegrationSensor(task_id="g", integration_step_id=11, inlets=[])
+    assert given.inlets == []
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="OpenLineage provider tested with Airflow 3")
+def test_completions_report_the_step_as_an_openlineage_output(emu) -> None:
+    pytest.importorskip("airflow.providers.openlineage", reason="the OpenLineage provider is optional")
+    from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
+    from airflow_provider_workflowsoft.operators.workflowsoft import WorkflowsoftCompleteStepOperator
+    from tests.conftest import fake_context
+
+    emu.create_instances(11, count=3)
+    worker = WorkflowsoftIntegrationWorkerOperator(
+        task_id="w", integration_step_id=11, ledger_store=MemoryStore(),
+        python_callable=lambda fields: {"Venue code": "HALL-A", "Event exists": True})
+    assert worker.get_openlineage_facets_on_complete(None) is None  # nothing done yet
+    worker.execute(fake_context("w"))
+    (output,) = worker.get_openlineage_facets_on_complete(None).outputs
+    assert output.namespace == "workflowsoft://" + emu.base_url.split("://", 1)[1]
+    assert output.name == "integration-steps/11"
+    assert [f.name for f in output.facets["schema"].fields] == ["Event exists", "Venue code"]
+    assert output.outputFacets["outputStatistics"].rowCount == 3
+
+    emu.create_instances(11, count=1)
+    complete = WorkflowsoftCompleteStepOperator(task_id="c", integration_instance_id=5004, ledger_store=MemoryStore(),
+                                                fields={"Venue code": "HALL-B"},
+                                                inlets=[integration_step_asset(11, watch=False)])
+    complete.execute(fake_context("c"))
+    (output,) = complete.get_openlineage_facets_on_complete(None).outputs
+    assert output.name == "integration-steps/11" and [f.name for f in output.facets["schema"].fields] == ["Venue code"]
+    assert output.outputFacets["outputStatistics"].rowCount == 1

@@ -53,6 +53,8 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_workflowsoft.triggers.workflowsoft"],
             }
         ],
+        # Assets of integration steps (workflowsoft://<conn id>/integration-steps/<id>): URIs kept as written.
+        "asset-uris": [{"schemes": ["workflowsoft"], "handler": None}],
         "task-decorators": [
             {
                 "name": "workflowsoft_worker",

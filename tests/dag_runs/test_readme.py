@@ -77,3 +77,27 @@ def _run_readme_dag(tmp_path: Path, run_dag: RunDag, source: str, dag_id: str, *
         assert done["status"] == "completed"
         assert (done["fields"]["Venue code"], done["fields"]["Event exists"]) == (venue_code, True)
     return state  # type: ignore[no-any-return]
+
+
+@pytest.mark.airflow
+@needs_airflow_3_readme
+def test_event_driven_dag_of_the_readme_is_the_example_dag() -> None:
+    """The README's event-driven block builds a DAG scheduled on the watched step Asset, with the same tasks
+    as dags/workflowsoft_enrich_events_on_arrival.py, which tests/deployment runs under a real triggerer."""
+    from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
+
+    if not AIRFLOW_V_3_3_PLUS:
+        pytest.skip("asset watchers with a state store: Airflow 3.3+")
+    namespace: dict[str, Any] = {"__name__": "readme_event_driven"}
+    exec(compile(_python_block("## Event-driven runs: the step as an Asset"), "README.md", "exec"), namespace)
+    example: dict[str, Any] = {"__name__": "example_event_driven"}
+    path = REPO / "dags" / "workflowsoft_enrich_events_on_arrival.py"
+    exec(compile(path.read_text(), str(path), "exec"), example)
+    readme_asset, example_asset = namespace["ENRICH_EVENT"], example["ENRICH_EVENT"]
+    assert readme_asset.uri == example_asset.uri
+    assert [w.trigger.serialize()[0] for w in readme_asset.watchers] == [
+        w.trigger.serialize()[0] for w in example_asset.watchers]
+    readme_dag = namespace["enrich_events_on_arrival"]()
+    example_dag = example["workflowsoft_enrich_events_on_arrival"]()
+    assert sorted(readme_dag.task_ids) == sorted(example_dag.task_ids) == ["arrived", "enrich"]
+    assert namespace["enrich"]({"Event name": "Data Summit"}, {}) == {"Venue code": "HALL-DAT", "Event exists": True}

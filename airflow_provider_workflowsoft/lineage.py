@@ -1,8 +1,6 @@
-"""What completions tell OpenLineage and the Assets view: the integration step they feed.
+"""What completions tell OpenLineage: the integration step they feed.
 
-* :func:`step_inlets`: the step's Asset (``integration_step_asset(..., watch=False)``) as a task's default
-  ``inlets`` on Airflow 3, so the Assets view shows which DAGs read a step (inlets, not outlets: an outlet
-  would emit an asset event on success and start the step's event-driven DAG again, with nothing to do).
+* :func:`step_paths`: the integration steps among a task's Workflowsoft Assets (its ``inlets``);
 * :func:`completion_lineage`: OpenLineage facets on completion (an output dataset per integration step, the
   fields written as its schema, the instances completed as its row count), when the OpenLineage provider
   is installed; ``None`` otherwise.
@@ -13,31 +11,6 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
-
-from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
-
-
-def step_inlets(kwargs: dict[str, Any], integration_step_id: Any, process_diagram_name: Any,
-                integration_step_name: Any, workflowsoft_conn_id: Any) -> None:
-    """Set ``kwargs["inlets"]`` to the step's Asset when the user set none and the step is known when the DAG
-    is parsed (not templated)."""
-    from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
-
-    if "inlets" in kwargs or not AIRFLOW_V_3_0_PLUS:
-        return
-    given = (integration_step_id, process_diagram_name, integration_step_name, workflowsoft_conn_id)
-    if any(isinstance(v, str) and "{{" in v for v in given):
-        return
-    if integration_step_id in (None, "") and not (process_diagram_name and integration_step_name):
-        return
-    from airflow_provider_workflowsoft.assets.workflowsoft import integration_step_asset
-
-    try:
-        kwargs["inlets"] = [integration_step_asset(
-            integration_step_id, process_diagram_name=process_diagram_name,
-            integration_step_name=integration_step_name, workflowsoft_conn_id=workflowsoft_conn_id, watch=False)]
-    except WorkflowsoftInputError:
-        return  # the operator reports the bad input itself, with its own message
 
 
 def step_paths(inlets: Iterable[Any]) -> list[str]:
@@ -76,4 +49,4 @@ def completion_lineage(base_url: str, steps: Iterable[str], fields_written: Iter
     return ol["OperatorLineage"](outputs=outputs)
 
 
-__all__ = ["completion_lineage", "step_inlets", "step_paths"]
+__all__ = ["completion_lineage", "step_paths"]

@@ -59,6 +59,7 @@ def workflowsoft_enrich_events_on_arrival() -> None:
         integration_step_name="Enrich event",
         max_workers=8,
         retries=2,
+        inlets=[ENRICH_EVENT],  # the Assets view shows that this task reads the step (the same Asset object)
     )
 
 

@@ -23,7 +23,13 @@ step in the triggerer and claims what it receives before it fires; each event be
 Airflow starts a run of every DAG scheduled on the Asset. One run may consume several events:
 :func:`instances_from_events` returns the instances of all of them, in order, without duplicates, in the
 shape the sensor returns. :func:`integration_step_asset` with ``watch=False`` is the same Asset without a
-watcher, for ``inlets``.
+watcher, for ``inlets`` of DAGs that are not scheduled on it.
+
+**Define the watched Asset once** (in your DAG file, or a module your DAG files import) and use that same object
+wherever the step appears in a DAG that runs on it (``schedule``, ``inlets``): Airflow keeps one definition
+per Asset, and every DAG file that uses the Asset without the watcher (a plain copy in ``inlets``, or a watcher
+with other settings) replaces the watcher's definition when it is parsed, stopping or changing the watcher.
+That is why the sensor and the operators take no implicit ``inlets``: pass them yourself.
 
 Needs Airflow 3.3 or newer: asset watchers exist from 3.0, but the watcher keeps its claims in the Asset's
 state store, which 3.3 added; without it an instance polled just before a triggerer died would be lost.
@@ -95,7 +101,8 @@ def integration_step_asset(
         it within this time (the run failed, or the event was lost with a dying triggerer) is handed out again.
         Make it longer than your longest run
     :param fetch_fields: read each instance's fields in the triggerer (``"fields"`` in each instance)
-    :param watch: ``False``: the same Asset without a watcher (for ``inlets``; works on every Airflow 3)
+    :param watch: ``False``: the same Asset without a watcher (for ``inlets`` where no DAG is scheduled on the
+        step's watched Asset; works on every Airflow 3)
     :return: ``airflow.sdk.Asset`` named by its URI (see :func:`integration_step_uri`)
     :raises RuntimeError: on Airflow before 3.3 (with ``watch=True``), naming the version needed
     """

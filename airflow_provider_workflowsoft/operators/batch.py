@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
-from airflow_provider_workflowsoft.lineage import completion_lineage, step_inlets, step_paths
+from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
 
@@ -67,9 +67,10 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
     :param reclaim_after: claims not done and older than this are offered again before polling
     :param workflowsoft_conn_id: the Airflow connection
 
-    On Airflow 3 the step's Asset is the default ``inlets``; with the OpenLineage provider installed, the
-    completions are reported as an output dataset of the step (fields written as its schema, instances
-    completed as its row count).
+    Give the step's Asset as ``inlets`` (the Assets view then shows who reads the step; when the DAG is
+    event-driven, the very Asset of its schedule). With the OpenLineage provider installed, the completions
+    are reported as an output dataset of the step (fields written as its schema, instances completed as its
+    row count).
     """
 
     template_fields: Sequence[str] = (
@@ -105,8 +106,6 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
-        step_inlets(kwargs, integration_step_id if integration_step_id is not None else integration_diagram_id,
-                    process_diagram_name, integration_step_name, workflowsoft_conn_id)
         super().__init__(**kwargs)
         integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         if not callable(python_callable):

@@ -23,7 +23,6 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.lineage import step_inlets
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.version_compat import (
@@ -68,7 +67,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     :param max_consecutive_failures: deferrable mode: failed polls in a row before the task fails
     :param workflowsoft_conn_id: the Workflowsoft connection id
 
-    On Airflow 3 the step's Asset is the sensor's default ``inlets`` (the Assets view shows who reads it).
+    Give the step's Asset as ``inlets`` (the Assets view then shows who reads the step), see
+    :func:`~airflow_provider_workflowsoft.assets.workflowsoft.integration_step_asset`.
     """
 
     template_fields: Sequence[str] = (
@@ -98,8 +98,6 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
-        step_inlets(kwargs, integration_step_id if integration_step_id is not None else integration_diagram_id,
-                    process_diagram_name, integration_step_name, workflowsoft_conn_id)
         super().__init__(**kwargs)
         integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         if integration_step_id is None and not (process_diagram_name and integration_step_name):

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -266,23 +267,23 @@ def test_deferred_trigger_claims_in_the_sensor_record_and_reoffers_after_a_resta
 # -- the step's Asset in the Assets view, and lineage on completion --------------------------------------
 
 
-@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="Assets as inlets: Airflow 3")
-def test_sensor_and_worker_read_the_steps_asset_unless_told_otherwise() -> None:
+@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="asset watchers: Airflow 3.3")
+def test_no_implicit_inlets_that_would_replace_the_watchers_definition() -> None:
+    """Airflow keeps one definition per Asset: a plain copy of the step's Asset in a task's inlets replaces the
+    watched one when its DAG file is parsed. So the sensor and the worker add none; the example DAG passes
+    the watched Asset object itself."""
     from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
     from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 
-    sensor = WorkflowsoftIntegrationSensor(task_id="s", integration_step_id=11)
-    assert [a.uri for a in sensor.inlets] == ["workflowsoft://workflowsoft_default/integration-steps/11"]
-    worker = WorkflowsoftIntegrationWorkerOperator(task_id="w", python_callable=dict, workflowsoft_conn_id="eu",
-                                                   process_diagram_name="Event registration",
-                                                   integration_step_name="Enrich event")
-    assert [a.uri for a in worker.inlets] == [integration_step_uri(
-        process_diagram_name="Event registration", integration_step_name="Enrich event", workflowsoft_conn_id="eu")]
-    assert not worker.outlets  # an outlet event would start the step's event-driven DAG again
-    templated = WorkflowsoftIntegrationSensor(task_id="t", integration_step_id="{{ params.step }}")
-    assert templated.inlets == []
-    given = WorkflowsoftIntegrationSensor(task_id="g", integration_step_id=11, inlets=[])
-    assert given.inlets == []
+    assert WorkflowsoftIntegrationSensor(task_id="s", integration_step_id=11).inlets == []
+    worker = WorkflowsoftIntegrationWorkerOperator(task_id="w", python_callable=dict, integration_step_id=11)
+    assert worker.inlets == [] and worker.outlets == []
+    example: dict[str, Any] = {"__name__": "example_event_driven"}
+    path = Path(__file__).resolve().parents[2] / "dags" / "workflowsoft_enrich_events_on_arrival.py"
+    exec(compile(path.read_text(), str(path), "exec"), example)
+    dag = example["workflowsoft_enrich_events_on_arrival"]()
+    (inlet,) = dag.get_task("enrich").inlets
+    assert inlet is example["ENRICH_EVENT"] and inlet.watchers
 
 
 @pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="OpenLineage provider tested with Airflow 3")

@@ -447,6 +447,21 @@ def variable_claims(dep: Deployment) -> set[int]:
     return {int(i) for r in dep.claim_records().values() if isinstance(r, dict) for i in (r.get("claims") or {})}
 
 
+def wait_watcher_running(dep: Deployment, dag_id: str, timeout: float = 180) -> float:
+    """Unpause ``dag_id`` and wait until the triggerer runs its asset watcher (the dag-processor registers a
+    watcher when it parses an unpaused DAG, every 30 s or so). Returns the seconds waited."""
+    started = time.monotonic()
+    dep.airflow("dags", "unpause", dag_id)
+    while time.monotonic() - started < timeout:
+        rows = dep.query("SELECT triggerer_id FROM trigger WHERE classpath LIKE '%WorkflowsoftIntegrationEventTrigger'")
+        if rows and all(r[0] is not None for r in rows):
+            time.sleep(1)  # its first round is under way
+            return time.monotonic() - started
+        dep.check_alive()
+        time.sleep(0.5)
+    raise AssertionError(f"the asset watcher of {dag_id} is not running after {timeout} s\n{dep.log_tail()}")
+
+
 def wait_completed(dep: Deployment, ids: list[int], timeout: float = 300) -> None:
     """Until every one of ``ids`` is completed on the emulator (or the timeout)."""
     deadline = time.monotonic() + timeout
@@ -569,17 +584,17 @@ def deploy_emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory, deploy_emulator: EmulatorServer) -> Iterator[Deployment]:
-    """LocalExecutor on SQLite: scheduler, dag-processor, triggerer and API server as separate processes."""
-    base = tmp_path_factory.mktemp("embedded")
+@contextlib.contextmanager
+def embedded_deployment(base: Path, emulator: EmulatorServer) -> Iterator[Deployment]:
+    """LocalExecutor on SQLite: scheduler, dag-processor, triggerer and API server as separate processes,
+    started under ``base`` and stopped whatever happens (also used by ``bench/event_driven.py``)."""
     home = base / "home"
     home.mkdir()
     fernet_key = _fernet_key()
     db_url = f"sqlite:///{home / 'airflow.db'}"
-    env = _base_env(home, free_port(), fernet_key, db_url, _dags_folder(base), deploy_emulator)
+    env = _base_env(home, free_port(), fernet_key, db_url, _dags_folder(base), emulator)
     env.update({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2"})
-    dep = Deployment("embedded", base, env, fernet_key, db_url, deploy_emulator)
+    dep = Deployment("embedded", base, env, fernet_key, db_url, emulator)
     try:
         started = time.monotonic()
         dep.airflow("db", "migrate", timeout=600)
@@ -590,6 +605,13 @@ def embedded(tmp_path_factory: pytest.TempPathFactory, deploy_emulator: Emulator
         yield dep
     finally:
         dep.stop_all()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory, deploy_emulator: EmulatorServer) -> Iterator[Deployment]:
+    """LocalExecutor on SQLite: scheduler, dag-processor, triggerer and API server as separate processes."""
+    with embedded_deployment(tmp_path_factory.mktemp("embedded"), deploy_emulator) as dep:
+        yield dep
 
 
 def _fernet_key() -> str:

@@ -415,7 +415,9 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         try:
             while True:
                 drain: Drain | None = None
-                step = self.integration_step_id
+                step: Any = self.integration_step_id
+                if step is None:
+                    step = f"{self.integration_step_name!r} of {self.process_diagram_name!r}"
                 try:
                     if client is None:
                         client = await self._client()

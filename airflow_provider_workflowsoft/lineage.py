@@ -34,7 +34,8 @@ def completion_lineage(base_url: str, steps: Iterable[str], fields_written: Iter
     ol = openlineage_classes()
     if ol is None:
         return None
-    host = urllib.parse.urlsplit(base_url).netloc or base_url
+    parts = urllib.parse.urlsplit(base_url)
+    host = (parts.hostname or base_url) + (f":{parts.port}" if parts.port else "")  # never any user info
     schema = ol["SchemaDatasetFacet"](fields=[ol["SchemaDatasetFacetFields"](name=str(name), type="string")
                                               for name in sorted(set(fields_written))])
     outputs = [

@@ -99,7 +99,7 @@ def integration_step_asset(
         to its run is at most about this plus Airflow's scheduling delay
     :param reclaim_after: the lease of the watcher's claims: an instance handed to a run that did not complete
         it within this time (the run failed, or the event was lost with a dying triggerer) is handed out again.
-        Make it longer than your longest run
+        It runs from the claim: make it longer than an event's wait for its run plus the run itself
     :param fetch_fields: read each instance's fields in the triggerer (``"fields"`` in each instance)
     :param watch: ``False``: the same Asset without a watcher (for ``inlets`` where no DAG is scheduled on the
         step's watched Asset; works on every Airflow 3)
@@ -160,7 +160,8 @@ def instances_from_events(triggering_asset_events: Any, asset: Any = None) -> li
 
     :param triggering_asset_events: the run's ``triggering_asset_events`` (from the task context), or a
         list of asset events (objects with ``.extra``, or dicts with ``"extra"``)
-    :param asset: only the events of this Asset (an Asset, or its URI); default: every Workflowsoft event
+    :param asset: only the events of this Asset (an Asset, or its URI); needed when the run consumed events of
+        several integration steps (their instances go to different callables), else every event is read
     :return: ``[{"IntegrationInstanceId", "ProcessInstanceId", "fields"?, "reclaimed"?}, ...]``, ready for
         ``.expand(...)`` or the batch worker's ``instances``
     """
@@ -177,6 +178,12 @@ def instances_from_events(triggering_asset_events: Any, asset: Any = None) -> li
         events.extend(triggering_asset_events)
     if all(_timestamp(e) is not None for e in events):
         events.sort(key=lambda e: _timestamp(e))  # type: ignore[arg-type,return-value]
+    if wanted is None:
+        uris = sorted({str(p["asset_uri"]) for p in map(_payload, events) if p.get("instances") and p.get("asset_uri")})
+        if len(uris) > 1:
+            raise WorkflowsoftInputError(
+                f"This run consumed events of {len(uris)} Workflowsoft integration steps ({', '.join(uris)}): "
+                "say which step's instances to take with instances_from_events(..., asset=<the step's Asset>)")
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for event in events:

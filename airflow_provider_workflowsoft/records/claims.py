@@ -22,7 +22,9 @@ Why this shape:
 * readers list the records by prefix (``Variable.keys``) and see every claim of the connection;
 * a record with nothing open is deleted by its owner, and a *closed* record (its owner will not write it
   again) or one older than the lease is tidied by the next reader: the Variables page holds a few
-  records per integration step, not one per instance.
+  records per integration step, not one per instance. A done mark that no visible claim needs any more is
+  kept for one lease after its completion (an asset watcher, whose record lives in its Asset's state store,
+  reads it within its poll interval).
 
 ``done`` holds an instance only while another record (the sensor's, for example) still claims it; an
 instance this record claimed itself simply leaves ``claims``.
@@ -341,8 +343,14 @@ class ClaimsLedger:
                 record["claims"] = kept
                 self._rewrite(key, record)
             still_claimed.update(record["claims"])  # a record we may not touch keeps its claims
+        def stale(mark: Mapping[str, Any]) -> bool:
+            # A done mark no visible record needs is kept for one lease after the completion: its reader may be
+            # an asset watcher, whose claims record (in its Asset's state store) no Variables reader can see.
+            done_at = parse_time(mark.get("completed_at"))
+            return lease is None or done_at is None or now - done_at >= lease
+
         for key, record in records.items():
-            unneeded = [i for i in record["done"] if i not in still_claimed]
+            unneeded = [i for i in record["done"] if i not in still_claimed and stale(record["done"][i])]
             if not unneeded:
                 continue
             if key == self.key:

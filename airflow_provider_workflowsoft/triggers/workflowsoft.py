@@ -167,6 +167,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         self.client_factory: Callable[[Any], Any] | None = None
         #: where the claims records live (``None``: Airflow Variables); tests inject a store
         self.claims_store: Any = None
+        self._held: list[Any] = []
         self.sleep: Callable[[float], Any] = asyncio.sleep
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -217,13 +218,13 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
     async def _start_drain(self, claims: ClaimsLedger | None, received: list[dict[str, Any]]) -> Drain:
         """The drain of one round: what is already received, then (with claims) this task instance's open
         claims and expired claims of others, leaving alone what other runs hold."""
-        skip = list(self.skip_ids)
         taken = list(received)
         if claims is not None and not received:
             lease = None if self.reclaim_after is None else dt.timedelta(seconds=self.reclaim_after)
             offered, held = await in_thread(claims.prepare_drain, self.integration_step_id, lease, self.max_instances)
             taken = offered
-            skip += [i for i in held if i not in skip]
+            self._held = list(held)  # kept for the rounds that follow a failed one
+        skip = list(self.skip_ids) + [i for i in self._held if i not in self.skip_ids]
         return Drain(self.max_instances, taken=taken, skip=skip)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:  # type: ignore[override]
@@ -337,6 +338,10 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         if integration_step_id is None and not (process_diagram_name and integration_step_name):
             raise WorkflowsoftInputError("WorkflowsoftIntegrationEventTrigger needs integration_step_id, or "
                                          "process_diagram_name and integration_step_name")
+        if not isinstance(asset_uri, str) or not asset_uri.strip():
+            raise WorkflowsoftInputError(
+                f"WorkflowsoftIntegrationEventTrigger needs asset_uri (the watched Asset's URI, which names its "
+                f"claims record), got {asset_uri!r}: build it with integration_step_asset(...)")
         self.integration_step_id = integration_step_id
         self.process_diagram_name = process_diagram_name
         self.integration_step_name = integration_step_name
@@ -410,11 +415,13 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
     async def run(self) -> AsyncIterator[TriggerEvent]:  # type: ignore[override]
         failures = 0
         client = None
-        claims = self._claims()
         lease = dt.timedelta(seconds=self.reclaim_after)
         try:
             while True:
                 drain: Drain | None = None
+                # Read back at every round: a claim released by hand (the DAG paused, the key deleted through
+                # Airflow's REST API) stays released.
+                claims = self._claims()
                 step: Any = self.integration_step_id
                 if step is None:
                     step = f"{self.integration_step_name!r} of {self.process_diagram_name!r}"
@@ -441,13 +448,18 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                         client = None  # the connection is read again
                     await self.sleep(self.failure_backoff_max)
                     continue
-                except (TimeoutError, WorkflowsoftError, OSError) as exc:
+                except Exception as exc:  # transient faults, and what a watcher must outlive (a missing connection)
                     failures += 1
                     wait = min(self.failure_backoff_max, max(self.poll_interval, 1.0) * (2 ** min(failures - 1, 16)))
-                    log.warning("Watching integration step %s: a round failed (%s); attempt %d, next in %.1f s",
-                                step, exc, failures, wait)
+                    transient = isinstance(exc, TimeoutError | WorkflowsoftError | OSError)
+                    log.log(logging.WARNING if transient else logging.ERROR,
+                            "Watching integration step %s: a round failed (%s: %s); attempt %d, next in %.1f s",
+                            step, type(exc).__name__, exc, failures, wait)
                     if drain is not None and drain.instances:  # each of them is claimed: hand them over
                         yield TriggerEvent(self._payload(step, drain.instances))
+                    if not transient and client is not None:
+                        await client.aclose()
+                        client = None  # the connection is read again
                     await self.sleep(wait)
                     continue
                 if drain.instances:

@@ -313,3 +313,45 @@ def test_completions_report_the_step_as_an_openlineage_output(emu) -> None:
     (output,) = complete.get_openlineage_facets_on_complete(None).outputs
     assert output.name == "integration-steps/11" and [f.name for f in output.facets["schema"].fields] == ["Venue code"]
     assert output.outputFacets["outputStatistics"].rowCount == 1
+
+
+def test_watcher_outlives_a_missing_connection(caplog: pytest.LogCaptureFixture) -> None:
+    own, shared = MemoryStore(), MemoryStore()
+    got = events_of(watcher(own, shared, workflowsoft_conn_id="no_such_conn"), 1, max_sleeps=3)
+    assert got == [] and caplog.text.count("a round failed") >= 3 and "no_such_conn" in caplog.text
+
+
+def test_watcher_needs_the_uri_of_its_asset() -> None:
+    with pytest.raises(WorkflowsoftInputError, match="asset_uri"):
+        WorkflowsoftIntegrationEventTrigger(integration_step_id=11, asset_uri="")
+
+
+def test_events_of_two_steps_need_the_asset_named() -> None:
+    one, two = AssetKey("workflowsoft://c/integration-steps/11"), AssetKey("workflowsoft://c/integration-steps/12")
+    events = {one: [event([1], "2026-01-01T00:00:01", one.uri)], two: [event([2], "2026-01-01T00:00:02", two.uri)]}
+    with pytest.raises(WorkflowsoftInputError, match="integration-steps/11, workflowsoft://c/integration-steps/12"):
+        instances_from_events(events)
+    assert ids(instances_from_events(events, asset=two)) == [2]
+
+
+def test_a_done_mark_outlives_other_readers_for_one_lease_so_the_watcher_sees_it() -> None:
+    """The watcher's claim lives in its Asset's state store, invisible to the Variables readers: a reader that
+    tidies must not delete the done mark the watcher has not read yet."""
+    variables, asset_store = MemoryStore(), MemoryStore()
+    lease = dt.timedelta(hours=1)
+    watcher_ledger = ClaimsLedger("c", variables, owner="asset-watcher:workflowsoft://c/integration-steps/11",
+                                  own_store=asset_store)
+    watcher_ledger.claim(11, [{"IntegrationInstanceId": 7001}])
+    run = ClaimsLedger("c", variables, owner="dag/run1/complete/0")
+    run.mark_done([7001])
+    run.close()
+    other = ClaimsLedger("c", variables, owner="dag/run9/wait/-1")
+    other.prepare_drain(12, lease, 10)  # another step's sensor tidies the connection's records
+    assert variables.keys("") != []  # the done mark is kept...
+    offered, held = ClaimsLedger("c", variables, owner=watcher_ledger.owner, own_store=asset_store).prepare_drain(
+        11, lease, 10, own_at_once=False)
+    assert offered == [] and held == []  # ...so the watcher resolves its claim instead of re-offering it later
+    later = ClaimsLedger("c", variables, owner="dag/run10/wait/-1",
+                         clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
+    later.prepare_drain(12, lease, 10)
+    assert variables.keys("") == []  # a lease after the completion it goes

@@ -418,18 +418,6 @@ def deferred_sensor_round(dep: Deployment, count: int = 5, *, kill_triggerer: bo
     }
 
 
-def wait_handed_out(dep: Deployment, ids: list[int], timeout: float = 120) -> float:
-    """Until the emulator has handed out at least one of ``ids`` (checked every 20 ms); returns the time."""
-    deadline = time.monotonic() + timeout
-    wanted = set(ids)
-    while time.monotonic() < deadline:
-        for instance in dep.emulator.snapshot()["instances"]:
-            if int(instance["IntegrationInstanceId"]) in wanted and instance.get("handed_out_at"):
-                return time.monotonic()
-        time.sleep(0.02)
-    raise AssertionError(f"none of {ids} was handed out within {timeout} s\n{dep.log_tail()}")
-
-
 def wait_claimed(dep: Deployment, ids: list[int], claimed: Any, timeout: float = 120) -> float:
     """Until ``claimed(dep)`` (the ids some claims record holds) covers ``ids``: the poll answers were received
     and recorded, and the drain has ended (checked every 20 ms). Returns the time."""

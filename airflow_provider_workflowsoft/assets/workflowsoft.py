@@ -44,6 +44,7 @@ from typing import Any
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.protocol import coerce_id
 
 #: The URI scheme of Workflowsoft Assets.
 SCHEME = "workflowsoft"
@@ -230,30 +231,25 @@ def _conn_id(conn_id: Any) -> str:
 
 
 def _step_id(value: Any) -> int:
-    text = value.strip() if isinstance(value, str) else value
-    if isinstance(text, str) and text.isdigit():
-        text = int(text)
-    if isinstance(text, bool) or not isinstance(text, int) or text < 0:
-        raise WorkflowsoftInputError(f"integration_step_id must be an integer id, got {value!r}")
-    return text
+    """An integration step id: the API's one rule for ids (an int or a numeric string)."""
+    return int(coerce_id(value, "integration_step_id"))
 
 
 def _positive_int(value: Any, name: str) -> int:
-    text = value.strip() if isinstance(value, str) else value
-    if isinstance(text, str) and text.isdigit():
-        text = int(text)
-    if isinstance(text, bool) or not isinstance(text, int) or text < 1:
+    number = int(coerce_id(value, name))
+    if number < 1:
         raise WorkflowsoftInputError(f"{name} must be a whole number of 1 or more, got {value!r}")
-    return text
+    return number
 
 
 def _seconds(value: Any, name: str) -> float:
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}") from None
+    """A duration as the sensor reads ``reclaim_after``: a timedelta, or a number of seconds."""
+    from airflow_provider_workflowsoft.sensors.workflowsoft import as_timedelta
+
+    duration = as_timedelta(value, name)
+    if duration is None:
+        raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}")
+    return duration.total_seconds()
 
 
 __all__ = ["SCHEME", "instances_from_events", "integration_step_asset", "integration_step_uri"]

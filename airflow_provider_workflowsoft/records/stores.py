@@ -64,7 +64,25 @@ class VariableStore:
         return f"the Airflow Variable {key!r} (airflow variables delete {key})"
 
 
-class TaskStateStore:
+class _AccessorStore:
+    """One of Airflow 3.3's state stores through its accessor (``get``/``set``/``delete``; no listing)."""
+
+    accessor: Any
+
+    def get(self, key: str) -> Any:
+        return self.accessor.get(key, None)
+
+    def set(self, key: str, value: Any) -> None:
+        self.accessor.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self.accessor.delete(key)
+
+    def keys(self, prefix: str) -> list[str]:  # pragma: no cover - these records are read by their key
+        raise NotImplementedError(f"{type(self).__name__} cannot list keys: Airflow offers no listing here")
+
+
+class TaskStateStore(_AccessorStore):
     """Airflow 3.3's per-task-instance store (``context["task_state_store"]``): survives retries and
     deferrals, is not shown among Variables, and expires after ``[state_store] default_retention_days``.
 
@@ -76,18 +94,6 @@ class TaskStateStore:
         self.accessor = accessor
         self.where = where
 
-    def get(self, key: str) -> Any:
-        return self.accessor.get(key, None)
-
-    def set(self, key: str, value: Any) -> None:
-        self.accessor.set(key, value)
-
-    def delete(self, key: str) -> None:
-        self.accessor.delete(key)
-
-    def keys(self, prefix: str) -> list[str]:  # pragma: no cover - the create records never list
-        raise NotImplementedError("Airflow's task-state store cannot list keys from a task")
-
     def describe(self, key: str) -> str:
         return (
             f"the task-state key {key!r} of this task instance ({self.where}/{key}: DELETE it with Airflow's "
@@ -95,7 +101,7 @@ class TaskStateStore:
         )
 
 
-class AssetStateStore:
+class AssetStateStore(_AccessorStore):
     """Airflow 3.3's per-Asset store, as an asset watcher's trigger gets it (``self.asset_state_store``):
     kept across runs and restarts of the triggerer, gone when no DAG references the Asset any more. An
     asset watcher keeps its claims record here.
@@ -107,18 +113,6 @@ class AssetStateStore:
     def __init__(self, accessor: Any, asset_name: str = "") -> None:
         self.accessor = accessor
         self.asset_name = asset_name
-
-    def get(self, key: str) -> Any:
-        return self.accessor.get(key, None)
-
-    def set(self, key: str, value: Any) -> None:
-        self.accessor.set(key, value)
-
-    def delete(self, key: str) -> None:
-        self.accessor.delete(key)
-
-    def keys(self, prefix: str) -> list[str]:  # pragma: no cover - the watcher's record is read by its key
-        raise NotImplementedError("Airflow's asset state store cannot list keys from a trigger")
 
     def describe(self, key: str) -> str:
         return (f"the state-store key {key!r} of the Asset {self.asset_name!r} (Airflow's REST API: "

@@ -62,6 +62,12 @@ async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise RecordsUnavailableError(f"the claims records could not be read or written: {exc}") from exc
 
 
+def failure_wait(poll_interval: float, failures: int, longest: float) -> float:
+    """The wait after ``failures`` failed rounds in a row: the poll interval (at least 1 s), doubled per
+    failure, at most ``longest``."""
+    return min(longest, max(poll_interval, 1.0) * (2 ** min(failures - 1, 16)))
+
+
 async def drain_and_claim(
     client: Any,
     step: Any,
@@ -202,7 +208,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         return await async_client(self.workflowsoft_conn_id, self.client_options, self.client_factory)
 
     def _failure_wait(self, failures: int) -> float:
-        return min(self.failure_backoff_max, max(self.poll_interval, 1.0) * (2 ** (failures - 1)))
+        return failure_wait(self.poll_interval, failures, self.failure_backoff_max)
 
     def _claims(self) -> ClaimsLedger | None:
         """The deferred task instance's claims ledger, when the trigger keeps claims."""
@@ -450,7 +456,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                     continue
                 except Exception as exc:  # transient faults, and what a watcher must outlive (a missing connection)
                     failures += 1
-                    wait = min(self.failure_backoff_max, max(self.poll_interval, 1.0) * (2 ** min(failures - 1, 16)))
+                    wait = failure_wait(self.poll_interval, failures, self.failure_backoff_max)
                     transient = isinstance(exc, TimeoutError | WorkflowsoftError | OSError)
                     log.log(logging.WARNING if transient else logging.ERROR,
                             "Watching integration step %s: a round failed (%s: %s); attempt %d, next in %.1f s",

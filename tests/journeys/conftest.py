@@ -65,7 +65,7 @@ class Journey:
 
 
 @pytest.fixture
-def journey(airflow_home: Path, tmp_path: Path) -> Journey:
+def journey(airflow_home: Path, tmp_path: Path) -> Journey:  # noqa: F811 - the fixture imported above
     """A fresh Airflow home (migrated SQLite) with an empty DAGs folder and no connection yet."""
     dags = tmp_path / "journey_dags"
     dags.mkdir()

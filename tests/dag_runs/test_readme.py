@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -63,20 +64,56 @@ def _run_readme_dag(tmp_path: Path, run_dag: RunDag, source: str, dag_id: str, *
                     venue_code: str) -> dict[str, Any]:
     """Run a DAG made of a README block against a fresh emulator; assert every instance was completed with
     the values the README's function computes; return the emulator's final state."""
+    result, created, state = _run_block(tmp_path, run_dag, source, dag_id, [event_name] * count)
+    assert_dag_succeeded(result)
+    _assert_completed(state, created, venue_code)
+    return state
+
+
+def _run_block(tmp_path: Path, run_dag: RunDag, source: str, dag_id: str, event_names: list[str | None]
+               ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, int]], dict[str, Any]]:
+    """Run ``source`` (saved as the DAGs folder's only file) with one instance per event name queued first;
+    return the finished run, the instances created (in order) and the emulator's final state."""
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / f"{dag_id}.py").write_text(source)
     with EmulatorServer() as emulator:
-        created = emulator.create_instances(11, count=count, values={"Event name": event_name})
+        created = [emulator.create_instances(11, values={"Event name": name})[0] for name in event_names]
         result = run_dag(dag_id, emulator=emulator, dags_folder=dags)
-        assert_dag_succeeded(result)
         state = emulator.snapshot()
+    return result, created, state
+
+
+def _assert_completed(state: dict[str, Any], instances: list[dict[str, int]], venue_code: str) -> None:
     by_id = {i["IntegrationInstanceId"]: i for i in state["instances"]}
-    for instance in created:
+    for instance in instances:
         done = by_id[instance["IntegrationInstanceId"]]
-        assert done["status"] == "completed"
+        assert done["status"] == "completed", done
         assert (done["fields"]["Venue code"], done["fields"]["Event exists"]) == (venue_code, True)
-    return state  # type: ignore[no-any-return]
+
+
+def assert_dag_failed(result: subprocess.CompletedProcess[str]) -> None:
+    """The DAG run ended failed (``airflow dags test`` logs the run's final state)."""
+    finished = [line for line in result.stdout.splitlines() if "DagRun Finished" in line]
+    assert result.returncode != 0 and finished and "state=failed" in finished[-1], result.stdout[-6000:]
+
+
+@pytest.mark.airflow
+@needs_airflow_3_readme
+def test_first_dag_of_the_readme_completes_the_others_when_one_fails(tmp_path: Path, run_dag: RunDag) -> None:
+    """Six instances, the third with an empty Event name (the README's ``compute`` raises for it): the five
+    others are completed with their values, the failing one is not (it stays claimed, to be offered again),
+    and the run is failed without starting the follow-ups, as the README says."""
+    names: list[str | None] = ["Data Summit", "Data Summit", None, "Data Summit", "Data Summit", "Data Summit"]
+    result, created, state = _run_block(tmp_path, run_dag, _python_block("## A first DAG"), "enrich_events", names)
+    assert_dag_failed(result)
+    good = [c for c, name in zip(created, names, strict=True) if name]
+    _assert_completed(state, good, "HALL-DAT")
+    failing = next(i for i in state["instances"] if i["IntegrationInstanceId"] == created[2]["IntegrationInstanceId"])
+    assert failing["status"] != "completed" and failing["fields"]["Venue code"] is None, failing
+    # all_success: the follow-ups wait for every instance, so neither ran.
+    assert [p for p in state["processes"] if p["source"] == "api"] == []
+    assert state["tasks"] == []
 
 
 @pytest.mark.airflow

@@ -122,3 +122,9 @@ def run_dag(airflow_home: Path) -> RunDag:
 def assert_dag_succeeded(result: subprocess.CompletedProcess[str]) -> None:
     """Fail with the end of the DAG run's output when it did not succeed."""
     assert result.returncode == 0 and "state=success" in result.stdout, result.stdout[-6000:]
+
+
+def assert_dag_failed(result: subprocess.CompletedProcess[str]) -> None:
+    """Fail unless the DAG run ended failed (``airflow dags test`` logs the run's final state last)."""
+    finished = [line for line in result.stdout.splitlines() if "DagRun Finished" in line]
+    assert result.returncode != 0 and finished and "state=failed" in finished[-1], result.stdout[-6000:]

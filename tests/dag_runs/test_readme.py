@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from tests.dag_runs.conftest import RunDag, assert_dag_succeeded, needs_airflow_3_readme
+from tests.dag_runs.conftest import RunDag, assert_dag_failed, assert_dag_succeeded, needs_airflow_3_readme
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -90,12 +90,6 @@ def _assert_completed(state: dict[str, Any], instances: list[dict[str, int]], ve
         done = by_id[instance["IntegrationInstanceId"]]
         assert done["status"] == "completed", done
         assert (done["fields"]["Venue code"], done["fields"]["Event exists"]) == (venue_code, True)
-
-
-def assert_dag_failed(result: subprocess.CompletedProcess[str]) -> None:
-    """The DAG run ended failed (``airflow dags test`` logs the run's final state)."""
-    finished = [line for line in result.stdout.splitlines() if "DagRun Finished" in line]
-    assert result.returncode != 0 and finished and "state=failed" in finished[-1], result.stdout[-6000:]
 
 
 @pytest.mark.airflow

@@ -50,14 +50,32 @@ def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> 
 @pytest.mark.airflow
 @needs_airflow_3_readme
 def test_batch_worker_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
-    source = (
+    _run_readme_dag(tmp_path, run_dag, _readme_batch_dag(), "readme_batch", count=12, event_name="Workshop day",
+                    venue_code="HALL-WOR")
+
+
+@pytest.mark.airflow
+@needs_airflow_3_readme
+def test_batch_worker_of_the_readme_completes_the_others_when_one_fails(tmp_path: Path, run_dag: RunDag) -> None:
+    """The README says the batch worker isolates failures too: one instance of six fails in the function;
+    the five others are completed, the task fails naming the failed one."""
+    names: list[str | None] = ["Workshop day"] * 3 + [None] + ["Workshop day"] * 2
+    result, created, state = _run_block(tmp_path, run_dag, _readme_batch_dag(), "readme_batch", names)
+    assert_dag_failed(result)
+    assert f"{created[3]['IntegrationInstanceId']}: TypeError" in result.stdout, result.stdout[-6000:]
+    _assert_completed(state, created[:3] + created[4:], "HALL-WOR")
+    failing = next(i for i in state["instances"] if i["IntegrationInstanceId"] == created[3]["IntegrationInstanceId"])
+    assert failing["status"] != "completed", failing
+
+
+def _readme_batch_dag() -> str:
+    """The README's batch worker block in a DAG of its own."""
+    return (
         _python_block("## Bursts: the batch worker")
         + "\n\nimport pendulum\nfrom airflow.sdk import dag\n\n\n"
         + "@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)\n"
         + "def readme_batch():\n    enrich()\n\n\nreadme_batch()\n"
     )
-    _run_readme_dag(tmp_path, run_dag, source, "readme_batch", count=12, event_name="Workshop day",
-                    venue_code="HALL-WOR")
 
 
 def _run_readme_dag(tmp_path: Path, run_dag: RunDag, source: str, dag_id: str, *, count: int, event_name: str,

@@ -150,3 +150,131 @@ def test_event_driven_dag_of_the_readme_is_the_example_dag() -> None:
     example_dag = example["workflowsoft_enrich_events_on_arrival"]()
     assert sorted(readme_dag.task_ids) == sorted(example_dag.task_ids) == ["arrived", "enrich"]
     assert namespace["enrich"]({"Event name": "Data Summit"}, {}) == {"Venue code": "HALL-DAT", "Event exists": True}
+
+
+# -- the Reference tables name every parameter ------------------------------------------------------------
+
+#: What the Reference must show, by the name it gives each (a module path under the package, or a hook method).
+REFERENCE_NAMES = (
+    "WorkflowsoftHook",
+    "sensors.workflowsoft.WorkflowsoftIntegrationSensor",
+    "assets.workflowsoft.integration_step_asset",
+    "assets.workflowsoft.instances_from_events",
+    "operators.workflowsoft.WorkflowsoftGetFieldsOperator",
+    "operators.workflowsoft.WorkflowsoftUpdateFieldsOperator",
+    "operators.workflowsoft.WorkflowsoftCompleteStepOperator",
+    "operators.workflowsoft.WorkflowsoftStartProcessOperator",
+    "operators.workflowsoft.WorkflowsoftCreateTaskOperator",
+    "operators.batch.WorkflowsoftIntegrationWorkerOperator",
+    "operators.workflowsoft.WorkflowsoftListClaimsOperator",
+    "operators.workflowsoft.WorkflowsoftReleaseClaimsOperator",
+    "notifications.workflowsoft.WorkflowsoftNotifier",
+    "test_connection",
+)
+#: Old names of classes' parameters, kept working with a warning; the Reference says so once, not in every row.
+DEPRECATED_PARAMETERS = frozenset({"integration_diagram_id"})
+_SIGNATURE = re.compile(r"`([A-Za-z_][\w.]*)\(([^`]*)\)`")
+_PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}
+
+
+def _split_arguments(text: str) -> list[str]:
+    """``a, b=f(1, 2), c="x, y"`` -> ``["a", "b=f(1, 2)", 'c="x, y"']``: commas at the top level only."""
+    parts, depth, quote, current = [], [], "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in _PAIRS:
+            depth.append(_PAIRS[char])
+        elif depth and char == depth[-1]:
+            depth.pop()
+        elif char == "," and not depth:
+            parts.append(current.strip())
+            current = ""
+            continue
+        current += char
+    return [p for p in [*parts, current.strip()] if p]
+
+
+def _reference_target(name: str) -> Any:
+    """The class, function or hook method a Reference row names, or None for any other code."""
+    import importlib
+
+    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+    from airflow_provider_workflowsoft.hooks.workflowsoft import API_METHODS, WorkflowsoftHook
+
+    if name == "WorkflowsoftHook":
+        return WorkflowsoftHook
+    if name == "test_connection":
+        return WorkflowsoftHook.test_connection
+    if name in API_METHODS:
+        return getattr(WorkflowsoftClient, name)
+    module, _, attribute = name.rpartition(".")
+    if not module or name.startswith("."):
+        return None
+    try:
+        return getattr(importlib.import_module(f"airflow_provider_workflowsoft.{module}"), attribute)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _parameters(target: Any) -> dict[str, Any]:
+    """Name -> default (``inspect.Parameter.empty`` when required) of a function, or of a class's ``__init__``
+    along its own (this package's) bases: what a user may pass, without ``self`` and ``**kwargs``."""
+    import inspect
+
+    functions = [target]
+    if inspect.isclass(target):
+        functions = [c.__dict__["__init__"] for c in target.__mro__
+                     if c.__module__.startswith("airflow_provider_workflowsoft") and "__init__" in c.__dict__]
+    found: dict[str, Any] = {}
+    for function in functions:
+        for p in inspect.signature(function).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                found.setdefault(p.name, p.default)
+    return {k: v for k, v in found.items() if not (inspect.isclass(target) and k in DEPRECATED_PARAMETERS)}
+
+
+def _documented_default(text: str) -> Any:
+    """The value a README default stands for, or ``...`` when it is prose (``<...>``) rather than code."""
+    import datetime as dt
+
+    try:
+        return eval(text, {"__builtins__": {}}, {"timedelta": dt.timedelta, "None": None, "True": True,
+                                                 "False": False})
+    except Exception:
+        return ...
+
+
+def test_reference_tables_name_every_parameter() -> None:
+    """Every public class, function and hook method in the README's Reference is shown with all its
+    parameters and their defaults, as the code has them: adding a parameter means adding it to its row."""
+    import inspect
+
+    reference = README.split("## Reference\n", 1)[1].split("\n## ", 1)[0]
+    shown: dict[str, list[str]] = {}
+    for name, arguments in _SIGNATURE.findall(reference):
+        if _reference_target(name) is not None:
+            shown.setdefault(name, _split_arguments(arguments))
+    from airflow_provider_workflowsoft.hooks.workflowsoft import API_METHODS
+
+    problems = [f"{name}: not in the Reference with its parameters"
+                for name in (*REFERENCE_NAMES, *sorted(API_METHODS)) if name not in shown]
+    for name, arguments in shown.items():
+        actual = _parameters(_reference_target(name))
+        given = dict(a.split("=", 1) if "=" in a else (a, None) for a in (arg.strip().lstrip("*") for arg in arguments))
+        given = {k.strip(): None if v is None else v.strip() for k, v in given.items() if k.strip()}
+        for parameter, default in actual.items():
+            has_default = default is not inspect.Parameter.empty
+            if parameter not in given:
+                problems.append(f"{name}: parameter {parameter!r} missing"
+                                + (f" (default {default!r})" if has_default else ""))
+            elif has_default and given[parameter] is None:
+                problems.append(f"{name}: parameter {parameter!r} needs its default ({default!r})")
+            elif not has_default and given[parameter] is not None:
+                problems.append(f"{name}: parameter {parameter!r} has no default in the code")
+            elif has_default and (value := _documented_default(given[parameter])) is not ... and value != default:
+                problems.append(f"{name}: {parameter}={given[parameter]} but the code's default is {default!r}")
+        problems += [f"{name}: {parameter!r} is not a parameter" for parameter in given if parameter not in actual]
+    assert not problems, "README's Reference is out of date:\n" + "\n".join(problems)

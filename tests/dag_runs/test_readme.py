@@ -10,18 +10,16 @@ from typing import Any
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from tests.dag_runs.conftest import RunDag, assert_dag_failed, assert_dag_succeeded, needs_airflow_3_readme
+from tests.dag_runs.conftest import (
+    RunDag,
+    assert_dag_failed,
+    assert_dag_succeeded,
+    needs_airflow_3_readme,
+    readme_python_block,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
-
-
-def _python_block(heading: str) -> str:
-    """The first python code block under a heading of the README."""
-    section = README.split(heading, 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, f"README's {heading!r} section has no python code block"
-    return match.group(1)
 
 
 def test_readme_shows_the_two_commands() -> None:
@@ -39,7 +37,7 @@ def test_readme_links_exist() -> None:
 @pytest.mark.airflow
 @needs_airflow_3_readme
 def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
-    state = _run_readme_dag(tmp_path, run_dag, _python_block("## A first DAG"), "enrich_events",
+    state = _run_readme_dag(tmp_path, run_dag, readme_python_block("## A first DAG"), "enrich_events",
                             count=3, event_name="Data Summit", venue_code="HALL-DAT")
     started = [p for p in state["processes"] if p["source"] == "api"]
     assert [(p["process_diagram_id"], p["created_by"]) for p in started] == [(2, 1)]
@@ -71,7 +69,7 @@ def test_batch_worker_of_the_readme_completes_the_others_when_one_fails(tmp_path
 def _readme_batch_dag() -> str:
     """The README's batch worker block in a DAG of its own."""
     return (
-        _python_block("## Bursts: the batch worker")
+        readme_python_block("## Bursts: the batch worker")
         + "\n\nimport pendulum\nfrom airflow.sdk import dag\n\n\n"
         + "@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)\n"
         + "def readme_batch():\n    enrich()\n\n\nreadme_batch()\n"
@@ -117,7 +115,8 @@ def test_first_dag_of_the_readme_completes_the_others_when_one_fails(tmp_path: P
     others are completed with their values, the failing one is not (it stays claimed, to be offered again),
     and the run is failed without starting the follow-ups, as the README says."""
     names: list[str | None] = ["Data Summit", "Data Summit", None, "Data Summit", "Data Summit", "Data Summit"]
-    result, created, state = _run_block(tmp_path, run_dag, _python_block("## A first DAG"), "enrich_events", names)
+    first_dag = readme_python_block("## A first DAG")
+    result, created, state = _run_block(tmp_path, run_dag, first_dag, "enrich_events", names)
     assert_dag_failed(result)
     good = [c for c, name in zip(created, names, strict=True) if name]
     _assert_completed(state, good, "HALL-DAT")
@@ -138,7 +137,7 @@ def test_event_driven_dag_of_the_readme_is_the_example_dag() -> None:
     if not AIRFLOW_V_3_3_PLUS:
         pytest.skip("asset watchers with a state store: Airflow 3.3+")
     namespace: dict[str, Any] = {"__name__": "readme_event_driven"}
-    exec(compile(_python_block("## Event-driven runs: the step as an Asset"), "README.md", "exec"), namespace)
+    exec(compile(readme_python_block("## Event-driven runs: the step as an Asset"), "README.md", "exec"), namespace)
     example: dict[str, Any] = {"__name__": "example_event_driven"}
     path = REPO / "dags" / "workflowsoft_enrich_events_on_arrival.py"
     exec(compile(path.read_text(), str(path), "exec"), example)

@@ -262,18 +262,23 @@ def test_reference_tables_name_every_parameter() -> None:
                 for name in (*REFERENCE_NAMES, *sorted(API_METHODS)) if name not in shown]
     for name, arguments in shown.items():
         actual = _parameters(_reference_target(name))
-        given = dict(a.split("=", 1) if "=" in a else (a, None) for a in (arg.strip().lstrip("*") for arg in arguments))
-        given = {k.strip(): None if v is None else v.strip() for k, v in given.items() if k.strip()}
+        given: dict[str, str | None] = {}
+        for argument in arguments:
+            key, equals, text = argument.lstrip("*").partition("=")
+            if key.strip():
+                given[key.strip()] = text.strip() if equals else None
         for parameter, default in actual.items():
             has_default = default is not inspect.Parameter.empty
+            shown_default = given.get(parameter)
             if parameter not in given:
                 problems.append(f"{name}: parameter {parameter!r} missing"
                                 + (f" (default {default!r})" if has_default else ""))
-            elif has_default and given[parameter] is None:
+            elif has_default and shown_default is None:
                 problems.append(f"{name}: parameter {parameter!r} needs its default ({default!r})")
-            elif not has_default and given[parameter] is not None:
+            elif not has_default and shown_default is not None:
                 problems.append(f"{name}: parameter {parameter!r} has no default in the code")
-            elif has_default and (value := _documented_default(given[parameter])) is not ... and value != default:
-                problems.append(f"{name}: {parameter}={given[parameter]} but the code's default is {default!r}")
+            elif shown_default is not None and (value := _documented_default(shown_default)) is not ... \
+                    and value != default:
+                problems.append(f"{name}: {parameter}={shown_default} but the code's default is {default!r}")
         problems += [f"{name}: {parameter!r} is not a parameter" for parameter in given if parameter not in actual]
     assert not problems, "README's Reference is out of date:\n" + "\n".join(problems)

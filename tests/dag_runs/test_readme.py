@@ -47,6 +47,16 @@ def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> 
 
 @pytest.mark.airflow
 @needs_airflow_3_readme
+def test_first_dag_of_the_0_3_readme_still_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
+    """The 0.3 README's shape (``compute.expand`` -> ``WorkflowsoftCompleteStepOperator.partial().expand_kwargs``)
+    keeps working: nothing it uses was removed."""
+    source = (Path(__file__).parent / "readme_0_3" / "first_dag.py").read_text()
+    _run_readme_dag(tmp_path, run_dag, source, "enrich_events", count=3, event_name="Data Summit",
+                    venue_code="HALL-DAT")
+
+
+@pytest.mark.airflow
+@needs_airflow_3_readme
 def test_batch_worker_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
     _run_readme_dag(tmp_path, run_dag, _readme_batch_dag(), "readme_batch", count=12, event_name="Workshop day",
                     venue_code="HALL-WOR")

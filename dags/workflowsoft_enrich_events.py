@@ -2,7 +2,12 @@
 
 Waits (deferrable) for new instances of the integration step "Enrich event", computes the venue, the
 duration and the expected attendees of each event from ``data/venues.csv`` (by event name, else by
-category), and writes them back while completing each instance (one mapped task per instance).
+category), and writes them back while completing each instance.
+
+Each instance has its own ``compute`` and ``complete`` (a mapped task group), so one failing instance never
+stops the completion of the others: an instance without an event name fails alone, stays claimed and is
+offered again to a run after the sensor's ``reclaim_after``. The run is then failed, and the other
+instances are completed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import dag, task, task_group
 
 from airflow_provider_workflowsoft.operators.workflowsoft import WorkflowsoftCompleteStepOperator
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
@@ -37,10 +42,14 @@ def load_venues(path: Path = VENUES_CSV) -> tuple[dict[str, dict[str, str]], dic
 
 
 def enrich(instance: dict[str, Any], venues: tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]) -> dict:
-    """Keyword arguments of one completion: the instance and the values computed for it."""
+    """Keyword arguments of one completion: the instance and the values computed for it.
+
+    An instance without an event name cannot be looked up: it fails (alone), naming the instance."""
     by_name, by_category = venues
     fields = instance.get("fields") or {}
     name = str(fields.get("Event name") or "").strip()
+    if not name:
+        raise ValueError(f"Integration instance {instance['IntegrationInstanceId']} has no 'Event name' to look up")
     category = str(fields.get("Category") or "Conference").strip()
     row = by_name.get(name.casefold()) or by_category.get(category.casefold()) or by_category["conference"]
     values: dict[str, Any] = {
@@ -76,13 +85,17 @@ def workflowsoft_enrich_events() -> None:
     )
 
     @task
-    def compute_values(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        venues = load_venues()
-        return [enrich(instance, venues) for instance in instances]
+    def compute(instance: dict[str, Any]) -> dict[str, Any]:
+        return enrich(instance, load_venues())["fields"]  # type: ignore[no-any-return]
 
-    WorkflowsoftCompleteStepOperator.partial(task_id="complete", retries=2).expand_kwargs(
-        compute_values(new_events.output)
-    )
+    @task_group
+    def enrich_event(instance: dict[str, Any]) -> None:
+        # One compute -> complete pair per instance: a failing one stops only its own instance's completion.
+        WorkflowsoftCompleteStepOperator(
+            task_id="complete", integration_instance_id=instance, fields=compute(instance), retries=2
+        )
+
+    enrich_event.expand(instance=new_events.output)
 
 
 workflowsoft_enrich_events()

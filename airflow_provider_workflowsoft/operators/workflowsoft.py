@@ -154,11 +154,21 @@ class WorkflowsoftCompleteStepOperator(_InstanceValuesOperator):
     (``"reclaimed": True`` in the instance dict), or this task instance's own done mark. After completing,
     one done mark is written, so that the sensor's claim of the instance is resolved.
 
+    One per instance, after that instance's own computation (a mapped task group), so that one failing
+    instance never stops the completion of the others:
+
     .. code-block:: python
 
-        WorkflowsoftCompleteStepOperator.partial(task_id="complete").expand_kwargs(
-            compute_values.output  # [{"integration_instance_id": 5001, "fields": {"Venue code": "HALL-A"}}, ...]
-        )
+        @task_group
+        def enrich(instance):
+            WorkflowsoftCompleteStepOperator(
+                task_id="complete", integration_instance_id=instance, fields=compute(instance)
+            )
+
+        enrich.expand(instance=sensor.output)
+
+    (``.partial(task_id="complete").expand_kwargs(compute.expand(...))`` works too, but there one failing
+    ``compute`` leaves every completion ``upstream_failed``.)
 
     :param integration_instance_id: an int, a numeric string or an instance dict from the sensor
     :param fields: field label (or key, or ``field_<key>``) -> value to write before completing

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,14 @@ needs_airflow_3_examples = pytest.mark.skipif(
 needs_airflow_3_readme = pytest.mark.skipif(
     not AIRFLOW_V_3_0_PLUS, reason="README shows Airflow 3 imports (airflow.sdk)"
 )
+
+
+def readme_python_block(heading: str) -> str:
+    """The first python code block under a heading of README.md, as a user copies it."""
+    section = (REPO / "README.md").read_text().split(heading, 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, f"README's {heading!r} section has no python code block"
+    return match.group(1)
 
 
 def connection_json(emulator: EmulatorServer, **extra: Any) -> str:
@@ -122,3 +131,9 @@ def run_dag(airflow_home: Path) -> RunDag:
 def assert_dag_succeeded(result: subprocess.CompletedProcess[str]) -> None:
     """Fail with the end of the DAG run's output when it did not succeed."""
     assert result.returncode == 0 and "state=success" in result.stdout, result.stdout[-6000:]
+
+
+def assert_dag_failed(result: subprocess.CompletedProcess[str]) -> None:
+    """Fail unless the DAG run ended failed (``airflow dags test`` logs the run's final state last)."""
+    finished = [line for line in result.stdout.splitlines() if "DagRun Finished" in line]
+    assert result.returncode != 0 and finished and "state=failed" in finished[-1], result.stdout[-6000:]

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.dag_runs.conftest import TEST_DAGS_FOLDER, assert_dag_succeeded, needs_airflow_3_examples
+from tests.dag_runs.conftest import (
+    TEST_DAGS_FOLDER,
+    assert_dag_failed,
+    assert_dag_succeeded,
+    needs_airflow_3_examples,
+)
 
 pytestmark = pytest.mark.airflow
 
@@ -85,6 +90,26 @@ def test_enrich_events_deferrable_until_completed(run_dag, emulator):
         if all(i["status"] == "completed" for i in emulator.state.instances_for(11)):
             break
     _check_enriched(emulator)
+
+
+@needs_airflow_3_examples
+def test_enrich_events_one_failing_instance_does_not_block_the_others(run_dag, emulator):
+    """An instance without an event name fails its own ``compute``; the instances before and after it are
+    completed with their values, it is not (it stays claimed, to be offered again), and the run is failed."""
+    emulator.create_instances(11, values={"Event name": "PyCon Berlin"})
+    (bad,) = emulator.create_instances(11, values={"Event name": None})
+    emulator.create_instances(11, values={"Event name": "Mystery meetup", "Category": "Webinar"})
+    result = run_dag("workflowsoft_enrich_events", emulator=emulator, extra_env=FAST)
+    assert_dag_failed(result)
+    assert f"Integration instance {bad['IntegrationInstanceId']} has no 'Event name'" in result.stdout
+    instances = {i["IntegrationInstanceId"]: i for i in emulator.state.instances_for(11)}
+    failing = instances.pop(bad["IntegrationInstanceId"])
+    assert failing["status"] != "completed" and failing["fields"]["Venue code"] is None, failing
+    assert len(instances) == 2
+    for instance in instances.values():
+        assert instance["status"] == "completed", instance
+        for label, value in EXPECTED[instance["fields"]["Event name"]].items():
+            assert instance["fields"][label] == value, (label, instance["fields"])
 
 
 @pytest.mark.parametrize("mode", ["poke", "reschedule"])

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from tests.dag_runs.conftest import RunDag, assert_dag_succeeded, needs_airflow_3_readme
+from tests.dag_runs.conftest import (
+    RunDag,
+    assert_dag_failed,
+    assert_dag_succeeded,
+    needs_airflow_3_readme,
+    readme_python_block,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
-
-
-def _python_block(heading: str) -> str:
-    """The first python code block under a heading of the README."""
-    section = README.split(heading, 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, f"README's {heading!r} section has no python code block"
-    return match.group(1)
 
 
 def test_readme_shows_the_two_commands() -> None:
@@ -38,7 +37,7 @@ def test_readme_links_exist() -> None:
 @pytest.mark.airflow
 @needs_airflow_3_readme
 def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
-    state = _run_readme_dag(tmp_path, run_dag, _python_block("## A first DAG"), "enrich_events",
+    state = _run_readme_dag(tmp_path, run_dag, readme_python_block("## A first DAG"), "enrich_events",
                             count=3, event_name="Data Summit", venue_code="HALL-DAT")
     started = [p for p in state["processes"] if p["source"] == "api"]
     assert [(p["process_diagram_id"], p["created_by"]) for p in started] == [(2, 1)]
@@ -48,35 +47,94 @@ def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> 
 
 @pytest.mark.airflow
 @needs_airflow_3_readme
+def test_first_dag_of_the_0_3_readme_still_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
+    """The 0.3 README's shape (``compute.expand`` -> ``WorkflowsoftCompleteStepOperator.partial().expand_kwargs``)
+    keeps working: nothing it uses was removed."""
+    source = (Path(__file__).parent / "readme_0_3" / "first_dag.py").read_text()
+    _run_readme_dag(tmp_path, run_dag, source, "enrich_events", count=3, event_name="Data Summit",
+                    venue_code="HALL-DAT")
+
+
+@pytest.mark.airflow
+@needs_airflow_3_readme
 def test_batch_worker_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
-    source = (
-        _python_block("## Bursts: the batch worker")
+    _run_readme_dag(tmp_path, run_dag, _readme_batch_dag(), "readme_batch", count=12, event_name="Workshop day",
+                    venue_code="HALL-WOR")
+
+
+@pytest.mark.airflow
+@needs_airflow_3_readme
+def test_batch_worker_of_the_readme_completes_the_others_when_one_fails(tmp_path: Path, run_dag: RunDag) -> None:
+    """The README says the batch worker isolates failures too: one instance of six fails in the function;
+    the five others are completed, the task fails naming the failed one."""
+    names: list[str | None] = ["Workshop day"] * 3 + [None] + ["Workshop day"] * 2
+    result, created, state = _run_block(tmp_path, run_dag, _readme_batch_dag(), "readme_batch", names)
+    assert_dag_failed(result)
+    assert f"{created[3]['IntegrationInstanceId']}: TypeError" in result.stdout, result.stdout[-6000:]
+    _assert_completed(state, created[:3] + created[4:], "HALL-WOR")
+    failing = next(i for i in state["instances"] if i["IntegrationInstanceId"] == created[3]["IntegrationInstanceId"])
+    assert failing["status"] != "completed", failing
+
+
+def _readme_batch_dag() -> str:
+    """The README's batch worker block in a DAG of its own."""
+    return (
+        readme_python_block("## Bursts: the batch worker")
         + "\n\nimport pendulum\nfrom airflow.sdk import dag\n\n\n"
         + "@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False)\n"
         + "def readme_batch():\n    enrich()\n\n\nreadme_batch()\n"
     )
-    _run_readme_dag(tmp_path, run_dag, source, "readme_batch", count=12, event_name="Workshop day",
-                    venue_code="HALL-WOR")
 
 
 def _run_readme_dag(tmp_path: Path, run_dag: RunDag, source: str, dag_id: str, *, count: int, event_name: str,
                     venue_code: str) -> dict[str, Any]:
     """Run a DAG made of a README block against a fresh emulator; assert every instance was completed with
     the values the README's function computes; return the emulator's final state."""
+    result, created, state = _run_block(tmp_path, run_dag, source, dag_id, [event_name] * count)
+    assert_dag_succeeded(result)
+    _assert_completed(state, created, venue_code)
+    return state
+
+
+def _run_block(tmp_path: Path, run_dag: RunDag, source: str, dag_id: str, event_names: list[str | None]
+               ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, int]], dict[str, Any]]:
+    """Run ``source`` (saved as the DAGs folder's only file) with one instance per event name queued first;
+    return the finished run, the instances created (in order) and the emulator's final state."""
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / f"{dag_id}.py").write_text(source)
     with EmulatorServer() as emulator:
-        created = emulator.create_instances(11, count=count, values={"Event name": event_name})
+        created = [emulator.create_instances(11, values={"Event name": name})[0] for name in event_names]
         result = run_dag(dag_id, emulator=emulator, dags_folder=dags)
-        assert_dag_succeeded(result)
         state = emulator.snapshot()
+    return result, created, state
+
+
+def _assert_completed(state: dict[str, Any], instances: list[dict[str, int]], venue_code: str) -> None:
     by_id = {i["IntegrationInstanceId"]: i for i in state["instances"]}
-    for instance in created:
+    for instance in instances:
         done = by_id[instance["IntegrationInstanceId"]]
-        assert done["status"] == "completed"
+        assert done["status"] == "completed", done
         assert (done["fields"]["Venue code"], done["fields"]["Event exists"]) == (venue_code, True)
-    return state  # type: ignore[no-any-return]
+
+
+@pytest.mark.airflow
+@needs_airflow_3_readme
+def test_first_dag_of_the_readme_completes_the_others_when_one_fails(tmp_path: Path, run_dag: RunDag) -> None:
+    """Six instances, the third with an empty Event name (the README's ``compute`` raises for it): the five
+    others are completed with their values, the failing one is not (it stays claimed, to be offered again),
+    and the run is failed without starting the follow-ups, as the README says."""
+    names: list[str | None] = ["Data Summit", "Data Summit", None, "Data Summit", "Data Summit", "Data Summit"]
+    first_dag = readme_python_block("## A first DAG")
+    result, created, state = _run_block(tmp_path, run_dag, first_dag, "enrich_events", names)
+    assert_dag_failed(result)
+    good = [c for c, name in zip(created, names, strict=True) if name]
+    _assert_completed(state, good, "HALL-DAT")
+    failing = next(i for i in state["instances"] if i["IntegrationInstanceId"] == created[2]["IntegrationInstanceId"])
+    assert failing["status"] != "completed" and failing["fields"]["Venue code"] is None, failing
+    # all_success: the follow-ups wait for every instance, so neither ran.
+    assert [p for p in state["processes"] if p["source"] == "api"] == []
+    assert state["tasks"] == []
 
 
 @pytest.mark.airflow
@@ -89,7 +147,7 @@ def test_event_driven_dag_of_the_readme_is_the_example_dag() -> None:
     if not AIRFLOW_V_3_3_PLUS:
         pytest.skip("asset watchers with a state store: Airflow 3.3+")
     namespace: dict[str, Any] = {"__name__": "readme_event_driven"}
-    exec(compile(_python_block("## Event-driven runs: the step as an Asset"), "README.md", "exec"), namespace)
+    exec(compile(readme_python_block("## Event-driven runs: the step as an Asset"), "README.md", "exec"), namespace)
     example: dict[str, Any] = {"__name__": "example_event_driven"}
     path = REPO / "dags" / "workflowsoft_enrich_events_on_arrival.py"
     exec(compile(path.read_text(), str(path), "exec"), example)
@@ -101,3 +159,136 @@ def test_event_driven_dag_of_the_readme_is_the_example_dag() -> None:
     example_dag = example["workflowsoft_enrich_events_on_arrival"]()
     assert sorted(readme_dag.task_ids) == sorted(example_dag.task_ids) == ["arrived", "enrich"]
     assert namespace["enrich"]({"Event name": "Data Summit"}, {}) == {"Venue code": "HALL-DAT", "Event exists": True}
+
+
+# -- the Reference tables name every parameter ------------------------------------------------------------
+
+#: What the Reference must show, by the name it gives each (a module path under the package, or a hook method).
+REFERENCE_NAMES = (
+    "WorkflowsoftHook",
+    "sensors.workflowsoft.WorkflowsoftIntegrationSensor",
+    "assets.workflowsoft.integration_step_asset",
+    "assets.workflowsoft.instances_from_events",
+    "operators.workflowsoft.WorkflowsoftGetFieldsOperator",
+    "operators.workflowsoft.WorkflowsoftUpdateFieldsOperator",
+    "operators.workflowsoft.WorkflowsoftCompleteStepOperator",
+    "operators.workflowsoft.WorkflowsoftStartProcessOperator",
+    "operators.workflowsoft.WorkflowsoftCreateTaskOperator",
+    "operators.batch.WorkflowsoftIntegrationWorkerOperator",
+    "operators.workflowsoft.WorkflowsoftListClaimsOperator",
+    "operators.workflowsoft.WorkflowsoftReleaseClaimsOperator",
+    "notifications.workflowsoft.WorkflowsoftNotifier",
+    "test_connection",
+)
+#: Old names of classes' parameters, kept working with a warning; the Reference says so once, not in every row.
+DEPRECATED_PARAMETERS = frozenset({"integration_diagram_id"})
+_SIGNATURE = re.compile(r"`([A-Za-z_][\w.]*)\(([^`]*)\)`")
+_PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}
+
+
+def _split_arguments(text: str) -> list[str]:
+    """``a, b=f(1, 2), c="x, y"`` -> ``["a", "b=f(1, 2)", 'c="x, y"']``: commas at the top level only."""
+    parts, depth, quote, current = [], [], "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in _PAIRS:
+            depth.append(_PAIRS[char])
+        elif depth and char == depth[-1]:
+            depth.pop()
+        elif char == "," and not depth:
+            parts.append(current.strip())
+            current = ""
+            continue
+        current += char
+    return [p for p in [*parts, current.strip()] if p]
+
+
+def _reference_target(name: str) -> Any:
+    """The class, function or hook method a Reference row names, or None for any other code."""
+    import importlib
+
+    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+    from airflow_provider_workflowsoft.hooks.workflowsoft import API_METHODS, WorkflowsoftHook
+
+    if name == "WorkflowsoftHook":
+        return WorkflowsoftHook
+    if name == "test_connection":
+        return WorkflowsoftHook.test_connection
+    if name in API_METHODS:
+        return getattr(WorkflowsoftClient, name)
+    module, _, attribute = name.rpartition(".")
+    if not module or name.startswith("."):
+        return None
+    try:
+        return getattr(importlib.import_module(f"airflow_provider_workflowsoft.{module}"), attribute)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _parameters(target: Any) -> dict[str, Any]:
+    """Name -> default (``inspect.Parameter.empty`` when required) of a function, or of a class's ``__init__``
+    along its own (this package's) bases: what a user may pass, without ``self`` and ``**kwargs``."""
+    import inspect
+
+    functions = [target]
+    if inspect.isclass(target):
+        functions = [c.__dict__["__init__"] for c in target.__mro__
+                     if c.__module__.startswith("airflow_provider_workflowsoft") and "__init__" in c.__dict__]
+    found: dict[str, Any] = {}
+    for function in functions:
+        for p in inspect.signature(function).parameters.values():
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                found.setdefault(p.name, p.default)
+    return {k: v for k, v in found.items() if not (inspect.isclass(target) and k in DEPRECATED_PARAMETERS)}
+
+
+def _documented_default(text: str) -> Any:
+    """The value a README default stands for, or ``...`` when it is prose (``<...>``) rather than code."""
+    import datetime as dt
+
+    try:
+        return eval(text, {"__builtins__": {}}, {"timedelta": dt.timedelta, "None": None, "True": True,
+                                                 "False": False})
+    except Exception:
+        return ...
+
+
+def test_reference_tables_name_every_parameter() -> None:
+    """Every public class, function and hook method in the README's Reference is shown with all its
+    parameters and their defaults, as the code has them: adding a parameter means adding it to its row."""
+    import inspect
+
+    reference = README.split("## Reference\n", 1)[1].split("\n## ", 1)[0]
+    shown: dict[str, list[str]] = {}
+    for name, arguments in _SIGNATURE.findall(reference):
+        if _reference_target(name) is not None:
+            shown.setdefault(name, _split_arguments(arguments))
+    from airflow_provider_workflowsoft.hooks.workflowsoft import API_METHODS
+
+    problems = [f"{name}: not in the Reference with its parameters"
+                for name in (*REFERENCE_NAMES, *sorted(API_METHODS)) if name not in shown]
+    for name, arguments in shown.items():
+        actual = _parameters(_reference_target(name))
+        given: dict[str, str | None] = {}
+        for argument in arguments:
+            key, equals, text = argument.lstrip("*").partition("=")
+            if key.strip():
+                given[key.strip()] = text.strip() if equals else None
+        for parameter, default in actual.items():
+            has_default = default is not inspect.Parameter.empty
+            shown_default = given.get(parameter)
+            if parameter not in given:
+                problems.append(f"{name}: parameter {parameter!r} missing"
+                                + (f" (default {default!r})" if has_default else ""))
+            elif has_default and shown_default is None:
+                problems.append(f"{name}: parameter {parameter!r} needs its default ({default!r})")
+            elif not has_default and shown_default is not None:
+                problems.append(f"{name}: parameter {parameter!r} has no default in the code")
+            elif shown_default is not None and (value := _documented_default(shown_default)) is not ... \
+                    and value != default:
+                problems.append(f"{name}: {parameter}={shown_default} but the code's default is {default!r}")
+        problems += [f"{name}: {parameter!r} is not a parameter" for parameter in given if parameter not in actual]
+    assert not problems, "README's Reference is out of date:\n" + "\n".join(problems)

@@ -225,3 +225,13 @@ def test_hook_connection_form_of_airflow_2() -> None:
         manager = ProvidersManager()
         assert {f"extra__workflowsoft__{name}" for name in EXTRA_FIELDS} <= set(manager.connection_form_widgets)
         assert manager.field_behaviours["workflowsoft"]["hidden_fields"] == ["schema", "extra"]
+
+
+def test_a_started_process_id_is_the_process_instance_id_its_steps_are_polled_with(emu: Any) -> None:
+    """The README's link (docs/assumptions.md): ``start_process``'s ``Id`` (the start operator's XCom) is the
+    ``ProcessInstanceId`` of the integration instances that process creates, as later polls return them."""
+    hook = WorkflowsoftHook()
+    diagram = hook.find_process_diagram("Customer follow-up")["Id"]
+    started = hook.start_process(diagram, on_behalf_of="john.doe@example.com")
+    polled = hook.poll_new_integration(hook.find_integration_step(diagram, "Notify CRM")["Id"])
+    assert polled is not None and polled["ProcessInstanceId"] == started["Id"]

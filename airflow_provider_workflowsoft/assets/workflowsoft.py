@@ -84,7 +84,7 @@ def integration_step_asset(
     integration_step_name: str | None = None,
     workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
     max_instances: int = 100,
-    poll_interval: float = 30.0,
+    poll_interval: float = defaults.DEFAULT_POLL_INTERVAL_SECONDS,
     reclaim_after: dt.timedelta | float = dt.timedelta(hours=1),
     fetch_fields: bool = False,
     watch: bool = True,

@@ -147,7 +147,8 @@ def test_refused_credentials_name_the_connection(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(WorkflowsoftAuthError, match="administrator login or password was refused") as admin_error:
         WorkflowsoftHook("workflowsoft_admin").list_process_diagrams()
     ok, tested = WorkflowsoftHook("workflowsoft_prod").test_connection()
-    for message, conn_id in ((str(sync_error.value), "workflowsoft_prod"), (str(async_error.value), "workflowsoft_prod"),
+    for message, conn_id in ((str(sync_error.value), "workflowsoft_prod"),
+                             (str(async_error.value), "workflowsoft_prod"),
                              (str(admin_error.value), "workflowsoft_admin"), (tested, "workflowsoft_prod")):
         assert f"connection {conn_id!r}" in message, message
         assert wrong not in message

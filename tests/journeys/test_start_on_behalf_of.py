@@ -10,12 +10,16 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from tests.dag_runs.conftest import needs_airflow_3_readme
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.journeys.conftest import Journey
+
+#: The README's imports on Airflow 3; on 2.11 the ones the README's Install section names for it.
+README_IMPORTS = ("from airflow.sdk import {names}" if AIRFLOW_V_3_0_PLUS
+                  else "from airflow.providers.common.compat.sdk import {names}")
 
 START_DAGS = '''
 import pendulum
-from airflow.sdk import dag
+{imports}
 
 from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftCreateTaskOperator,
@@ -45,7 +49,7 @@ def start_with_user():
 
 without_user()
 start_with_user()
-'''
+'''.replace("{imports}", README_IMPORTS.format(names="dag"))
 
 CREATES = ("/api/v2/workflows/start", "/api/v2/tasks")
 
@@ -55,7 +59,6 @@ def _creates_sent(emulator: EmulatorServer) -> list[str]:
 
 
 @pytest.mark.airflow
-@needs_airflow_3_readme
 def test_start_without_on_behalf_of_fails_before_sending(journey: Journey, emulator: EmulatorServer) -> None:
     journey.add_connection(emulator)
     journey.write_dag("start_processes", START_DAGS)

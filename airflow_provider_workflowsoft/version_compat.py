@@ -184,13 +184,38 @@ async def amask_secret(secret: str) -> None:
     await _amask(secret)
 
 
+def supervisor_answers_only_sync() -> bool:
+    """Whether this process's supervisor channel answers synchronous requests only.
+
+    ``airflow dags test`` runs a deferred task's trigger in-process with ``InProcessSupervisorComms``, which
+    has ``send`` but no ``asend``. The Task SDK's async connection read (``Connection.async_get``, through
+    ``ExecutionAPISecretsBackend.aget_connection``) calls ``asend``, swallows the ``AttributeError`` as
+    "not found here" and falls through to the environment-variable backend: a connection stored in the
+    metadata database then raises ``AirflowNotFoundException``. The real triggerer's channel has ``asend``.
+    """
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:  # Airflow 2: no supervisor channel; connections come from the database directly
+        return False
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    return comms is not None and not callable(getattr(comms, "asend", None))
+
+
 async def aget_connection(conn_id: str) -> Any:
-    """A connection read from a trigger's event loop, the async-safe way on every version."""
+    """A connection read from a trigger's event loop, the async-safe way on every version.
+
+    In the real triggerer it is the async read (nothing on the event loop waits for the supervisor). Where
+    the supervisor channel has no async requests (``airflow dags test``'s in-process trigger run, see
+    :func:`supervisor_answers_only_sync`), the synchronous read runs in a worker thread instead, so a
+    connection stored in the metadata database is found there too.
+    """
+    import asyncio
+
     try:
         from airflow.providers.common.compat.connection import get_async_connection
     except ImportError:  # pragma: no cover - older common.compat
-        import asyncio
-
+        return await asyncio.to_thread(BaseHook.get_connection, conn_id)
+    if supervisor_answers_only_sync():
         return await asyncio.to_thread(BaseHook.get_connection, conn_id)
     return await get_async_connection(conn_id)
 

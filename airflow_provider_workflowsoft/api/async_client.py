@@ -146,7 +146,7 @@ class AsyncWorkflowsoftClient(ClientCore):
     async def request(self, call: protocol.Call) -> Any:
         """Send an authenticated call; return its decoded JSON (``None`` for an empty body)."""
         answer = await self._exchange(call, self._auth_header, refresh_on_401=True)
-        return protocol.decode_answer(call, answer, self._redact)
+        return protocol.decode_answer(call, answer, self._redact, self.config.label)
 
     # -- token --------------------------------------------------------------------------------------
 
@@ -179,14 +179,19 @@ class AsyncWorkflowsoftClient(ClientCore):
         data = await self.request(protocol.call_poll_new_integration(integration_diagram_id))
         return protocol.normalise_poll(data)
 
+    async def _process_diagrams(self, search_term: str | None) -> list[dict[str, Any]]:
+        call = protocol.call_list_process_diagrams(search_term, 100)
+        items = protocol.unwrap_list(await self.request(call), "process diagrams", call.method, call.path)
+        return [protocol.normalise_object(item, call.method, call.path) for item in items]
+
     async def find_integration_step_id(self, process_diagram_name: str, integration_step_name: str) -> int:
         """The id of the integration step titled ``integration_step_name`` in the process diagram titled
         ``process_diagram_name`` (case-insensitive, one match each: the sync client's rule)."""
-        call = protocol.call_list_process_diagrams(process_diagram_name, 100)
-        items = protocol.unwrap_list(await self.request(call), "process diagrams", call.method, call.path)
-        found = [protocol.normalise_object(item, call.method, call.path) for item in items]
-        diagram = protocol.one_by_title(found, process_diagram_name, "process diagram",
-                                        "among the diagrams matching the search")
+        found = await self._process_diagrams(process_diagram_name)
+        where = "among the diagrams matching the search"
+        if not protocol.has_title(found, process_diagram_name):
+            found, where = await self._process_diagrams(None), protocol.ALL_DIAGRAMS
+        diagram = protocol.one_by_title(found, process_diagram_name, "process diagram", where)
         call = protocol.call_list_integration_steps(diagram["Id"])
         items = protocol.unwrap_list(await self.request(call), "integration steps", call.method, call.path)
         steps = [protocol.normalise_object(item, call.method, call.path) for item in items]

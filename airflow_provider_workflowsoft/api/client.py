@@ -27,6 +27,7 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftAPIError,
     WorkflowsoftError,
     WorkflowsoftLookupError,
+    WorkflowsoftValidationError,
     status_error,
 )
 from airflow_provider_workflowsoft.api.fields import (
@@ -177,7 +178,7 @@ class WorkflowsoftClient(ClientCore):
     def request(self, call: protocol.Call) -> Any:
         """Send an authenticated call; return its decoded JSON (``None`` for an empty body)."""
         answer = self._exchange(call, self._auth_header, refresh_on_401=True)
-        return protocol.decode_answer(call, answer, self._redact)
+        return protocol.decode_answer(call, answer, self._redact, self.config.label)
 
     # -- token --------------------------------------------------------------------------------------
 
@@ -214,7 +215,10 @@ class WorkflowsoftClient(ClientCore):
     def find_process_diagram(self, name: str) -> dict[str, Any]:
         """The one process diagram titled ``name`` (case-insensitive)."""
         found = self.list_process_diagrams(search_term=name, limit=100)
-        return protocol.one_by_title(found, name, "process diagram", "among the diagrams matching the search")
+        if protocol.has_title(found, name):
+            return protocol.one_by_title(found, name, "process diagram", "among the diagrams matching the search")
+        return protocol.one_by_title(self.list_process_diagrams(limit=100), name, "process diagram",
+                                     protocol.ALL_DIAGRAMS)
 
     def find_integration_step(self, process_diagram_id: int | str, name: str) -> dict[str, Any]:
         """The one integration step titled ``name`` (case-insensitive) in a process diagram."""
@@ -335,7 +339,7 @@ class WorkflowsoftClient(ClientCore):
         ):
             log.info("Integration instance %s was already completed; counting it as done", instance_id)
             return {"IntegrationInstanceId": instance_id, "completed": True, "already_completed": True}
-        raise status_error(answer.status, call.method, call.path, message)
+        raise status_error(answer.status, call.method, call.path, message, self.config.label)
 
     # -- users, processes, tasks --------------------------------------------------------------------
 
@@ -378,8 +382,12 @@ class WorkflowsoftClient(ClientCore):
         on_behalf_of: str | int | None = None,
     ) -> dict[str, Any]:
         """Start a process; return the process instance (``Id``, ``Title``). Sent again only when the
-        server surely did not act (see :class:`~.protocol.RetryPolicy`)."""
-        call = protocol.call_start_process(process_diagram_id, fields, self.resolve_on_behalf_of(on_behalf_of))
+        server surely did not act (see :class:`~.protocol.RetryPolicy`).
+
+        ``on_behalf_of`` is the user who starts it (an id, an email or a full name; default: the connection's
+        ``on_behalf_of`` when that is a user): refused before sending when it is ``system``."""
+        user = self.resolve_on_behalf_of(on_behalf_of, needs_user="Starting a process")
+        call = protocol.call_start_process(process_diagram_id, fields, user)
         return protocol.normalise_object(self.request(call), call.method, call.path)
 
     def create_task(
@@ -390,10 +398,13 @@ class WorkflowsoftClient(ClientCore):
         files: list[Any] | None = None,
         on_behalf_of: str | int | None = None,
     ) -> dict[str, Any]:
-        """Create a task; return the task object (``Id``, ``Title``, ``Description``)."""
+        """Create a task; return the task object (``Id``, ``Title``, ``Description``).
+
+        ``on_behalf_of`` is the user who creates it, as for :meth:`start_process`."""
+        user = self.resolve_on_behalf_of(on_behalf_of, needs_user="Creating a task")
         call = protocol.call_create_task(
             title, self.resolve_user_id(assigned_user_id) if not _blank(assigned_user_id) else None, description, files,
-            self.resolve_on_behalf_of(on_behalf_of),
+            user,
         )
         return protocol.normalise_object(self.request(call), call.method, call.path)
 
@@ -410,14 +421,28 @@ class WorkflowsoftClient(ClientCore):
                 self._user_ids[text.casefold()] = self.find_user(text)["Id"]
             return self._user_ids[text.casefold()]
 
-    def resolve_on_behalf_of(self, on_behalf_of: Any = None) -> str:
+    def resolve_on_behalf_of(self, on_behalf_of: Any = None, *, needs_user: str | None = None) -> str:
         """The ``X-OnBehalfOf-Id`` header of a request: one meaning everywhere.
 
         Empty means the connection's default; ``system`` is sent as it is; an id is sent as it is; an
         email or a full name is looked up (once per client) and sent as that user's id.
+
+        :param needs_user: what the header is for, when it must be a user (starts and tasks: the API page
+            sends a user's ``Id`` there, and Workflowsoft refuses ``system``): ``system``, given or the
+            connection's default, is then refused before anything is sent, with what to pass instead
         """
         value = self.config.on_behalf_of if _blank(on_behalf_of) else on_behalf_of
         if isinstance(value, str) and value.strip().casefold() == DEFAULT_ON_BEHALF_OF:
+            if needs_user:
+                given = (f"on_behalf_of is {on_behalf_of!r}" if not _blank(on_behalf_of) else
+                         f"on_behalf_of is not set and the connection's on_behalf_of is {value!r}")
+                raise WorkflowsoftValidationError(
+                    f"{needs_user} needs on_behalf_of: the Workflowsoft user it is done on behalf of, as a user "
+                    f"id, an email or a full name (for example on_behalf_of=\"john.doe@example.com\"); {given}, "
+                    f"and X-OnBehalfOf-Id must be an existing user's Id here ({DEFAULT_ON_BEHALF_OF!r} is for field "
+                    "updates and completions only). Nothing was sent.",
+                    [f"on_behalf_of: {value!r} is not a user"],
+                )
             return DEFAULT_ON_BEHALF_OF
         return str(self.resolve_user_id(value))
 

@@ -71,7 +71,7 @@ class ClientCore:
         """The token of a token answer, masked and cached; or the error of a refused one."""
         if answer.status >= 400:
             message = self._redact(protocol.extract_message(answer.text, answer.content_type))
-            raise protocol.mint_error(call, answer, message)
+            raise protocol.mint_error(call, answer, message, self.config.label)
         token = protocol.parse_token(answer.text, answer.content_type)
         if self._on_token:
             self._on_token(token)

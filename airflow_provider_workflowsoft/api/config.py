@@ -30,6 +30,8 @@ class ClientConfig:
         starts and tasks)
     :param verify_ssl: verify the server's TLS certificate
     :param pool_size: pooled connections kept open (size it to the concurrency of the caller)
+    :param label: where these settings come from, named in authentication errors so that the user knows
+        what to fix (the hook sets ``"the Airflow connection '<conn id>'"``); never a secret
     """
 
     base_url: str = defaults.DEFAULT_BASE_URL
@@ -46,6 +48,7 @@ class ClientConfig:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     retry_after_max: float = 60.0
+    label: str = ""
 
     def __post_init__(self) -> None:
         if not self.api_token and not (self.login and self.password):

@@ -74,7 +74,19 @@ class WorkflowsoftBadRequestError(WorkflowsoftAPIError, WorkflowsoftInputError):
 
 
 class WorkflowsoftAuthError(WorkflowsoftAPIError, WorkflowsoftInputError):  # type: ignore[misc]
-    """401/403 that survived one token refresh: the token or the credentials are wrong."""
+    """401/403 that survived one token refresh: the token or the credentials are wrong.
+
+    :param credentials_of: where the refused credentials come from (the client's ``ClientConfig.label``,
+        for example ``"the Airflow connection 'workflowsoft_default'"``), said in the message; never a secret
+    """
+
+    def __init__(self, status: int, method: str, path: str, server_message: str = "",
+                 credentials_of: str = "") -> None:
+        super().__init__(status, method, path, server_message)
+        self.credentials_of = credentials_of
+        if credentials_of:
+            self.args = (f"{self.args[0]}. Check the API token (or the administrator login and password) of "
+                         f"{credentials_of}",)
 
 
 class WorkflowsoftNotFoundError(WorkflowsoftAPIError, WorkflowsoftInputError):  # type: ignore[misc]
@@ -114,12 +126,13 @@ class WorkflowsoftUnknownOutcomeError(WorkflowsoftError):
         )
 
 
-def status_error(status: int, method: str, path: str, server_message: str) -> WorkflowsoftAPIError:
-    """The error class that fits an HTTP error status."""
+def status_error(status: int, method: str, path: str, server_message: str,
+                 credentials_of: str = "") -> WorkflowsoftAPIError:
+    """The error class that fits an HTTP error status (``credentials_of``: see :class:`WorkflowsoftAuthError`)."""
     cls: type[WorkflowsoftAPIError]
     if status in (401, 403):
-        cls = WorkflowsoftAuthError
-    elif status == 404:
+        return WorkflowsoftAuthError(status, method, path, server_message, credentials_of)
+    if status == 404:
         cls = WorkflowsoftNotFoundError
     elif status == 409:
         cls = WorkflowsoftConflictError

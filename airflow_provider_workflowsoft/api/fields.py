@@ -469,12 +469,21 @@ def resolve_field(name: str, fields: list[Field]) -> Field | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _unknown_field_message(name: str, fields: list[Field]) -> str:
-    labels = [f.label for f in fields]
+def did_you_mean(name: str, known: list[str]) -> str:
+    """``"; did you mean 'X'?"`` for the known name closest to a wrong one, or ``""``: the one suggestion
+    rule (field labels, process diagram and integration step titles)."""
     import difflib  # only when a name is wrong: keeps DAG-file imports light
 
-    close = difflib.get_close_matches(name, labels, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    if not close:  # the same name in another case (the lookups compare case-insensitively)
+        folded = {k.casefold(): k for k in known}
+        close = [folded[c] for c in difflib.get_close_matches(name.casefold(), list(folded), n=1, cutoff=0.5)]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown_field_message(name: str, fields: list[Field]) -> str:
+    labels = [f.label for f in fields]
+    hint = did_you_mean(name, labels)
     return f"{name!r}: no such field{hint} Known labels: {', '.join(repr(label) for label in labels)}"
 
 

@@ -31,7 +31,7 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftUnknownOutcomeError,
     status_error,
 )
-from airflow_provider_workflowsoft.api.fields import _lookup, param_key, to_jsonable, to_wire_json
+from airflow_provider_workflowsoft.api.fields import _lookup, did_you_mean, param_key, to_jsonable, to_wire_json
 from airflow_provider_workflowsoft.defaults import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
@@ -635,30 +635,43 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
-def answer_error(call: Call, answer: Answer, message: str) -> WorkflowsoftError:
-    """The error for an error answer. A create answered 500/502/504 may have been acted on."""
+def answer_error(call: Call, answer: Answer, message: str, credentials_of: str = "") -> WorkflowsoftError:
+    """The error for an error answer. A create answered 500/502/504 may have been acted on; 401/403 say
+    whose credentials were refused (``credentials_of``, the client's ``ClientConfig.label``)."""
     if call.creates and answer.status in (500, 502, 504):
         return WorkflowsoftUnknownOutcomeError(call.method, call.path, f"HTTP {answer.status}: {message}")
-    return status_error(answer.status, call.method, call.path, message)
+    return status_error(answer.status, call.method, call.path, message, credentials_of)
 
 
-def mint_error(call: Call, answer: Answer, message: str) -> WorkflowsoftError:
-    """The error for a refused token request; 401/403 name the administrator credentials."""
+def mint_error(call: Call, answer: Answer, message: str, credentials_of: str = "") -> WorkflowsoftError:
+    """The error for a refused token request; 401/403 name the administrator credentials (and whose)."""
     if answer.status in (401, 403):
         return WorkflowsoftAuthError(
             answer.status, call.method, call.path,
-            f"the administrator login or password was refused ({message or 'no message'})",
+            f"the administrator login or password was refused ({message or 'no message'})", credentials_of,
         )
-    return status_error(answer.status, call.method, call.path, message)
+    return status_error(answer.status, call.method, call.path, message, credentials_of)
 
 
-def decode_answer(call: Call, answer: Answer, redact_text: Callable[[str], str]) -> Any:
+def decode_answer(call: Call, answer: Answer, redact_text: Callable[[str], str], credentials_of: str = "") -> Any:
     """The decoded JSON of a final answer (``None`` for 204 or an empty body), or its error."""
     if answer.status >= 400:
-        raise answer_error(call, answer, redact_text(extract_message(answer.text, answer.content_type)))
+        raise answer_error(call, answer, redact_text(extract_message(answer.text, answer.content_type)),
+                           credentials_of)
     if answer.status == 204:
         return None
     return decode_json(answer.text, answer.content_type, call.method, call.path)
+
+
+def has_title(items: list[dict[str, Any]], name: str) -> bool:
+    """Whether one of ``items`` is titled ``name`` (case-insensitive, as :func:`one_by_title` compares)."""
+    folded = str(name).strip().casefold()
+    return any(str(item.get("Title", "")).strip().casefold() == folded for item in items)
+
+
+#: Where a process diagram is looked for when the server's search by its name finds no diagram of that title
+#: (a misspelt name): among every diagram, which gives the suggestion something to suggest.
+ALL_DIAGRAMS = "among the process diagrams"
 
 
 def one_by_title(items: list[dict[str, Any]], name: str, what: str, where: str) -> dict[str, Any]:
@@ -671,7 +684,8 @@ def one_by_title(items: list[dict[str, Any]], name: str, what: str, where: str) 
         return matches[0]
     titles = ", ".join(f"{i.get('Title')!r} (Id {i.get('Id')})" for i in items[:20]) or "none"
     if not matches:
-        raise WorkflowsoftLookupError(f"No {what} titled {name!r} {where}; found: {titles}", items)
+        hint = did_you_mean(name.strip(), [str(i.get("Title", "")) for i in items])
+        raise WorkflowsoftLookupError(f"No {what} titled {name!r} {where}; found: {titles}{hint}", items)
     raise WorkflowsoftLookupError(
         f"{len(matches)} {what}s are titled {name!r} {where}; use the id instead: {titles}", matches
     )

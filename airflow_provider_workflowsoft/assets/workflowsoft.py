@@ -84,7 +84,7 @@ def integration_step_asset(
     integration_step_name: str | None = None,
     workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
     max_instances: int = 100,
-    poll_interval: float = 30.0,
+    poll_interval: float = defaults.DEFAULT_POLL_INTERVAL_SECONDS,
     reclaim_after: dt.timedelta | float = dt.timedelta(hours=1),
     fetch_fields: bool = False,
     watch: bool = True,
@@ -130,10 +130,10 @@ def integration_step_asset(
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationEventTrigger
 
     limit = _positive_int(max_instances, "max_instances")
-    interval = _seconds(poll_interval, "poll_interval")
+    from airflow_provider_workflowsoft.sensors.workflowsoft import poll_seconds
+
+    interval = poll_seconds(poll_interval)
     lease = _seconds(reclaim_after, "reclaim_after")
-    if interval <= 0:
-        raise WorkflowsoftInputError(f"poll_interval must be more than 0 seconds, got {poll_interval!r}")
     if lease <= interval:
         raise WorkflowsoftInputError(
             f"reclaim_after must be longer than poll_interval ({interval:g} s), got {reclaim_after!r}: the lease "

@@ -122,6 +122,9 @@ def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None
         "verify_ssl": values["verify_ssl"],
         **credentials,
     }
+    conn_id = getattr(conn, "conn_id", None)
+    if conn_id:  # authentication errors say which connection to fix
+        kwargs["label"] = f"the Airflow connection {conn_id!r}"
     kwargs.update(overrides)
     return ClientConfig(**kwargs)
 
@@ -254,7 +257,7 @@ class WorkflowsoftHook(BaseHook):
             if exc.status in (401, 403):
                 return False, (
                     f"Workflowsoft refused the credentials (HTTP {exc.status}) at {exc.path}: check the API token "
-                    "(or the administrator login and password)"
+                    f"(or the administrator login and password) of the connection {self.workflowsoft_conn_id!r}"
                     + (f". Server said: {exc.server_message}" if exc.server_message else "")
                 )
             return False, str(exc)

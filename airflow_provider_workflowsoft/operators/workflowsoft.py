@@ -228,7 +228,8 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
 
     :param process_diagram_id: the process diagram (``ProcessDiagramID``)
     :param process_diagram_name: or its title, resolved at run time
-    :param on_behalf_of: the user starting it: a user id, an email or a full name
+    :param on_behalf_of: the user starting it: a user id, an email or a full name (default: the connection's
+        ``on_behalf_of`` when that is a user; ``system`` is refused before sending)
     :param fields: process fields (uuid keys become ``field_<key>``)
     :param allow_duplicates: send even when an earlier try's outcome is unknown
     :param workflowsoft_conn_id: the Workflowsoft connection id
@@ -254,6 +255,8 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         fields = _coerce_fields(self.fields)
+        # Checked (and looked up) before anything is recorded or sent: a start needs a user.
+        user = self.hook.client.resolve_on_behalf_of(self.on_behalf_of, needs_user="Starting a process")
         if not _blank(self.process_diagram_id):
             pid: Any = self.process_diagram_id
             what = f"a process of diagram {pid}"
@@ -264,7 +267,7 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
         client = self.hook.client
         result = self.run_create_once(
             context,
-            lambda: client.start_process(pid, fields=fields, on_behalf_of=self.on_behalf_of),
+            lambda: client.start_process(pid, fields=fields, on_behalf_of=user),
             what=what,
             allow_duplicates=_truthy(self.allow_duplicates),
         )
@@ -287,7 +290,8 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
     :param description: its description
     :param assignee: the user it is assigned to: a user id, an email or a full name (default: the
         ``on_behalf_of`` user)
-    :param on_behalf_of: the user creating it: a user id, an email or a full name
+    :param on_behalf_of: the user creating it: a user id, an email or a full name (default: the connection's
+        ``on_behalf_of`` when that is a user; ``system`` is refused before sending)
     :param files: files attached to the task, as the API takes them
     :param allow_duplicates: send even when an earlier try's outcome is unknown
     :param workflowsoft_conn_id: the Workflowsoft connection id
@@ -310,13 +314,14 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.client
+        # Checked (and looked up) before anything is recorded or sent: a task is created by a user.
+        user = client.resolve_on_behalf_of(self.on_behalf_of, needs_user="Creating a task")
 
         def send() -> dict[str, Any]:
             # The assignee defaults to the user creating the task (one lookup of each, cached by the client).
-            assignee = self.on_behalf_of if _blank(self.assignee) else self.assignee
-            return client.create_task(self.title, assigned_user_id=None if _blank(assignee) else assignee,
-                                      description=self.description, files=self.files,
-                                      on_behalf_of=self.on_behalf_of)
+            assignee = user if _blank(self.assignee) else self.assignee
+            return client.create_task(self.title, assigned_user_id=assignee, description=self.description,
+                                      files=self.files, on_behalf_of=user)
 
         return self.run_create_once(
             context,

@@ -64,6 +64,10 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     :param reclaim_after: lease of a claim: claimed-but-not-done instances older than this are offered
         again (``None``: never)
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``)
+    :param poll_interval: deferrable mode: time between the trigger's polls while nothing is new (a timedelta
+        or seconds). Default 30 s; a sensor given ``poke_interval`` (itself or in ``default_args``) and no
+        ``poll_interval`` polls every ``poke_interval``, as before 0.4. ``poke_interval`` keeps its Airflow
+        meaning for the poke and reschedule modes
     :param max_consecutive_failures: deferrable mode: failed polls in a row before the task fails
     :param workflowsoft_conn_id: the Workflowsoft connection id
 
@@ -95,9 +99,12 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         max_consecutive_failures: int = 5,
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         integration_diagram_id: int | str | None = None,
+        poll_interval: dt.timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
+        # Before 0.4 the deferred trigger polled every poke_interval: a DAG that set it keeps that pace.
+        poke_given = "poke_interval" in kwargs or "poke_interval" in (kwargs.get("default_args") or {})
         super().__init__(**kwargs)
         integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         if integration_step_id is None and not (process_diagram_name and integration_step_name):
@@ -114,6 +121,10 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.max_consecutive_failures = max_consecutive_failures
         self.workflowsoft_conn_id = workflowsoft_conn_id
+        if poll_interval is None and poke_given:
+            poll_interval = float(self.poke_interval)
+        self.poll_interval = poll_seconds(
+            defaults.DEFAULT_POLL_INTERVAL_SECONDS if poll_interval is None else poll_interval)
         self._step_id: int | None = None
         self._skip_ids: list[Any] = []
 
@@ -213,7 +224,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                 workflowsoft_conn_id=self.workflowsoft_conn_id,
                 max_instances=self._limit(),
                 fetch_fields=to_bool(self.fetch_fields),
-                poll_interval=float(self.poke_interval),
+                poll_interval=self.poll_interval,
                 max_consecutive_failures=self.max_consecutive_failures,
                 skip_ids=list(self._skip_ids),
                 # The trigger claims what it polls in this task instance's record before its event:
@@ -261,6 +272,14 @@ def _trigger_class() -> Any:
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 
     return WorkflowsoftIntegrationTrigger
+
+
+def poll_seconds(value: Any) -> float:
+    """``poll_interval`` in seconds (a timedelta or a number of seconds), more than 0."""
+    interval = as_timedelta(value, "poll_interval")
+    if interval is None or interval.total_seconds() <= 0:
+        raise WorkflowsoftInputError(f"poll_interval must be more than 0 seconds, got {value!r}")
+    return interval.total_seconds()
 
 
 def as_timedelta(value: Any, name: str) -> dt.timedelta | None:

@@ -87,6 +87,23 @@ def test_find_by_title_case_insensitive_and_clear_errors(rm: Any, client: Workfl
         client.find_process_diagram("X")
 
 
+def test_misspelt_diagram_name_gets_a_suggestion(rm: Any, client: WorkflowsoftClient) -> None:
+    """The server's search by a misspelt name finds nothing: the lookup compares with every diagram and says
+    which one was probably meant (the same rule as a wrong field label), as a wrong step name is answered."""
+    diagrams = [{"Id": 1, "Title": "Event registration"}, {"Id": 2, "Title": "Customer follow-up"}]
+    rm.get(BASE + "/api/v2/workflows", additional_matcher=lambda r: "searchterm" in r.url.lower(), json=[])
+    rm.get(BASE + "/api/v2/workflows", additional_matcher=lambda r: "searchterm" not in r.url.lower(),
+           json=diagrams)
+    with pytest.raises(WorkflowsoftLookupError) as info:
+        client.find_process_diagram("Event registation")
+    assert "No process diagram titled 'Event registation' among the process diagrams" in str(info.value)
+    assert str(info.value).endswith("; did you mean 'Event registration'?")
+    assert "'Customer follow-up' (Id 2)" in str(info.value)
+    rm.get(BASE + "/api/v2/workflows/1/tasks", json=[{"Id": 11, "Title": "Enrich event"}])
+    with pytest.raises(WorkflowsoftLookupError, match=r"did you mean 'Enrich event'\?"):
+        client.find_integration_step(1, "Enrich evnt")
+
+
 @pytest.mark.parametrize(
     "answer",
     [{"status_code": 204}, {"text": ""}, {"text": "null"}, {"json": {}}, {"json": []},
@@ -198,9 +215,35 @@ def test_start_process(rm: Any, client: WorkflowsoftClient) -> None:
     request = rm.request_history[0]
     assert request.text == '{"TemplateId":3,"Fields":{}}'
     assert_headers(request, {**WRITE_HEADERS, "X-OnBehalfOf-Id": "9"})
-    client.start_process(3, fields={KEY_NAME: Decimal("2.50")})
+    client.start_process(3, fields={KEY_NAME: Decimal("2.50")}, on_behalf_of="9")
     assert rm.request_history[1].text == '{"TemplateId":3,"Fields":{"field_9aae87b4_2b01_43eb_be17_d0080a225f54":2.50}}'
-    assert rm.request_history[1].headers["X-OnBehalfOf-Id"] == "system"
+
+
+@pytest.mark.parametrize("on_behalf_of", [None, "", "system", " System "])
+def test_start_and_task_refuse_system_before_sending(rm: Any, client: WorkflowsoftClient,
+                                                     on_behalf_of: Any) -> None:
+    """Starts and tasks are made on behalf of a user (the API page sends a user's Id there): without one,
+    the error names the parameter and what to pass, and nothing is sent."""
+    start = rm.post(BASE + "/api/v2/workflows/start", json={"Id": 1, "Title": "P"})
+    task = rm.post(BASE + "/api/v2/tasks", json={"Id": 1, "Title": "T"})
+    for call in (lambda: client.start_process(3, on_behalf_of=on_behalf_of),
+                 lambda: client.create_task("T", on_behalf_of=on_behalf_of)):
+        with pytest.raises(WorkflowsoftValidationError) as info:
+            call()
+        message = str(info.value)
+        assert "needs on_behalf_of" in message and "a user id, an email or a full name" in message
+        assert "'system'" in message and "Nothing was sent" in message
+        assert isinstance(info.value, WorkflowsoftInputError)
+    assert rm.request_history == [] and not start.called and not task.called
+
+
+def test_start_uses_the_connections_user(rm: Any, make_client: MakeClient) -> None:
+    """A connection whose on_behalf_of is a user makes that user the default of starts and tasks."""
+    client = make_client(on_behalf_of="7")
+    rm.post(BASE + "/api/v2/workflows/start", json={"Id": 1, "Title": "P"})
+    client.start_process(3)
+    assert rm.request_history[-1].headers["X-OnBehalfOf-Id"] == "7"
+    assert client.resolve_on_behalf_of(None) == "7"  # and of field updates and completions
 
 
 def test_create_task(rm: Any, client: WorkflowsoftClient) -> None:
@@ -212,7 +255,7 @@ def test_create_task(rm: Any, client: WorkflowsoftClient) -> None:
     assert body_of(request) == {"Title": "Task name", "AssignedUserId": 5, "Description": "D",
                                 "Files": [{"Name": "a.txt"}]}
     assert_headers(request, {**WRITE_HEADERS, "X-OnBehalfOf-Id": "9"})
-    client.create_task("Only title")
+    client.create_task("Only title", on_behalf_of=9)
     assert body_of(rm.request_history[1]) == {"Title": "Only title"}
 
 
@@ -278,6 +321,22 @@ def test_401_with_given_token_is_not_retried(rm: Any, client: WorkflowsoftClient
         client.list_process_diagrams()
     assert diagrams.call_count == 1 and sleep.calls == []
     assert str(info.value) == "Workflowsoft answered 401 to GET /api/v2/workflows: Invalid token"
+
+
+def test_auth_errors_name_the_settings_never_the_secret(rm: Any, make_client: MakeClient) -> None:
+    """A refused token, or refused administrator credentials, names where they come from (the config's label:
+    the hook puts the connection id there) so the user knows what to fix; the secret is never in it."""
+    rm.get(BASE + "/api/v2/workflows", status_code=403, json={"Message": "Forbidden"})
+    label = "the Airflow connection 'workflowsoft_prod'"
+    with pytest.raises(WorkflowsoftAuthError) as info:
+        make_client(label=label).list_process_diagrams()
+    assert str(info.value) == ("Workflowsoft answered 403 to GET /api/v2/workflows: Forbidden. Check the API token "
+                               f"(or the administrator login and password) of {label}")
+    assert TOKEN not in str(info.value) and info.value.credentials_of == label
+    rm.get(TOKEN_URL, status_code=401, text="Unauthorized")
+    with pytest.raises(WorkflowsoftAuthError, match="administrator login or password was refused") as minted:
+        make_client(login=ADMIN_LOGIN, password=ADMIN_PASSWORD, label=label).list_process_diagrams()
+    assert label in str(minted.value) and ADMIN_PASSWORD not in str(minted.value)
 
 
 def test_bad_admin_credentials(rm: Any, make_client: MakeClient) -> None:
@@ -347,8 +406,8 @@ def test_unreachable_after_retries(rm: Any, make_client: MakeClient) -> None:
 
 
 CREATES = [
-    ("start", "/api/v2/workflows/start", lambda c: c.start_process(3)),
-    ("task", "/api/v2/tasks", lambda c: c.create_task("T")),
+    ("start", "/api/v2/workflows/start", lambda c: c.start_process(3, on_behalf_of=9)),
+    ("task", "/api/v2/tasks", lambda c: c.create_task("T", on_behalf_of=9)),
 ]
 
 

@@ -6,7 +6,9 @@ sharing one AIRFLOW_HOME, one JWT secret, one Fernet key and the metadata databa
 fixtures' teardown kills every process tree they started (SIGTERM, then SIGKILL) and drops the database
 they created.
 
-- ``embedded``: LocalExecutor on SQLite; runs anywhere Airflow is installed.
+- ``embedded``: LocalExecutor on SQLite; runs anywhere Airflow is installed. Its Workflowsoft connection is
+  made the README's way, with ``airflow connections add`` (stored in the metadata database); the distributed
+  one keeps the ``AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT`` variable, so both ways run in the real triggerer.
 - ``distributed``: CeleryExecutor, a fresh PostgreSQL database per run (``WFS_PG_URL``, default
   ``postgresql://root@127.0.0.1:5432/postgres``: the server and a database to connect to for CREATE DATABASE)
   and Redis as the broker (``WFS_REDIS_URL``, default ``redis://127.0.0.1:6379/0``); skipped with the reason
@@ -582,10 +584,15 @@ def embedded_deployment(base: Path, emulator: EmulatorServer) -> Iterator[Deploy
     db_url = f"sqlite:///{home / 'airflow.db'}"
     env = _base_env(home, free_port(), fernet_key, db_url, _dags_folder(base), emulator)
     env.update({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2"})
+    # The README's way: the connection stored in the metadata database (the tasks, the sensor's trigger and
+    # the asset watcher read it through the supervisor, the trigger and the watcher asynchronously).
+    del env["AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT"]
     dep = Deployment("embedded", base, env, fernet_key, db_url, emulator)
     try:
         started = time.monotonic()
         dep.airflow("db", "migrate", timeout=600)
+        dep.airflow("connections", "add", "workflowsoft_default", "--conn-type", "workflowsoft", "--conn-host",
+                    emulator.base_url, "--conn-port", str(emulator.port), "--conn-password", "demo-token")
         _start_common(dep)
         dep.wait_healthy()
         _unpause(dep)

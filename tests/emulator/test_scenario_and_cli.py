@@ -245,3 +245,27 @@ def test_cli_starts_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert base in out
     assert "demo-token" in out and "admin@example.com" in out
+
+
+def test_the_readmes_example_scenario_loads_and_serves_its_tenant() -> None:
+    """docs/examples/my_scenario.json, which the README starts the emulator with, is a valid scenario that
+    serves what the README's first DAG uses: its diagrams and step, the fields it reads and writes, its users,
+    and instances waiting at start."""
+    from airflow_provider_workflowsoft.emulator import EmulatorServer
+
+    path = REPO_ROOT / "docs" / "examples" / "my_scenario.json"
+    assert "--scenario docs/examples/my_scenario.json" in (REPO_ROOT / "README.md").read_text()
+    with EmulatorServer(scenario=path) as emu:
+        auth = {"Authorization": "Bearer demo-token"}
+        diagrams = requests.get(f"{emu.base_url}/api/v2/workflows", headers=auth, timeout=5).json()
+        assert {d["Title"] for d in diagrams} == {"Event registration", "Customer follow-up"}
+        steps = requests.get(f"{emu.base_url}/api/v2/workflows/1/tasks", params={"integration": "true"},
+                             headers=auth, timeout=5).json()
+        assert [(s["Id"], s["Title"]) for s in steps] == [(11, "Enrich event")]
+        users = requests.get(f"{emu.base_url}/api/users/search", params={"Query": "example.com"}, headers=auth,
+                             timeout=5).json()
+        assert {"john.doe@example.com", "jane.roe@example.com"} <= {u["Email"] for u in users}
+        waiting = [i for i in emu.snapshot()["instances"] if i["status"] == "new"]
+        assert [i["fields"]["Event name"] for i in waiting] == ["Data Summit", "Workshop day"]
+        assert {"Event name", "Venue code", "Event exists"} <= set(waiting[0]["fields"])
+        assert all(i["integration_step_id"] == 11 for i in waiting)

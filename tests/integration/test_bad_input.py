@@ -56,7 +56,8 @@ def test_html_page_instead_of_json(rm: Any, client: WorkflowsoftClient) -> None:
     )
 
 
-@pytest.mark.parametrize("call", [lambda c: c.start_process(3), lambda c: c.create_task("T")])
+@pytest.mark.parametrize("call", [lambda c: c.start_process(3, on_behalf_of=9),
+                                  lambda c: c.create_task("T", on_behalf_of=9)])
 def test_empty_body_where_an_object_is_expected(rm: Any, client: WorkflowsoftClient, call: Any) -> None:
     rm.post(BASE + "/api/v2/workflows/start", text="")
     rm.post(BASE + "/api/v2/tasks", text="")
@@ -123,7 +124,7 @@ def test_id_that_does_not_exist(rm: Any, client: WorkflowsoftClient) -> None:
         (lambda c: c.complete_step("x", validate=False), "integration_instance_id"),
         (lambda c: c.poll_new_integration("step"), "integration_diagram_id"),
         (lambda c: c.list_integration_steps("P-1"), "process_diagram_id"),
-        (lambda c: c.start_process("three"), "process_diagram_id"),
+        (lambda c: c.start_process("three", on_behalf_of=9), "process_diagram_id"),
     ],
 )
 def test_non_numeric_ids_refused_before_sending(rm: Any, client: WorkflowsoftClient, call: Any, name: str) -> None:
@@ -136,7 +137,7 @@ def test_assignee_given_by_name_is_looked_up_not_refused(rm: Any, client: Workfl
     # assigned_user_id takes a user id, an email or a full name: a name is looked up, never sent as is
     search = rm.get(BASE + "/api/users/search", json=[])
     with pytest.raises(WorkflowsoftInputError):
-        client.create_task("T", assigned_user_id="bob")
+        client.create_task("T", assigned_user_id="bob", on_behalf_of=9)
     assert search.called and all(r.method == "GET" for r in rm.request_history)
 
 

@@ -119,6 +119,42 @@ def test_test_connection_bad_token(monkeypatch: pytest.MonkeyPatch, rm: Any) -> 
     assert TOKEN not in message
 
 
+def test_refused_credentials_name_the_connection(monkeypatch: pytest.MonkeyPatch, emulator: Any) -> None:
+    """A refused token or refused administrator credentials name the connection to fix (never the secret),
+    from the hook's sync client, its async client (triggers) and the connection test."""
+    import asyncio
+
+    from airflow_provider_workflowsoft.api.errors import WorkflowsoftAuthError
+
+    wrong = "wrong-SECRET-token-123"
+    monkeypatch.setenv("AIRFLOW_CONN_WORKFLOWSOFT_PROD", json.dumps(
+        {"conn_type": "workflowsoft", "host": emulator.base_url, "password": wrong, "extra": {"max_retries": 0}}))
+    hook = WorkflowsoftHook("workflowsoft_prod")
+    with pytest.raises(WorkflowsoftAuthError) as sync_error:
+        hook.list_process_diagrams()
+
+    async def poll() -> None:
+        client = await hook.get_async_client()
+        try:
+            await client.poll_new_integration(11)
+        finally:
+            await client.aclose()
+
+    with pytest.raises(WorkflowsoftAuthError) as async_error:
+        asyncio.run(poll())
+    monkeypatch.setenv("AIRFLOW_CONN_WORKFLOWSOFT_ADMIN", json.dumps(
+        {"conn_type": "workflowsoft", "host": emulator.base_url, "login": ADMIN_LOGIN, "password": wrong}))
+    with pytest.raises(WorkflowsoftAuthError, match="administrator login or password was refused") as admin_error:
+        WorkflowsoftHook("workflowsoft_admin").list_process_diagrams()
+    ok, tested = WorkflowsoftHook("workflowsoft_prod").test_connection()
+    for message, conn_id in ((str(sync_error.value), "workflowsoft_prod"),
+                             (str(async_error.value), "workflowsoft_prod"),
+                             (str(admin_error.value), "workflowsoft_admin"), (tested, "workflowsoft_prod")):
+        assert f"connection {conn_id!r}" in message, message
+        assert wrong not in message
+    assert ok is False
+
+
 def test_test_connection_bad_admin_password(monkeypatch: pytest.MonkeyPatch, rm: Any) -> None:
     set_json(monkeypatch, login=ADMIN_LOGIN, password=ADMIN_PASSWORD)
     rm.get(BASE + "/api/v2/app/apitoken", status_code=401, text="Unauthorized")

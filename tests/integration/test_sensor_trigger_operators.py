@@ -216,6 +216,28 @@ def test_deferrable_checks_once_then_defers(emu, store) -> None:
     assert ids(s.execute(context())) == [5001]  # found at once: no deferral
 
 
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    ({}, 30.0),  # the documented default, not poke_interval's 60 s
+    ({"poll_interval": 5}, 5.0),
+    ({"poll_interval": dt.timedelta(minutes=2), "poke_interval": 7}, 120.0),
+    ({"poll_interval": "2.5"}, 2.5),
+    ({"poke_interval": 7}, 7.0),  # a 0.3 DAG that set poke_interval keeps its pace
+    ({"default_args": {"poke_interval": 9}}, 9.0),
+])
+def test_deferred_poll_interval(emu, store, kwargs: dict[str, Any], expected: float) -> None:
+    s = sensor(store, deferrable=True, timeout=60, **kwargs)
+    with pytest.raises(TaskDeferred) as info:
+        s.execute(context())
+    assert info.value.trigger.serialize()[1]["poll_interval"] == expected
+    assert s.poll_interval == expected
+
+
+@pytest.mark.parametrize("bad", [0, -1, "soon"])
+def test_bad_poll_interval_is_refused_at_once(store, bad: Any) -> None:
+    with pytest.raises(WorkflowsoftInputError, match="poll_interval"):
+        sensor(store, deferrable=True, poll_interval=bad)
+
+
 def test_execute_complete_claims_and_returns(emu, store) -> None:
     s = sensor(store, deferrable=True, fetch_fields=True)
     emu.create_instances(11, count=2)

@@ -85,7 +85,7 @@ class Call:
     body: Any = None
     on_behalf_of: str | None = None
     creates: bool = False
-    kind: str = "other"
+    kind: str = dataclasses.field(default="other", compare=False)  # metadata, not part of the request
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}

@@ -199,3 +199,32 @@ def test_nothing_is_measured_when_airflow_sends_no_metrics(emulator: EmulatorSer
     report, error = run(op)
     assert error is None and report is not None
     assert op.metrics() is None and op.hook.client.on_request is None  # no observer: no per-request cost
+
+
+def test_the_sensor_sends_open_claims_and_reclaimed_instances(
+    emulator: EmulatorServer, conn: str, statsd: StatsdReceiver
+) -> None:
+    import datetime as dt
+
+    from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
+    from tests.conftest import fake_context
+
+    emulator.create_instances(STEP, count=3)
+    store = MemoryStore()
+
+    def sensor(task_id: str) -> WorkflowsoftIntegrationSensor:
+        return WorkflowsoftIntegrationSensor(task_id=task_id, integration_step_id=STEP, workflowsoft_conn_id=CONN,
+                                             max_instances=2, reclaim_after=dt.timedelta(0), ledger_store=store)
+
+    assert len(sensor("first").poke(fake_context("first")).xcom_value) == 2  # type: ignore[arg-type]
+    metrics = statsd.drain()
+    assert metrics["workflowsoft.claims.open.11"] == [(2.0, "g")]  # received, not completed yet
+    assert total(metrics, "workflowsoft.api.requests.poll") == 2
+    assert "workflowsoft.instances.reclaimed" not in metrics
+
+    # Another task whose lease on them is over (reclaim_after=0) takes both back first.
+    taken = sensor("second").poke(fake_context("second")).xcom_value  # type: ignore[arg-type]
+    assert [i.get("reclaimed") for i in taken] == [True, True]
+    metrics = statsd.drain()
+    assert total(metrics, "workflowsoft.instances.reclaimed") == 2
+    assert metrics["workflowsoft.claims.open.11"] == [(2.0, "g")]

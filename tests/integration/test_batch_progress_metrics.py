@@ -69,7 +69,7 @@ def test_progress_lines_come_at_a_steady_pace_with_growing_counts(
     assert error is None and report is not None and len(report["succeeded"]) == 24
     lines = [m for m in (PROGRESS.search(r.getMessage()) for r in caplog.records) if m]
     assert len(lines) >= 3, caplog.text
-    assert len(lines) < 24  # a steady pace, not a line per instance
+    assert len(lines) <= report["seconds"] / 0.2 + 1  # a steady pace, not a line per instance
     completed = [int(m.group(3)) for m in lines]
     elapsed = [float(m.group(6)) for m in lines]
     assert completed == sorted(completed) and completed[-1] > completed[0], completed
@@ -228,3 +228,25 @@ def test_the_sensor_sends_open_claims_and_reclaimed_instances(
     metrics = statsd.drain()
     assert total(metrics, "workflowsoft.instances.reclaimed") == 2
     assert metrics["workflowsoft.claims.open.11"] == [(2.0, "g")]
+
+
+def test_the_async_client_of_triggers_is_measured_too(
+    emulator: EmulatorServer, conn: str, statsd: StatsdReceiver
+) -> None:
+    import asyncio
+
+    from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+
+    emulator.create_instances(STEP, count=1)
+
+    async def poll() -> Any:
+        client = await WorkflowsoftHook(CONN).get_async_client()
+        try:
+            return await client.poll_new_integration(STEP)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(poll()) is not None
+    metrics = statsd.drain()
+    assert total(metrics, "workflowsoft.api.requests.poll") == 1
+    assert len(metrics["workflowsoft.api.latency.poll"]) == 1

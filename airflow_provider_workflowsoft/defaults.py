@@ -10,3 +10,4 @@ DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_RETRIES = 5
 #: Seconds between the triggerer's polls of a step when nothing is new (the deferred sensor, the asset watcher).
 DEFAULT_POLL_INTERVAL_SECONDS = 30.0
+DEFAULT_PROGRESS_INTERVAL_SECONDS = 10.0  # the batch worker's progress lines

@@ -149,6 +149,26 @@ def default_deferrable() -> bool:
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
+def stats() -> Any:
+    """Airflow's ``Stats`` (StatsD, Datadog or OpenTelemetry, as ``[metrics]`` configures it).
+
+    The same import on every supported version: ``common.compat.sdk`` maps it to
+    ``airflow.sdk.observability.stats`` on Airflow 3.3 and to ``airflow.stats`` on 2.11; both take
+    ``incr/gauge/timing(stat, ..., tags=...)``."""
+    from airflow.providers.common.compat.sdk import Stats
+
+    return Stats
+
+
+def metrics_enabled() -> bool:
+    """Whether Airflow sends metrics from this process's configuration (``[metrics] statsd_on``,
+    ``statsd_datadog_enabled`` or ``otel_on``): without any, nothing is measured at all."""
+    from airflow.providers.common.compat.sdk import conf
+
+    return any(conf.getboolean("metrics", option, fallback=False)
+               for option in ("statsd_on", "statsd_datadog_enabled", "otel_on"))
+
+
 def mask_secret(secret: str) -> None:
     """Register ``secret`` with Airflow's secrets masker (synchronous code: tasks, hooks)."""
     if secret:
@@ -320,6 +340,8 @@ __all__ = [
     "fails_fast_on_bad_input",
     "mask_secret",
     "mask_secret_in_process",
+    "metrics_enabled",
+    "stats",
     "task_decorator_base",
     "task_state_store",
     "variable_delete",

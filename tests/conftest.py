@@ -112,7 +112,7 @@ def rm() -> Iterator[requests_mock_module.Mocker]:
 @pytest.fixture
 def make_client(sleep: SleepRecorder, token_cache: protocol.TokenCache) -> Callable[..., WorkflowsoftClient]:
     def build(**options: Any) -> WorkflowsoftClient:
-        client_kwargs = {k: options.pop(k) for k in ("on_token", "rand") if k in options}
+        client_kwargs = {k: options.pop(k) for k in ("on_token", "rand", "on_request") if k in options}
         if "login" not in options and "api_token" not in options:
             options["api_token"] = TOKEN
         config = ClientConfig(**options)

@@ -78,6 +78,8 @@ class WorkflowsoftClient(ClientCore):
     :param sleep: called with seconds to wait between retries (tests inject a recorder)
     :param on_token: called with every token as soon as it is known (the hook masks it there)
     :param token_cache: where minted tokens are kept (the process-wide cache by default)
+    :param on_request: told about every HTTP request once answered or failed (see
+        :class:`~airflow_provider_workflowsoft.api.client_core.ClientCore`)
     """
 
     def __init__(
@@ -89,8 +91,9 @@ class WorkflowsoftClient(ClientCore):
         on_token: Callable[[str], None] | None = None,
         token_cache: protocol.TokenCache | None = None,
         rand: Callable[[], float] = random.random,
+        on_request: protocol.RequestObserver | None = None,
     ) -> None:
-        super().__init__(config, on_token=on_token, token_cache=token_cache, rand=rand)
+        super().__init__(config, on_token=on_token, token_cache=token_cache, rand=rand, on_request=on_request)
         self._session = session
         self._session_lock = threading.Lock()
         self._mint_lock = threading.Lock()

@@ -21,6 +21,9 @@ class ClientCore:
     :param on_token: called with every token as soon as it is known (the hook and trigger mask it there)
     :param token_cache: where minted tokens are kept (the process-wide cache by default)
     :param rand: the jitter's random source (tests fix it)
+    :param on_request: told about every HTTP request once answered or failed, retries and token requests
+        included (a :class:`~.protocol.RequestEvent`: method, endpoint kind, status, seconds, attempt); the
+        hook counts them in Airflow's metrics. It must be quick; its errors are logged and ignored.
     """
 
     def __init__(
@@ -30,9 +33,11 @@ class ClientCore:
         on_token: Callable[[str], None] | None = None,
         token_cache: protocol.TokenCache | None = None,
         rand: Callable[[], float] = random.random,
+        on_request: protocol.RequestObserver | None = None,
     ) -> None:
         self.config = config
         self._rand = rand
+        self.on_request = on_request
         self._on_token = on_token
         self._token_cache = token_cache or protocol.TOKEN_CACHE
         self._policy = config.retry_policy
@@ -58,7 +63,7 @@ class ClientCore:
     def _attempts(self, call: protocol.Call, *, refresh_on_401: bool) -> protocol.Attempts:
         return protocol.Attempts(
             call, self._policy, can_refresh=refresh_on_401 and self.config.mints_tokens,
-            redact=self._redact, rand=self._rand,
+            redact=self._redact, rand=self._rand, observe=self.on_request,
         )
 
     def _mint_call(self) -> tuple[protocol.Call, dict[str, str], float]:

@@ -76,7 +76,8 @@ class Call:
     """One API request, before a transport sends it.
 
     ``creates`` marks requests that create something (start a process, create a task): they are resent
-    only when the server surely did not act on them."""
+    only when the server surely did not act on them. ``kind`` names the endpoint without any id in it
+    (``poll``, ``get_fields``, ...): what request observers (metrics) group by."""
 
     method: str
     path: str
@@ -84,6 +85,7 @@ class Call:
     body: Any = None
     on_behalf_of: str | None = None
     creates: bool = False
+    kind: str = dataclasses.field(default="other", compare=False)  # metadata, not part of the request
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -115,44 +117,47 @@ def call_list_process_diagrams(search_term: str | None, limit: int) -> Call:
     params: dict[str, Any] = {"mode": "view", "limit": limit}
     if search_term:
         params["searchTerm"] = search_term
-    return Call("GET", "/api/v2/workflows", params)
+    return Call("GET", "/api/v2/workflows", params, kind="list_diagrams")
 
 
 def call_list_integration_steps(process_diagram_id: Any) -> Call:
     pid = coerce_id(process_diagram_id, "process_diagram_id")
-    return Call("GET", f"/api/v2/workflows/{pid}/tasks", {"integration": "true"})
+    return Call("GET", f"/api/v2/workflows/{pid}/tasks", {"integration": "true"}, kind="list_steps")
 
 
 def call_poll_new_integration(integration_diagram_id: Any) -> Call:
     iid = coerce_id(integration_diagram_id, "integration_diagram_id")
-    return Call("GET", "/api/v2/workflows/instances/new-integrations", {"id": iid})
+    return Call("GET", "/api/v2/workflows/instances/new-integrations", {"id": iid}, kind="poll")
 
 
 def call_get_fields(integration_instance_id: Any) -> Call:
     iid = coerce_id(integration_instance_id)
-    return Call("GET", f"/api/v2/workflows/instances/tasks/{iid}/variables")
+    return Call("GET", f"/api/v2/workflows/instances/tasks/{iid}/variables", kind="get_fields")
 
 
 def call_update_fields(integration_instance_id: Any, wire_fields: dict[str, Any], on_behalf_of: str) -> Call:
     iid = coerce_id(integration_instance_id)
     body = {"TaskId": iid, "Fields": wire_fields}
-    return Call("POST", "/api/v2/workflows/instances/variables", body=body, on_behalf_of=on_behalf_of)
+    return Call("POST", "/api/v2/workflows/instances/variables", body=body, on_behalf_of=on_behalf_of,
+                kind="update_fields")
 
 
 def call_complete_step(integration_instance_id: Any, on_behalf_of: str) -> Call:
     iid = coerce_id(integration_instance_id)
     body = {"Action": "Complete", "CustomAction": "__AUTO__"}
-    return Call("PATCH", f"/api/v2/tasks/{iid}/action", body=body, on_behalf_of=on_behalf_of)
+    return Call("PATCH", f"/api/v2/tasks/{iid}/action", body=body, on_behalf_of=on_behalf_of, kind="complete")
 
 
 def call_search_users(query: str, limit: int) -> Call:
-    return Call("GET", "/api/users/search", {"Query": query, "entityType": "users", "limit": limit})
+    return Call("GET", "/api/users/search", {"Query": query, "entityType": "users", "limit": limit},
+                kind="search_users")
 
 
 def call_start_process(process_diagram_id: Any, fields: Mapping[str, Any] | None, on_behalf_of: str) -> Call:
     pid = coerce_id(process_diagram_id, "process_diagram_id")
     body = {"TemplateId": pid, "Fields": process_fields(fields)}
-    return Call("POST", "/api/v2/workflows/start", body=body, on_behalf_of=on_behalf_of, creates=True)
+    return Call("POST", "/api/v2/workflows/start", body=body, on_behalf_of=on_behalf_of, creates=True,
+                kind="start_process")
 
 
 def call_create_task(
@@ -178,7 +183,7 @@ def call_create_task(
         body["Description"] = description
     if files:
         body["Files"] = to_jsonable(files)
-    return Call("POST", "/api/v2/tasks", body=body, on_behalf_of=on_behalf_of, creates=True)
+    return Call("POST", "/api/v2/tasks", body=body, on_behalf_of=on_behalf_of, creates=True, kind="create_task")
 
 
 def basic_auth_header(login: str, password: str) -> str:
@@ -187,7 +192,7 @@ def basic_auth_header(login: str, password: str) -> str:
 
 
 def call_mint_token(lifetime_seconds: int) -> Call:
-    return Call("GET", TOKEN_PATH, {"lifeTimeInSec": lifetime_seconds})
+    return Call("GET", TOKEN_PATH, {"lifeTimeInSec": lifetime_seconds}, kind="mint_token")
 
 
 _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -564,12 +569,36 @@ REFRESH_TOKEN = "refresh-token"
 log = logging.getLogger("airflow_provider_workflowsoft.api.client")
 
 
+@dataclasses.dataclass(frozen=True)
+class RequestEvent:
+    """One HTTP request as a request observer sees it, once its answer (or its failure) is known.
+
+    :param method: the HTTP method
+    :param kind: the endpoint, without ids (:attr:`Call.kind`: ``poll``, ``get_fields``, ``complete``...)
+    :param status: the HTTP status, or ``None`` when the transport failed (no answer)
+    :param seconds: from sending to the answer (or the failure)
+    :param attempt: 1 for the first attempt of a call, 2 and more for its retries
+    """
+
+    method: str
+    kind: str
+    status: int | None
+    seconds: float
+    attempt: int
+
+
+#: Called with every :class:`RequestEvent`; must be quick and must not raise (errors are logged and ignored).
+RequestObserver = Callable[[RequestEvent], None]
+
+
 class Attempts:
     """The attempts of one call. A transport loops: send, then ask :meth:`failed` or :meth:`answered`
     what to do next (wait that many seconds and resend, renew the token and resend, or stop).
 
     :param can_refresh: a 401 may be answered by renewing a minted token once
     :param redact: removes secrets from texts that go into logs and errors
+    :param observe: told about every attempt once its answer or failure is known (metrics)
+    :param clock: the timer of :class:`RequestEvent` ``seconds``
     """
 
     def __init__(
@@ -580,21 +609,40 @@ class Attempts:
         can_refresh: bool,
         redact: Callable[[str], str],
         rand: Callable[[], float] = random.random,
+        observe: RequestObserver | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.call = call
         self.policy = policy
         self.can_refresh = can_refresh
         self.redact = redact
         self.rand = rand
+        self.observe = observe
+        self.clock = clock
         self.number = 0
         self.maybe_applied = False
+        self._sent_at = 0.0
+        self._sends = 0  # every attempt sent, token renewals included (``number`` is not counted for those)
 
     def next(self) -> None:
         """Count the attempt about to be sent."""
         self.number += 1
+        self._sends += 1
+        if self.observe is not None:
+            self._sent_at = self.clock()
+
+    def _report(self, status: int | None) -> None:
+        if self.observe is None:
+            return
+        event = RequestEvent(self.call.method, self.call.kind, status, self.clock() - self._sent_at, self._sends)
+        try:
+            self.observe(event)
+        except Exception as exc:  # metrics must never break a request
+            log.debug("A request observer failed: %s", exc)
 
     def failed(self, failure: str, reason: str) -> float:
         """The transport failed (``NOT_SENT`` or ``MAYBE_SENT``): seconds to wait, or the final error."""
+        self._report(None)
         call = self.call
         reason = self.redact(reason)
         self.maybe_applied = self.maybe_applied or failure == MAYBE_SENT
@@ -610,6 +658,7 @@ class Attempts:
     def answered(self, answer: Answer) -> float | str:
         """The server answered: :data:`DONE` (hand the answer back), :data:`REFRESH_TOKEN` (renew the
         token and resend, once), or seconds to wait before resending."""
+        self._report(answer.status)
         answer.earlier_attempt_maybe_applied = self.maybe_applied
         if answer.status == 401 and self.can_refresh:
             # The token may have been revoked or expired early: get a new one, once.

@@ -129,6 +129,14 @@ def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None
     return ClientConfig(**kwargs)
 
 
+def _metrics_kwargs() -> dict[str, Any]:
+    """``on_request`` sending every request to Airflow's metrics, when Airflow sends metrics (else nothing)."""
+    from airflow_provider_workflowsoft.metrics import recorder  # loaded only when a client is built
+
+    found = recorder()
+    return {"on_request": found.request} if found is not None else {}
+
+
 #: The calls of the API a hook hands on to its client (documented on
 #: :class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient`).
 API_METHODS = frozenset({
@@ -201,7 +209,7 @@ class WorkflowsoftHook(BaseHook):
         # Imported here: a DAG file that imports an operator does not pay for requests.
         from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
 
-        kwargs = {"on_token": mask_secret, **self._client_kwargs}
+        kwargs = {"on_token": mask_secret, **_metrics_kwargs(), **self._client_kwargs}
         return WorkflowsoftClient(self.config, **kwargs)
 
     async def get_async_client(self, **client_options: Any) -> AsyncWorkflowsoftClient:
@@ -217,7 +225,8 @@ class WorkflowsoftHook(BaseHook):
         for secret in config.secrets():
             await amask_secret(secret)
         # Tokens minted later are masked from the client's thread-free callback: the in-process masker.
-        return AsyncWorkflowsoftClient(config, on_token=mask_secret_in_process, **self._client_kwargs)
+        kwargs = {"on_token": mask_secret_in_process, **_metrics_kwargs(), **self._client_kwargs}
+        return AsyncWorkflowsoftClient(config, **kwargs)
 
     def get_conn(self) -> WorkflowsoftClient:
         """The API client (the Airflow name for it)."""

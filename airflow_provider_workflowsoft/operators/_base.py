@@ -3,9 +3,10 @@ running task instance, and the rule that bad input fails a task without retries.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
@@ -13,6 +14,11 @@ from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import CountingStore, KeyValueStore, VariableStore
 from airflow_provider_workflowsoft.version_compat import fails_fast_on_bad_input
+
+if TYPE_CHECKING:
+    from airflow_provider_workflowsoft.metrics import StatsRecorder
+
+log = logging.getLogger(__name__)
 
 #: The methods through which Airflow runs a task: a WorkflowsoftInputError raised in them fails the task
 #: without retries (see version_compat.fail_fast).
@@ -31,6 +37,7 @@ class WorkflowsoftTaskMixin:
     ledger_store: Any = None
     _hook: WorkflowsoftHook | None = None
     _counting: CountingStore | None = None
+    _metrics: StatsRecorder | Literal[False] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,12 +62,33 @@ class WorkflowsoftTaskMixin:
             self._hook = WorkflowsoftHook(self.workflowsoft_conn_id, client_options=self._hook_options())
         return self._hook
 
+    def metrics(self) -> StatsRecorder | None:
+        """What sends this task's metrics (``None`` when Airflow sends none)."""
+        if self._metrics is None:
+            from airflow_provider_workflowsoft.metrics import recorder
+
+            self._metrics = recorder() or False
+        return self._metrics or None
+
     def _store(self) -> CountingStore:
-        """The records' store, wrapped to count round trips (reported by the batch worker)."""
+        """The records' store, wrapped to count round trips (reported by the batch worker, and as metrics)."""
         inner: KeyValueStore = self.ledger_store if self.ledger_store is not None else VariableStore()
         if self._counting is None or (self._counting.inner is not inner and self.ledger_store is not None):
-            self._counting = CountingStore(inner)
+            metrics = self.metrics()
+            self._counting = CountingStore(inner, on_call=metrics.store_call if metrics is not None else None)
         return self._counting
+
+    def report_claims(self, claims: ClaimsLedger, step: Any, reclaimed: int = 0) -> None:
+        """Metrics of the claims after a drain: the instances offered again, the open claims per step and the
+        oldest one's age (one extra read of the records, made only when Airflow sends metrics)."""
+        metrics = self.metrics()
+        if metrics is None:
+            return
+        try:
+            metrics.reclaimed(step, reclaimed)
+            metrics.open_claims(claims.list_claims(), steps=[step])
+        except Exception as exc:  # metrics never fail a task
+            log.warning("Could not send the claims metrics: %s", exc)
 
     def store_round_trips(self) -> int:
         return self._counting.round_trips if self._counting is not None else 0

@@ -65,6 +65,8 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
     :param notify_on_failure: ``{"title", "assignee", "description"}``: create one Workflowsoft task per task
         instance when instances failed (assignee: user id, email or full name)
     :param reclaim_after: claims not done and older than this are offered again before polling
+    :param progress_interval: seconds between two progress lines in the task log while instances are processed
+        (received, completed, failed, rate, elapsed; default 10); ``None`` for none
     :param workflowsoft_conn_id: the Airflow connection
 
     Give the step's Asset as ``inlets`` (the Assets view then shows who reads the step; when the DAG is
@@ -103,6 +105,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         integration_diagram_id: int | str | None = None,
+        progress_interval: float | None = defaults.DEFAULT_PROGRESS_INTERVAL_SECONDS,
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
@@ -117,9 +120,10 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
                 "Say which instances to process: integration_step_id, or process_diagram_name and "
                 "integration_step_name, or instances"
             )
-        from airflow_provider_workflowsoft.worker.engine import checked_sizes, checked_unclaimed
+        from airflow_provider_workflowsoft.worker.engine import checked_interval, checked_sizes, checked_unclaimed
 
         pollers = checked_sizes(max_workers, pollers, max_instances)
+        self.progress_interval = checked_interval(progress_interval)
         self.max_unclaimed = checked_unclaimed(max_unclaimed, pollers)
         if notify_on_failure is not None and not isinstance(notify_on_failure, Mapping | str):
             raise TypeError("notify_on_failure must be a dict like {'title': ..., 'assignee': ..., 'description': ...}")
@@ -168,8 +172,12 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             max_unclaimed=self.max_unclaimed,
             op_kwargs=self.op_kwargs,
             reclaim_after=self.reclaim_after,
+            progress_interval=self.progress_interval,
+            observer=self.metrics(),
         )
         report = engine.run(self.instances)
+        if step is not None:
+            self.report_claims(claims, step)  # what this run leaves open (reclaimed ones: counted by the engine)
         self._lineage = {"steps": [f"integration-steps/{step}"] if step is not None else step_paths(self.inlets),
                          "fields": sorted({k for v in report["results"].values() for k in (v or {})}),
                          "completed": len(report["succeeded"])}

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -148,10 +149,15 @@ class MemoryStore:
 
 
 class CountingStore:
-    """Counts the round trips made to ``inner`` (per operation), for tests and benchmarks."""
+    """Counts the round trips made to ``inner`` (per operation), for tests, benchmarks and metrics.
 
-    def __init__(self, inner: KeyValueStore) -> None:
+    :param on_call: told ``(operation, seconds)`` after every round trip (the operators send claim writes to
+        Airflow's metrics there); its errors are ignored
+    """
+
+    def __init__(self, inner: KeyValueStore, *, on_call: Callable[[str, float], None] | None = None) -> None:
         self.inner = inner
+        self.on_call = on_call
         self.calls: Counter[str] = Counter()
         self.seconds: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -161,9 +167,15 @@ class CountingStore:
         try:
             return call(*args)
         finally:
+            seconds = time.perf_counter() - started
             with self._lock:
                 self.calls[op] += 1
-                self.seconds[op] = self.seconds.get(op, 0.0) + time.perf_counter() - started
+                self.seconds[op] = self.seconds.get(op, 0.0) + seconds
+            if self.on_call is not None:
+                try:
+                    self.on_call(op, seconds)
+                except Exception as exc:  # metrics never fail a record write
+                    log.debug("A store observer failed: %s", exc)
 
     @property
     def round_trips(self) -> int:

@@ -193,6 +193,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             self.log.warning("Polling failed after %d instance(s) were received (%s); returning those",
                              len(drain.instances), exc)
             drain.finished, drain.reason = True, "a poll failed"
+        self.report_claims(claims, step, reclaimed=len(offered))
         if drain.instances:
             claims.close()  # this task instance writes no more claims: readers may tidy its record
             self.log.info("Took %d integration instance(s) of step %s (drain stopped: %s): %s",

@@ -16,6 +16,10 @@ most the write in flight: the window in which a hard kill can lose a handed-out 
 trip. Done marks ride along with the next claim write (and are flushed every few seconds once polling has
 ended); a done mark lost to a kill only makes a later run offer the instance again, and the completion then
 answers "already completed", which counts as success for a re-offered instance.
+
+While it runs, a progress line is logged every ``progress_interval`` seconds (received, completed, failed,
+rate, elapsed), and a :class:`RunObserver` (the operator's is Airflow's metrics) hears of every finished
+instance and every re-offered claim.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.defaults import DEFAULT_PROGRESS_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
@@ -44,6 +49,33 @@ log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 2000
 #: Once polling has ended, done marks are written at most this often (seconds).
 DONE_FLUSH_SECONDS = 2.0
+#: Seconds between two progress lines of a run, unless told otherwise.
+DEFAULT_PROGRESS_INTERVAL = DEFAULT_PROGRESS_INTERVAL_SECONDS
+
+
+class RunObserver:
+    """What a batch run reports while it runs (the operator passes one sending Airflow metrics); this
+    base class ignores everything. Called from worker threads: methods must be quick and thread-safe."""
+
+    def instance_finished(self, step: Any, completed: bool, seconds: float) -> None:
+        """One instance was completed (``completed``) or failed, after ``seconds`` of processing."""
+
+    def reclaimed(self, step: Any, count: int) -> None:
+        """``count`` claims of earlier runs (or tries) were offered again."""
+
+
+def checked_interval(progress_interval: Any) -> float | None:
+    """``progress_interval`` checked: seconds > 0, or ``None``/``0`` for no progress lines."""
+    if progress_interval is None or progress_interval == 0:
+        return None
+    if isinstance(progress_interval, bool) or not isinstance(progress_interval, int | float) or not (
+        0 < progress_interval < float("inf")
+    ):
+        raise WorkflowsoftInputError(
+            f"progress_interval must be a number of seconds above 0 (or None for no progress lines), "
+            f"got {progress_interval!r}"
+        )
+    return float(progress_interval)
 
 
 def checked_sizes(max_workers: int, pollers: int | None, max_instances: int) -> int:
@@ -127,6 +159,10 @@ class BatchEngine:
         is durably claimed (at most one instance at risk, at the cost of one store write per poll).
     :param op_kwargs: extra keyword arguments of every call
     :param reclaim_after: the claims' lease; ``None`` never takes over other runs' claims
+    :param progress_interval: seconds between two progress lines in the log while the run goes on (``None``:
+        none)
+    :param observer: hears of every finished instance and re-offered claims (metrics)
+    :param clock: the run's clock, in seconds (elapsed times, rates, instance durations)
     """
 
     def __init__(
@@ -142,8 +178,14 @@ class BatchEngine:
         op_kwargs: Mapping[str, Any] | None = None,
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
         max_unclaimed: int | None = None,
+        progress_interval: float | None = DEFAULT_PROGRESS_INTERVAL,
+        observer: RunObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pollers = checked_sizes(max_workers, pollers, max_instances)
+        self.progress_interval = checked_interval(progress_interval)
+        self.observer = observer if observer is not None else RunObserver()
+        self.clock = clock
         self.max_unclaimed = checked_unclaimed(max_unclaimed, self.pollers)
         self.api = api
         self.python_callable = python_callable
@@ -162,6 +204,7 @@ class BatchEngine:
         self._answers = threading.Condition(self._lock)
         self._done: list[int | str] = []  # completed, done mark not written yet
         self._outstanding = 0  # submitted to the workers, not finished yet
+        self._counts = {"received": 0, "completed": 0, "failed": 0, "reclaimed": 0}  # for progress lines
 
     # -- one instance -------------------------------------------------------------------------------
 
@@ -186,6 +229,46 @@ class BatchEngine:
         return {"IntegrationInstanceId": iid, "fields": to_jsonable(outcome.get("fields") or {}),
                 "already_completed": bool(outcome.get("already_completed"))}
 
+    def _run_one(self, instance: dict[str, Any], already_completed_ok: bool) -> dict[str, Any]:
+        """:meth:`process_one`, counted and timed (progress lines, the observer)."""
+        started = self.clock()
+        try:
+            result = self.process_one(instance, already_completed_ok=already_completed_ok)
+        except BaseException:
+            self._count_finished(False, started)
+            raise
+        self._count_finished(True, started)
+        return result
+
+    def _count_finished(self, completed: bool, started: float) -> None:
+        seconds = self.clock() - started
+        with self._lock:
+            self._counts["completed" if completed else "failed"] += 1
+        self._tell(self.observer.instance_finished, self.integration_diagram_id, completed, seconds)
+
+    @staticmethod
+    def _tell(method: Callable[..., None], *args: Any) -> None:
+        try:
+            method(*args)
+        except Exception as exc:  # metrics never fail an instance or a run
+            log.debug("The run observer failed: %s", exc)
+
+    def progress_line(self, started: float) -> str:
+        """The progress of the run so far, in one line."""
+        with self._lock:
+            counts = dict(self._counts)
+        elapsed = max(self.clock() - started, 0.0)
+        finished = counts["completed"] + counts["failed"]
+        rate = finished / elapsed if elapsed > 0 else 0.0
+        reclaimed = f" ({counts['reclaimed']} reclaimed)" if counts["reclaimed"] else ""
+        return (f"Progress: {counts['received']} received{reclaimed}, {counts['completed']} completed, "
+                f"{counts['failed']} failed, {rate:.1f} per second, {elapsed:.1f} s elapsed")
+
+    def _report_progress(self, started: float, stop: threading.Event) -> None:
+        assert self.progress_interval is not None
+        while not stop.wait(self.progress_interval):
+            log.info("%s", self.progress_line(started))
+
     # -- the run ------------------------------------------------------------------------------------
 
     def run(self, instances: Sequence[Any] | None = None) -> dict[str, Any]:
@@ -194,24 +277,33 @@ class BatchEngine:
         :return: the JSON-safe report ``{"processed", "received", "succeeded", "failed", "results",
             "skipped", "seconds", ...}``
         """
-        started = time.monotonic()
+        started = self.clock()
         report: dict[str, Any] = {"processed": 0, "succeeded": [], "failed": [], "results": {}, "skipped": []}
         futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]] = {}
         errors: list[str] = []
-        with concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="workflowsoft-worker") as pool:
+        stop_progress = threading.Event()
+        if self.progress_interval is not None:
+            threading.Thread(target=self._report_progress, args=(started, stop_progress),
+                             name="workflowsoft-progress", daemon=True).start()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(self.max_workers,
+                                                       thread_name_prefix="workflowsoft-worker") as pool:
 
-            def submit(instance: dict[str, Any], already_ok: bool) -> None:
-                with self._lock:
-                    self._outstanding += 1
-                future = pool.submit(self.process_one, instance, already_completed_ok=already_ok)
-                future.add_done_callback(self._finished_one)
-                futures[future] = instance
+                def submit(instance: dict[str, Any], already_ok: bool) -> None:
+                    with self._lock:
+                        self._outstanding += 1
+                        self._counts["received"] += 1
+                    future = pool.submit(self._run_one, instance, already_ok)
+                    future.add_done_callback(self._finished_one)
+                    futures[future] = instance
 
-            if instances is not None:
-                received = self._offer_given(normalise_instances(instances), submit, report)
-            else:
-                received = self._drain(submit, errors)
-            self._collect(futures, report)
+                if instances is not None:
+                    received = self._offer_given(normalise_instances(instances), submit, report)
+                else:
+                    received = self._drain(submit, errors)
+                self._collect(futures, report)
+        finally:
+            stop_progress.set()
         self._finish()
         report["processed"] = len(futures)
         report["received"] = received
@@ -219,7 +311,7 @@ class BatchEngine:
         report["failed"].sort(key=lambda f: str(f["IntegrationInstanceId"]))
         if errors:
             report["poll_error"] = errors[0]
-        report["seconds"] = round(time.monotonic() - started, 3)
+        report["seconds"] = round(self.clock() - started, 3)
         return report
 
     def _finished_one(self, _future: concurrent.futures.Future[dict[str, Any]]) -> None:
@@ -303,6 +395,12 @@ class BatchEngine:
         skip: list[Any] = []
         if self.claims is not None and self.max_instances:
             offered, skip = self.claims.prepare_drain(step, self.reclaim_after, self.max_instances)
+        if offered:
+            log.info("Offering %d reclaimed integration instance(s) of step %s again first: %s", len(offered), step,
+                     [i["IntegrationInstanceId"] for i in offered])
+            with self._lock:
+                self._counts["reclaimed"] += len(offered)
+            self._tell(self.observer.reclaimed, step, len(offered))
         for instance in offered:
             submit(instance, True)
         drain = Drain(max(1, self.max_instances), taken=offered, skip=skip)
@@ -428,5 +526,5 @@ def failure_message(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BatchEngine", "checked_sizes", "checked_unclaimed", "failure_message", "normalise_instances",
-           "process_instances"]
+__all__ = ["DEFAULT_PROGRESS_INTERVAL", "BatchEngine", "RunObserver", "checked_interval", "checked_sizes",
+           "checked_unclaimed", "failure_message", "normalise_instances", "process_instances"]

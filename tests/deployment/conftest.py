@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -139,6 +140,60 @@ def completions(emulator: EmulatorServer) -> dict[int, int]:
 # ---------------------------------------------------------------------------------------------------
 # The deployment
 # ---------------------------------------------------------------------------------------------------
+
+
+class StatsdSink:
+    """A StatsD server on loopback UDP that the deployment's components send Airflow's metrics to: a thread
+    reads every packet as it comes (the components send many; an unread socket would drop some)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="statsd-sink", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                packet = self.sock.recv(65535).decode(errors="replace")
+            except (TimeoutError, OSError):
+                continue
+            with self._lock:
+                self.lines.extend(packet.splitlines())
+
+    def env(self) -> dict[str, str]:
+        return {"AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+                "AIRFLOW__METRICS__STATSD_PORT": str(self.port), "AIRFLOW__METRICS__STATSD_PREFIX": "airflow"}
+
+    def clear(self) -> None:
+        with self._lock:
+            self.lines.clear()
+
+    def counters(self, prefix: str = "airflow.workflowsoft.") -> dict[str, float]:
+        """The sum of every counter received under ``prefix`` (``name:value|c``)."""
+        totals: dict[str, float] = {}
+        with self._lock:
+            lines = list(self.lines)
+        for line in lines:
+            name, _, rest = line.partition(":")
+            value, _, kind = rest.partition("|")
+            if name.startswith(prefix) and kind.split("|")[0] == "c":
+                totals[name] = totals.get(name, 0.0) + float(value)
+        return totals
+
+    def names(self, prefix: str = "airflow.workflowsoft.") -> set[str]:
+        with self._lock:
+            return {line.partition(":")[0] for line in self.lines if line.startswith(prefix)}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
 
 
 class Deployment:
@@ -587,7 +642,10 @@ def embedded_deployment(base: Path, emulator: EmulatorServer) -> Iterator[Deploy
     # The README's way: the connection stored in the metadata database (the tasks, the sensor's trigger and
     # the asset watcher read it through the supervisor, the trigger and the watcher asynchronously).
     del env["AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT"]
+    statsd = StatsdSink()  # Airflow's metrics (the provider's among them) as a user's StatsD gets them
+    env.update(statsd.env())
     dep = Deployment("embedded", base, env, fernet_key, db_url, emulator)
+    dep.statsd = statsd  # type: ignore[attr-defined]
     try:
         started = time.monotonic()
         dep.airflow("db", "migrate", timeout=600)
@@ -600,6 +658,7 @@ def embedded_deployment(base: Path, emulator: EmulatorServer) -> Iterator[Deploy
         yield dep
     finally:
         dep.stop_all()
+        statsd.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Embedded deployment (LocalExecutor, SQLite; separate scheduler, dag-processor, triggerer, API server):
 the deferrable sensor waits in the real triggerer and a mapped completion finishes what it received; the
 triggerer dies right after a poll; the event-driven example DAG runs on its Asset watcher (one instance at
-a time, a burst of 50, the triggerer killed after a poll with both server readings)."""
+a time, a burst of 50, the triggerer killed after a poll with both server readings); the batch worker's metrics
+reach a StatsD socket."""
 
 from __future__ import annotations
 
@@ -111,6 +112,29 @@ def event_runs(dep: Deployment) -> list[Any]:
     return dep.query("SELECT run_id, state, run_type FROM dag_run WHERE dag_id=:d", d=EVENT_DAG)
 
 
+def test_batch_worker_metrics_reach_statsd_on_a_real_deployment(embedded: Deployment) -> None:
+    """The user's path for metrics: Airflow's components configured for StatsD (``[metrics] statsd_on``), the
+    batch worker run by the scheduler's executor; its metrics arrive as StatsD packets on loopback UDP. (Before
+    the event-driven tests: once their Asset watcher runs, it takes every new instance of the step.)"""
+    statsd = embedded.statsd  # type: ignore[attr-defined]
+    ids = [i["IntegrationInstanceId"] for i in embedded.emulator.create_instances(STEP, count=12)]
+    statsd.clear()
+    run_id = embedded.trigger("deploy_batch")
+    assert embedded.wait_run("deploy_batch", run_id, timeout=300) == "success", embedded.log_tail()
+    report = embedded.xcom("deploy_batch", run_id, "burst") or {}
+    assert set(ids) <= set(report.get("succeeded", [])), report
+    time.sleep(1.0)  # UDP: let the last packets arrive
+    counters = statsd.counters()
+    assert counters.get("airflow.workflowsoft.instances.completed") == len(report["succeeded"]), counters
+    assert counters.get("airflow.workflowsoft.api.requests.complete") == len(report["succeeded"]), counters
+    assert counters.get("airflow.workflowsoft.api.requests.poll", 0) > len(ids), counters
+    assert counters.get("airflow.workflowsoft.claims.writes", 0) >= 1, counters
+    names = statsd.names()
+    assert {"airflow.workflowsoft.api.latency.get_fields", "airflow.workflowsoft.claims.open.11",
+            "airflow.workflowsoft.instances.completed_duration"} <= names, names
+    assert not any(str(i) in name for i in ids for name in names), names
+
+
 def test_event_driven_example_dag_completes_each_instance_once(embedded: Deployment) -> None:
     watcher_start_s = wait_watcher_running(embedded, EVENT_DAG)
     # The first run after the watcher started, then one at a time: the time from creation to completion.
@@ -182,3 +206,4 @@ def test_event_watcher_loses_nothing_when_the_triggerer_dies_after_a_poll(embedd
     record_figures(f"embedded_event_watcher_triggerer_killed_{semantics}", {
         "instances": 10, "kill_to_all_completed_s": round(recovered_s, 2), "lost": 0, "duplicated": 0,
         "in_several_events": 0})
+

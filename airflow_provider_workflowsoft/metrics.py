@@ -1,0 +1,116 @@
+"""The provider's metrics, sent through Airflow's ``Stats`` (StatsD, Datadog or OpenTelemetry, as Airflow's
+``[metrics]`` section configures them). Every name is built here, and only here; docs/metrics.md lists them.
+
+The layers below report plain events and know nothing of Airflow: the API clients call an ``on_request``
+observer with a :class:`~airflow_provider_workflowsoft.api.protocol.RequestEvent` per HTTP request, the batch
+engine a :class:`~airflow_provider_workflowsoft.worker.engine.RunObserver`, the claims' store an ``on_call``
+per round trip. :class:`StatsRecorder` turns them into metrics; the hook and the operators wire it in, and only
+when Airflow sends metrics at all (:func:`~airflow_provider_workflowsoft.version_compat.metrics_enabled`), so
+that without metrics no request pays for them.
+
+Names never hold an instance id, a user, a token or a connection's address: the endpoint *kind* (``poll``,
+``get_fields``, ...) and the integration step id are the only variable parts, both small sets. The same values
+go as tags (for OpenTelemetry, Datadog or InfluxDB-style StatsD); plain StatsD drops tags, hence the kind and
+the step in the names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from airflow_provider_workflowsoft.api.protocol import RequestEvent
+from airflow_provider_workflowsoft.records.claims import parse_time
+from airflow_provider_workflowsoft.version_compat import metrics_enabled, stats
+from airflow_provider_workflowsoft.worker.engine import RunObserver
+
+PREFIX = "workflowsoft"
+
+#: Store operations that write a claims record (a claim, done marks, its closing or its deletion).
+_WRITES = frozenset({"set", "delete"})
+
+
+def _step_tags(step: Any) -> dict[str, str]:
+    return {} if step is None else {"step": str(step)}
+
+
+def _step_suffix(step: Any) -> str:
+    return "" if step is None else f".{step}"
+
+
+class StatsRecorder(RunObserver):
+    """Turns the package's events into Airflow metrics (see the module documentation and docs/metrics.md).
+
+    :param backend: what has ``incr``, ``timing`` and ``gauge`` like Airflow's ``Stats`` (its default)
+    """
+
+    def __init__(self, backend: Any = None) -> None:
+        self.stats = backend if backend is not None else stats()
+
+    # -- API requests (the clients' on_request) -------------------------------------------------------
+
+    def request(self, event: RequestEvent) -> None:
+        """One HTTP request: counted and timed by endpoint kind; errors, 429 answers and retries counted."""
+        kind = event.kind
+        tags = {"kind": kind, "method": event.method, "status": "none" if event.status is None else str(event.status)}
+        self.stats.incr(f"{PREFIX}.api.requests.{kind}", tags=tags)
+        self.stats.timing(f"{PREFIX}.api.latency.{kind}", dt.timedelta(seconds=event.seconds), tags=tags)
+        if event.status is None or event.status >= 400:
+            self.stats.incr(f"{PREFIX}.api.errors.{kind}", tags=tags)
+        if event.status == 429:
+            self.stats.incr(f"{PREFIX}.api.throttled", tags=tags)
+        if event.attempt > 1:
+            self.stats.incr(f"{PREFIX}.api.retries.{kind}", tags=tags)
+
+    # -- the batch run (RunObserver) ------------------------------------------------------------------
+
+    def instance_finished(self, step: Any, completed: bool, seconds: float) -> None:
+        """One instance completed or failed in a batch run, with its processing time."""
+        outcome = "completed" if completed else "failed"
+        tags = _step_tags(step)
+        self.stats.incr(f"{PREFIX}.instances.{outcome}", tags=tags)
+        self.stats.timing(f"{PREFIX}.instances.{outcome}_duration", dt.timedelta(seconds=seconds), tags=tags)
+
+    def reclaimed(self, step: Any, count: int) -> None:
+        """Claims of earlier runs offered again (by the sensor or the batch worker)."""
+        if count:
+            self.stats.incr(f"{PREFIX}.instances.reclaimed", count, tags=_step_tags(step))
+
+    # -- claims -----------------------------------------------------------------------------------------
+
+    def store_call(self, op: str, seconds: float) -> None:
+        """One round trip to the claims' store (``get``, ``set``, ``delete``, ``keys``): writes counted, timed."""
+        if op in _WRITES:
+            self.stats.incr(f"{PREFIX}.claims.writes", tags={"op": op})
+            self.stats.timing(f"{PREFIX}.claims.write_duration", dt.timedelta(seconds=seconds), tags={"op": op})
+
+    def open_claims(self, claims: Iterable[Mapping[str, Any]], steps: Iterable[Any] = (),
+                    now: dt.datetime | None = None) -> dict[str, tuple[int, float]]:
+        """Gauges of the open claims per step, from ``ClaimsLedger.list_claims()``: how many, and the age in
+        seconds of the oldest (since it was first claimed). ``steps`` always get a value (0 when none is open).
+
+        :return: ``{step: (open, oldest age)}``, as sent
+        """
+        now = now or dt.datetime.now(dt.UTC)
+        per_step: dict[str, tuple[int, float]] = {str(s): (0, 0.0) for s in steps if s is not None}
+        for claim in claims:
+            if claim.get("state", "claimed") != "claimed" or claim.get("integration_diagram_id") is None:
+                continue
+            step = str(claim["integration_diagram_id"])
+            since = parse_time(claim.get("first_claimed_at")) or parse_time(claim.get("claimed_at"))
+            age = max((now - since).total_seconds(), 0.0) if since is not None else 0.0
+            count, oldest = per_step.get(step, (0, 0.0))
+            per_step[step] = (count + 1, max(oldest, age))
+        for step, (count, oldest) in per_step.items():
+            self.stats.gauge(f"{PREFIX}.claims.open{_step_suffix(step)}", count, tags={"step": step})
+            self.stats.gauge(f"{PREFIX}.claims.oldest_age{_step_suffix(step)}", round(oldest, 3), tags={"step": step})
+        return per_step
+
+
+def recorder() -> StatsRecorder | None:
+    """A recorder when Airflow sends metrics from this process, else ``None`` (nothing measured)."""
+    return StatsRecorder() if metrics_enabled() else None
+
+
+__all__ = ["PREFIX", "StatsRecorder", "recorder"]

@@ -25,6 +25,7 @@ from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, Workflow
 from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
     BaseSensorOperator,
@@ -63,6 +64,12 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     :param fetch_fields: read each instance's fields into ``"fields"``
     :param reclaim_after: lease of a claim: claimed-but-not-done instances older than this are offered
         again (``None``: never)
+    :param max_offers: an instance handed out this many times without being completed is *parked* by the next
+        check instead of offered again: not offered again until released, listed as ``"parked"`` by
+        ``WorkflowsoftListClaimsOperator``, its id in the XCom key ``"parked"`` and the log (``None`` or ``0``:
+        never park)
+    :param notify_on_park: ``{"title", "assignee", "description", "on_behalf_of"}``: create one Workflowsoft task
+        for a person when this task instance parks instances
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``)
     :param max_consecutive_failures: deferrable mode: failed polls in a row before the task fails
     :param workflowsoft_conn_id: the Workflowsoft connection id
@@ -78,6 +85,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         "max_instances",
         "fetch_fields",
         "reclaim_after",
+        "max_offers",
+        "notify_on_park",
         "workflowsoft_conn_id",
     )
     ui_color = "#e8f0ff"
@@ -95,11 +104,14 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         max_consecutive_failures: int = 5,
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         integration_diagram_id: int | str | None = None,
+        max_offers: int | None = DEFAULT_MAX_OFFERS,
+        notify_on_park: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
         super().__init__(**kwargs)
         integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
+        checked_max_offers(max_offers)
         if integration_step_id is None and not (process_diagram_name and integration_step_name):
             raise WorkflowsoftInputError(
                 "WorkflowsoftIntegrationSensor needs integration_step_id, or process_diagram_name and "
@@ -114,6 +126,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.max_consecutive_failures = max_consecutive_failures
         self.workflowsoft_conn_id = workflowsoft_conn_id
+        self.max_offers = max_offers
+        self.notify_on_park = notify_on_park
         self._step_id: int | None = None
         self._skip_ids: list[Any] = []
 
@@ -148,6 +162,29 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         """``reclaim_after`` as a timedelta: templated values arrive as seconds (``"0"``, ``"3600"``)."""
         return as_timedelta(self.reclaim_after, "reclaim_after")
 
+    @property
+    def _max_offers(self) -> int | None:
+        return checked_max_offers(self.max_offers)
+
+    def _report_parked(self, context: Context, parked: list[Any]) -> None:
+        """Instances this check parked: the XCom key ``"parked"``, the log, and the notice (``notify_on_park``)."""
+        if not parked:
+            return
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is not None:
+            ti.xcom_push(key="parked", value=list(parked))
+        if self.notify_on_park:
+            from airflow_provider_workflowsoft.operators.batch import parked_listing
+
+            try:
+                task = self.create_notice(context, self.notify_on_park,
+                                          title=f"Workflowsoft integration step {self.step_id()}: "
+                                                f"{len(parked)} instance(s) parked",
+                                          listing=parked_listing(parked, self._max_offers))
+                self.log.info("Created Workflowsoft task %s for the parked instances", task.get("Id"))
+            except Exception as exc:  # parking is reported in the log and XCom either way
+                self.log.error("Could not create the task for the parked instances in Workflowsoft: %s", exc)
+
     def _with_fields(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for instance in instances:
@@ -168,8 +205,10 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         step = self.step_id()
         limit = self._limit()
         claims = self.claims_for(context)
-        offered, self._skip_ids = claims.prepare_drain(step, self._lease, limit)
+        offered, self._skip_ids = claims.prepare_drain(step, self._lease, limit, max_offers=self._max_offers)
+        self._report_parked(context, claims.parked)
         drain = Drain(limit, taken=offered, skip=self._skip_ids)
+        claims.start_polling(step, 1)  # one poll at a time, each answer claimed before the next
         try:
             while not drain.finished:
                 instance = self.hook.client.poll_new_integration(step)
@@ -182,6 +221,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             self.log.warning("Polling failed after %d instance(s) were received (%s); returning those",
                              len(drain.instances), exc)
             drain.finished, drain.reason = True, "a poll failed"
+        if not drain.instances:
+            claims.stop_polling()
         if drain.instances:
             claims.close()  # this task instance writes no more claims: readers may tidy its record
             self.log.info("Took %d integration instance(s) of step %s (drain stopped: %s): %s",
@@ -220,6 +261,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                 # a triggerer killed in between loses nothing (the trigger, run again, offers them first).
                 claims_owner=naming.owner_from_context(context) or None,
                 reclaim_after=lease.total_seconds() if (lease := self._lease) is not None else None,
+                max_offers=self._max_offers,
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=float(timeout)) if timeout is not None else None,

@@ -127,6 +127,8 @@ class BatchEngine:
         is durably claimed (at most one instance at risk, at the cost of one store write per poll).
     :param op_kwargs: extra keyword arguments of every call
     :param reclaim_after: the claims' lease; ``None`` never takes over other runs' claims
+    :param max_offers: an instance handed out this many times without being completed is parked by the drain
+        instead of offered again (``None`` or ``0``: never park); see :meth:`ClaimsLedger.prepare_drain`
     """
 
     def __init__(
@@ -142,7 +144,10 @@ class BatchEngine:
         op_kwargs: Mapping[str, Any] | None = None,
         reclaim_after: dt.timedelta | None = dt.timedelta(hours=1),
         max_unclaimed: int | None = None,
+        max_offers: int | None = None,
     ) -> None:
+        from airflow_provider_workflowsoft.records.claims import checked_max_offers
+
         self.pollers = checked_sizes(max_workers, pollers, max_instances)
         self.max_unclaimed = checked_unclaimed(max_unclaimed, self.pollers)
         self.api = api
@@ -153,6 +158,7 @@ class BatchEngine:
         self.max_workers = max_workers
         self.op_kwargs = dict(op_kwargs or {})
         self.reclaim_after = reclaim_after
+        self.max_offers = checked_max_offers(max_offers)
         self._pass_instance = _accepts_instance(python_callable)
         # One lock, two conditions: pollers wait for room (a slot under the bounds), the committer for
         # answers. Each event wakes only whom it concerns: 32 threads woken on every event cost more CPU
@@ -195,7 +201,8 @@ class BatchEngine:
             "skipped", "seconds", ...}``
         """
         started = time.monotonic()
-        report: dict[str, Any] = {"processed": 0, "succeeded": [], "failed": [], "results": {}, "skipped": []}
+        report: dict[str, Any] = {"processed": 0, "succeeded": [], "failed": [], "results": {}, "skipped": [],
+                                  "parked": []}
         futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]] = {}
         errors: list[str] = []
         with concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="workflowsoft-worker") as pool:
@@ -210,7 +217,7 @@ class BatchEngine:
             if instances is not None:
                 received = self._offer_given(normalise_instances(instances), submit, report)
             else:
-                received = self._drain(submit, errors)
+                received = self._drain(submit, errors, report)
             self._collect(futures, report)
         self._finish()
         report["processed"] = len(futures)
@@ -293,7 +300,7 @@ class BatchEngine:
             submit(instance, True)
         return len(given)
 
-    def _drain(self, submit: Callable[..., None], errors: list[str]) -> int:
+    def _drain(self, submit: Callable[..., None], errors: list[str], report: dict[str, Any]) -> int:
         """Re-offered claims first, then concurrent polls under the drain's stop rules, claimed by group
         commit before they are processed."""
         step = self.integration_diagram_id
@@ -302,13 +309,21 @@ class BatchEngine:
         offered: list[dict[str, Any]] = []
         skip: list[Any] = []
         if self.claims is not None and self.max_instances:
-            offered, skip = self.claims.prepare_drain(step, self.reclaim_after, self.max_instances)
+            offered, skip = self.claims.prepare_drain(step, self.reclaim_after, self.max_instances,
+                                                      max_offers=self.max_offers)
+            report["parked"] = list(self.claims.parked)
+            report["max_offers"] = self.max_offers
+            if self.claims.interrupted:
+                report["interrupted_polls"] = list(self.claims.interrupted)
+            # the trace a kill leaves: what to look for in Workflowsoft if answers in flight are lost
+            self.claims.start_polling(step, self.max_unclaimed)
         for instance in offered:
             submit(instance, True)
         drain = Drain(max(1, self.max_instances), taken=offered, skip=skip)
         if not self.max_instances:
             return len(offered)
-        state = {"reserved": len(offered), "polling": self.pollers, "in_flight": 0, "committing": 0}
+        state = {"reserved": len(offered), "polling": self.pollers, "in_flight": 0, "committing": 0,
+                 "claim_failed": 0}
         polled: list[dict[str, Any]] = []  # answers waiting for their claim write
 
         def poll_loop() -> None:
@@ -365,7 +380,6 @@ class BatchEngine:
                     self._answers.notify()
 
         def commit_loop() -> None:
-            claim_failed = False
             while True:
                 with self._lock:
                     while not polled and state["polling"] > 0:
@@ -377,11 +391,11 @@ class BatchEngine:
                     state["committing"] = len(batch)
                 if self.claims is not None:
                     self.claims.mark_done(done, write=False)  # memory only: written with the next write
-                if self.claims is not None and not claim_failed:
+                if self.claims is not None and not state["claim_failed"]:
                     try:  # one write: every answer since the last one, plus the done marks waiting
                         self.claims.claim(step, batch)
                     except Exception as exc:  # still processed (they were handed out), but polling stops
-                        claim_failed = True
+                        state["claim_failed"] = 1
                         with self._lock:
                             drain.finished, drain.reason = True, "a claim write failed"
                             self._room.notify_all()
@@ -407,6 +421,8 @@ class BatchEngine:
             raise
         for thread in threads:
             thread.join()
+        if self.claims is not None and not state["claim_failed"]:
+            self.claims.stop_polling()  # every answer is durably claimed: nothing is in flight any more
         log.info("Drained %d integration instance(s) of step %s (stopped: %s)", len(drain.instances), step,
                  drain.reason or "limit")
         return len(drain.instances)

@@ -67,7 +67,7 @@ def parse_time(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def _record(raw: Any, owner: str = "") -> dict[str, Any]:
+def read_record(raw: Any, owner: str = "") -> dict[str, Any]:
     """A record read from the store, in shape (anything else read as empty)."""
     record = raw if isinstance(raw, dict) else {}
     claims: dict[str, Any] = record["claims"] if isinstance(record.get("claims"), dict) else {}
@@ -139,7 +139,7 @@ class ClaimsLedger:
         if self._mine is None:
             raw = self.own_store.get(self.key)
             self._stored = isinstance(raw, dict)
-            self._mine = _record(raw, self.owner)
+            self._mine = read_record(raw, self.owner)
             self._mine["owner"] = self.owner
             self._mine["closed"] = False
         return self._mine
@@ -280,7 +280,7 @@ class ClaimsLedger:
                 if isinstance(raw, dict):
                     commands[key] = raw
             elif isinstance(raw, dict):
-                records[key] = _record(raw)
+                records[key] = read_record(raw)
         if self.own_store is not self.store:  # our record is not among the listed ones
             records[self.key] = self._own()
         return records, commands
@@ -682,4 +682,4 @@ DEFAULT_MAX_OFFERS = 5
 
 
 __all__ = ["ACTIONS", "CLAIMED", "DEFAULT_MAX_OFFERS", "DONE", "FORGET", "PARK", "PARKED", "RELEASE", "ClaimsLedger",
-           "apply_action", "checked_max_offers", "parse_time"]
+           "apply_action", "checked_max_offers", "parse_time", "read_record"]

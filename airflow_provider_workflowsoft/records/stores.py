@@ -193,3 +193,58 @@ def describe(store: Any, key: str) -> str:
     """How a user finds and removes ``key`` in ``store``."""
     method = getattr(store, "describe", None)
     return method(key) if method is not None else f"the record {key!r}"
+
+
+class MetadataVariableStore:
+    """Airflow Variables read and written through the metadata database, outside any task (the command line,
+    where ``airflow variables ...`` runs): a task goes through :class:`VariableStore` instead."""
+
+    def get(self, key: str) -> Any:
+        from airflow.models.variable import Variable
+
+        return Variable.get(key, default_var=None, deserialize_json=True)
+
+    def set(self, key: str, value: Any) -> None:
+        from airflow.models.variable import Variable
+
+        Variable.set(key, value, serialize_json=True)
+
+    def delete(self, key: str) -> None:
+        from airflow.models.variable import Variable
+
+        Variable.delete(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        from airflow.models.variable import Variable
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            rows = session.query(Variable.key).filter(Variable.key.startswith(prefix)).all()
+        return sorted(row[0] for row in rows)
+
+    def describe(self, key: str) -> str:
+        return f"the Airflow Variable {key!r} (airflow variables delete {key})"
+
+
+def asset_state_entries(prefix: str) -> list[tuple[str, str, Any]]:
+    """``(asset URI, key, value)`` of every Asset state-store entry whose key starts with ``prefix``, read from
+    the metadata database (Airflow 3.3+; ``[]`` before). For the command line: a task cannot list these."""
+    from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
+
+    if not AIRFLOW_V_3_3_PLUS:
+        return []
+    from airflow.models.asset import AssetModel
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (session.query(AssetModel.uri, AssetStateStoreModel.key, AssetStateStoreModel.value)
+                .join(AssetModel, AssetModel.id == AssetStateStoreModel.asset_id)
+                .filter(AssetStateStoreModel.key.startswith(prefix)).all())
+    out: list[tuple[str, str, Any]] = []
+    for uri, key, value in rows:
+        try:
+            out.append((uri, key, json.loads(value)))
+        except (TypeError, ValueError):
+            log.warning("The state-store entry %s of the Asset %s is not JSON; skipped", key, uri)
+    return sorted(out)

@@ -170,6 +170,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         """Instances this check parked: the XCom key ``"parked"``, the log, and the notice (``notify_on_park``)."""
         if not parked:
             return
+        self.log.warning("Parked integration instance(s) %s of step %s: handed out %s times without being completed, "
+                         "not offered again until released", list(parked), self.step_id(), self._max_offers)
         ti = context.get("ti") if hasattr(context, "get") else None
         if ti is not None:
             ti.xcom_push(key="parked", value=list(parked))
@@ -273,6 +275,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             raise AirflowException(f"Workflowsoft trigger sent an event this sensor cannot read: {event!r}")
         step = self.step_id()
         instances = [i for i in event.get("instances") or [] if isinstance(i, dict)]
+        self._report_parked(context, [i for i in event.get("parked") or [] if isinstance(i, int | str)])
         if instances:
             claims = self.claims_for(context)
             claims.claim(step, instances)

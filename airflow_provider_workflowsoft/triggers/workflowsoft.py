@@ -110,7 +110,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
     """Fires when new integration instances of an integration step are available.
 
     Event payloads: ``{"status": "success", "instances": [{"IntegrationInstanceId", "ProcessInstanceId",
-    "fields"?}, ...]}`` or ``{"status": "error", "message": ..., "instances": [...]}``.
+    "fields"?}, ...], "parked"?: [ids parked by its drains]}`` or ``{"status": "error", "message": ...,
+    "instances": [...]}``.
 
     .. code-block:: python
 
@@ -178,6 +179,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         #: where the claims records live (``None``: Airflow Variables); tests inject a store
         self.claims_store: Any = None
         self._held: list[Any] = []
+        self._parked: list[Any] = []  # parked by this trigger's drains: the sensor reports them
         self.sleep: Callable[[float], Any] = asyncio.sleep
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -234,6 +236,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
             lease = None if self.reclaim_after is None else dt.timedelta(seconds=self.reclaim_after)
             offered, held = await in_thread(claims.prepare_drain, self.integration_step_id, lease, self.max_instances,
                                             max_offers=self.max_offers)
+            self._parked += [i for i in claims.parked if i not in self._parked]
             taken = offered
             self._held = list(held)  # kept for the rounds that follow a failed one
         skip = list(self.skip_ids) + [i for i in self._held if i not in self.skip_ids]
@@ -286,7 +289,10 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                 if received:
                     log.info("Received %d integration instance(s) of step %s: %s", len(received),
                              self.integration_step_id, [i["IntegrationInstanceId"] for i in received])
-                    yield TriggerEvent({"status": "success", "instances": received})
+                    event: dict[str, Any] = {"status": "success", "instances": received}
+                    if self._parked:
+                        event["parked"] = list(self._parked)
+                    yield TriggerEvent(event)
                     return
                 await self.sleep(self.poll_interval)
         finally:

@@ -227,3 +227,64 @@ def test_sensor_runs_with_mapped_completions_leave_few_records() -> None:
                          clock=lambda: dt.datetime.now(dt.UTC) + 2 * lease)
     later.prepare_drain(STEP, lease, 6)
     assert store.keys(naming.claims_prefix(CONN)) == []
+
+
+def test_the_deferred_trigger_parks_in_the_sensor_record_and_its_event_says_so(emu: EmulatorServer) -> None:
+    from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
+
+    store = MemoryStore()
+    holder = ClaimsLedger(CONN, store, owner="dag/run1/wait/-1")
+    holder.claim(STEP, [{"IntegrationInstanceId": 7001, "offers": 2}])  # handed out 3 times already
+    holder.close()
+    emu.create_instances(STEP, count=1)
+    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=STEP, max_instances=5, poll_interval=0.01,
+                                             claims_owner="dag/run2/wait/-1", reclaim_after=0, max_offers=3)
+    trigger.claims_store = store
+    (event,) = events_of(trigger, 1)
+    assert [i["IntegrationInstanceId"] for i in event["instances"]] == [5001] and event["parked"] == [7001]
+    sensor = WorkflowsoftIntegrationSensor(task_id="wait", integration_step_id=STEP, max_offers=3, ledger_store=store)
+    ctx = fake_context("wait", run_id="run2")
+    sensor._hook = None
+    returned = sensor.execute_complete(ctx, event)  # type: ignore[arg-type]
+    assert [i["IntegrationInstanceId"] for i in returned] == [5001] and ctx["ti"].xcom["parked"] == [7001]
+    assert trigger.serialize()[1]["max_offers"] == 3
+
+
+def test_the_command_line_lists_and_decides_in_both_kinds_of_records(emu: EmulatorServer) -> None:
+    """``workflowsoft-claims`` on the Variables records (rewritten at once) and a watcher's record (a command the
+    running watcher applies at its next round); the metadata database replaced by memory stores."""
+    import io
+    import json
+
+    from airflow_provider_workflowsoft.claims_cli import run
+
+    own, shared = MemoryStore(), MemoryStore()
+    emu.create_instances(STEP, count=2)
+    events_of(watcher(own, shared), 1)  # the watcher holds 5001 and 5002
+    sensor = ClaimsLedger(CONN, shared, owner="d/r1/wait/-1")
+    sensor.claim(STEP, [{"IntegrationInstanceId": 7001}])
+    sensor.close()
+
+    def cli(*argv: str) -> tuple[int, str]:
+        watchers = {key: {**own.get(key), "asset_uri": "workflowsoft://workflowsoft_default/integration-steps/11"}
+                    for key in own.keys("")}
+        out = io.StringIO()
+        return run(argv, store=shared, watchers=watchers, out=out), out.getvalue()
+
+    code, text = cli("list", "--json")
+    entries = json.loads(text)
+    assert code == 0 and [(e["integration_instance_id"], e.get("asset_uri") is not None) for e in entries] == [
+        (5001, True), (5002, True), (7001, False)]
+    code, text = cli("park", "5001", "7001")
+    assert code == 0 and "park: 7001 (claims records in the Variables)" in text and "asked of the asset watcher" in text
+    assert ClaimsLedger(CONN, shared).list_claims()[0]["state"] == PARKED  # 7001 at once
+    events_of(watcher(own, shared), 1, max_sleeps=1)  # the watcher's next round applies its command
+    code, text = cli("list")
+    assert "5001\tparked" in text and "7001\tparked" in text and "5002\tclaimed" in text
+    code, text = cli("release", "5001")
+    (event,) = events_of(watcher(own, shared), 1)  # released: handed out again at once
+    assert [i["IntegrationInstanceId"] for i in event["instances"]] == [5001]
+    code, text = cli("forget", "424242")
+    assert code == 1 and "not claimed anywhere" in text
+    with pytest.raises(SystemExit, match="whole numbers"):
+        cli("release", "five")

@@ -153,3 +153,32 @@ def test_runs_of_the_first_dag_leave_a_bounded_number_of_claims_variables(journe
     # one record per completion of the last run (its done mark) and the sensor's record, which carries the done
     # marks of the lease that the next sensor check resolves (0.3 kept every completion's record: 3, 5, 7)
     assert counts == [per_run + 1] * 3, counts
+
+
+def test_the_command_line_reaches_a_watchers_record_in_the_asset_state_store(journey: Journey) -> None:
+    """The watcher's record lives in its Asset's state store (metadata database): the command line lists it, and
+    leaves a release for the watcher to apply (the running watcher would overwrite a direct edit)."""
+    from airflow_provider_workflowsoft.records import naming
+
+    uri = "workflowsoft://workflowsoft_default/integration-steps/11"
+    key = naming.claims_key("workflowsoft_default", naming.watcher_owner(uri))
+    record = {"owner": naming.watcher_owner(uri), "updated_at": "2026-12-01T10:00:00+00:00", "closed": False,
+              "claims": {"5001": {"step": 11, "claimed_at": "2026-12-01T10:00:00+00:00", "offers": 1}},
+              "done": {}, "parked": {"5002": {"step": 11, "offers": 5, "parked_at": "2026-12-01T10:00:00+00:00",
+                                              "reason": "offered 5 times without being completed (max_offers=5)"}}}
+    with sqlite3.connect(journey.home / "airflow.db") as db:  # what the watcher wrote, as Airflow stores it
+        db.execute("INSERT INTO asset (name, uri, \"group\", extra, created_at, updated_at) VALUES "
+                   "(?, ?, 'asset', '{}', '2026-12-01 10:00:00', '2026-12-01 10:00:00')", (uri, uri))
+        (asset_id,) = db.execute("SELECT id FROM asset WHERE uri = ?", (uri,)).fetchone()
+        db.execute("INSERT INTO asset_state_store (asset_id, key, value, updated_at) VALUES "
+                   "(?, ?, ?, '2026-12-01 10:00:00')", (asset_id, key, json.dumps(record)))
+    listed = claims_cli(journey, "list")
+    assert listed.returncode == 0, listed.stdout
+    assert f"5001\tclaimed\tstep 11\toffers 1\tasset watcher of {uri}" in listed.stdout
+    assert f"5002\tparked\tstep 11\toffers 5\tasset watcher of {uri}" in listed.stdout
+    released = claims_cli(journey, "release", "5002")
+    assert released.returncode == 0 and f"asked of the asset watcher of {uri}" in released.stdout, released.stdout
+    (command_key,) = claims_variables(journey)
+    got = journey.airflow("variables", "get", command_key)  # values are encrypted in the database
+    command = json.loads(got.stdout[got.stdout.index("{"):])
+    assert command["target"] == key and command["action"] == "release" and command["ids"] == ["5002"]

@@ -200,27 +200,24 @@ class MetadataVariableStore:
     where ``airflow variables ...`` runs): a task goes through :class:`VariableStore` instead."""
 
     def get(self, key: str) -> Any:
-        from airflow.models.variable import Variable
+        from airflow_provider_workflowsoft.version_compat import metadata_variable_get_json
 
-        return Variable.get(key, default_var=None, deserialize_json=True)
+        return metadata_variable_get_json(key)
 
     def set(self, key: str, value: Any) -> None:
-        from airflow.models.variable import Variable
+        from airflow_provider_workflowsoft.version_compat import metadata_variable_set_json
 
-        Variable.set(key, value, serialize_json=True)
+        metadata_variable_set_json(key, value)
 
     def delete(self, key: str) -> None:
-        from airflow.models.variable import Variable
+        from airflow_provider_workflowsoft.version_compat import metadata_variable_delete
 
-        Variable.delete(key)
+        metadata_variable_delete(key)
 
     def keys(self, prefix: str) -> list[str]:
-        from airflow.models.variable import Variable
-        from airflow.utils.session import create_session
+        from airflow_provider_workflowsoft.version_compat import metadata_variable_keys
 
-        with create_session() as session:
-            rows = session.query(Variable.key).filter(Variable.key.startswith(prefix)).all()
-        return sorted(row[0] for row in rows)
+        return metadata_variable_keys(prefix)
 
     def describe(self, key: str) -> str:
         return f"the Airflow Variable {key!r} (airflow variables delete {key})"
@@ -229,20 +226,10 @@ class MetadataVariableStore:
 def asset_state_entries(prefix: str) -> list[tuple[str, str, Any]]:
     """``(asset URI, key, value)`` of every Asset state-store entry whose key starts with ``prefix``, read from
     the metadata database (Airflow 3.3+; ``[]`` before). For the command line: a task cannot list these."""
-    from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
+    from airflow_provider_workflowsoft.version_compat import metadata_asset_state_rows
 
-    if not AIRFLOW_V_3_3_PLUS:
-        return []
-    from airflow.models.asset import AssetModel
-    from airflow.models.asset_state_store import AssetStateStoreModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = (session.query(AssetModel.uri, AssetStateStoreModel.key, AssetStateStoreModel.value)
-                .join(AssetModel, AssetModel.id == AssetStateStoreModel.asset_id)
-                .filter(AssetStateStoreModel.key.startswith(prefix)).all())
     out: list[tuple[str, str, Any]] = []
-    for uri, key, value in rows:
+    for uri, key, value in metadata_asset_state_rows(prefix):
         try:
             out.append((uri, key, json.loads(value)))
         except (TypeError, ValueError):

@@ -288,3 +288,31 @@ def test_the_command_line_lists_and_decides_in_both_kinds_of_records(emu: Emulat
     assert code == 1 and "not claimed anywhere" in text
     with pytest.raises(SystemExit, match="whole numbers"):
         cli("release", "five")
+
+
+def test_the_batch_worker_tells_a_person_about_what_it_parked(emu: EmulatorServer) -> None:
+    from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
+    from tests.conftest import FakeTI
+
+    store = MemoryStore()
+    emu.create_instances(STEP, count=2)
+    notify = {"title": "Enrichment needs a person", "assignee": "jane.roe@example.com"}
+
+    def run(run_id: str) -> tuple[dict[str, Any] | None, BaseException | None]:
+        ti = FakeTI("enrich", dag_id="burst", run_id=run_id)
+        op = WorkflowsoftIntegrationWorkerOperator(task_id="enrich", python_callable=enrich, integration_step_id=STEP,
+                                                   reclaim_after=dt.timedelta(0), max_offers=1,
+                                                   notify_on_failure=notify, ledger_store=store)
+        try:
+            return op.execute({"ti": ti}), None  # type: ignore[arg-type]
+        except Exception as exc:
+            return ti.xcom.get("return_value"), exc
+
+    report, error = run("run1")  # 5002 fails: a task for its failure
+    assert error is not None and report is not None and report["parked"] == []
+    report, error = run("run2")  # handed out once (max_offers=1): parked, the run succeeds and says so
+    assert error is None and report is not None and report["parked"] == [POISON]
+    tasks = emu.snapshot()["tasks"]
+    assert len(tasks) == 2 and tasks[1]["title"] == "Enrichment needs a person"
+    assert "Parked integration instances" in tasks[1]["description"] and str(POISON) in tasks[1]["description"]
+    assert report["notification"]["Id"] == tasks[1]["id"]

@@ -344,6 +344,8 @@ class ClaimsLedger:
             for iid, claim in list(mine["claims"].items()):
                 if str(claim.get("step")) != step or iid in done:
                     continue
+                if iid in parked_anywhere and not claim.get("released"):
+                    continue  # parked elsewhere (left alone below)
                 if not (own_at_once or due(iid, claim)):
                     skip.append(_id(iid))  # handed to a run within its lease
                 elif exhausted(claim):

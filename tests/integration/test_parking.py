@@ -104,9 +104,13 @@ def test_the_sensor_reports_what_it_parked_in_xcom(emu: EmulatorServer) -> None:
     for run in ("run2", "run3"):  # each run's completion failed: offered again, then parked
         ctx = fake_context("wait", run_id=run)
         result = WorkflowsoftIntegrationSensor(task_id="wait", integration_step_id=STEP, max_offers=2,
-                                               deferrable=False, reclaim_after=0,
-                                               ledger_store=store).poke(ctx)  # type: ignore[arg-type]
+                                               deferrable=False, reclaim_after=0, ledger_store=store,
+                                               notify_on_park={"assignee": "jane.roe@example.com"},
+                                               ).poke(ctx)  # type: ignore[arg-type]
     assert result.xcom_value == [] and ctx["ti"].xcom["parked"] == [5001]
+    (task,) = emu.snapshot()["tasks"]  # one task for a person, created by the run that parked it
+    assert "1 instance(s) parked" in task["title"] and "5001" in task["description"]
+    assert task["assigned_user_id"] == 2
     assert [(e["integration_instance_id"], e["state"]) for e in ClaimsLedger(CONN, store).list_claims()] == [
         (5001, PARKED)]
 

@@ -92,17 +92,14 @@ def run(argv: Sequence[str] | None = None, *, store: KeyValueStore | None = None
             print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}", file=out)
         return 0
     ids = _ids(args.ids)
-    found = set(getattr(ledger, args.command)(ids))
-    for iid in sorted(found, key=str):
+    in_variables, asked = ledger.act(args.command, ids, watchers)
+    found = set(in_variables)
+    for iid in sorted(in_variables, key=str):
         print(f"{args.command}: {iid} (claims records in the Variables)", file=out)
-    wanted = {str(i) for i in ids}
-    for key, record in watchers.items():
-        held = sorted(wanted & (set(record["claims"]) | set(record["parked"])))
-        if held:
-            ledger.command(key, args.command, held)
-            found |= {coerce_id(i) for i in held}
-            print(f"{args.command}: {', '.join(held)} asked of the asset watcher of {record['asset_uri']} (applied at "
-                  "its next round, within its poll interval)", file=out)
+    for key, held in asked.items():
+        found |= {coerce_id(i) for i in held}
+        print(f"{args.command}: {', '.join(held)} asked of the asset watcher of {watchers[key]['asset_uri']} (applied "
+              "at its next round, within its poll interval)", file=out)
     missing = [i for i in ids if i not in found]
     if missing:
         print(f"not claimed anywhere (Variables, asset watchers) on connection {args.conn!r}: "

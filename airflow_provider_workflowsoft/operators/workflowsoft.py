@@ -21,9 +21,19 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.records import naming
-from airflow_provider_workflowsoft.records.claims import ACTIONS, DONE, FORGET, PARK, PARKED, RELEASE
+from airflow_provider_workflowsoft.records.claims import (
+    ACTIONS,
+    DONE,
+    FORGET,
+    PARK,
+    PARKED,
+    RELEASE,
+    read_record,
+)
 from airflow_provider_workflowsoft.version_compat import BaseOperator, Context
 
 
@@ -332,31 +342,65 @@ def _instance_ids(value: Any) -> list[int]:
 
 
 class _ClaimsOperator(_WorkflowsoftOperator):
-    """Listing, releasing, parking and forgetting claims, shared by the claims operators."""
+    """Listing, releasing, parking and forgetting claims, shared by the claims operators.
+
+    Besides the records in Variables, they reach the claims of the asset watchers of the step Assets given in
+    ``inlets`` (Airflow 3.3: the task reads those Assets' state stores; a watcher's record is changed through
+    a command the watcher applies at its next round)."""
+
+    def _watchers(self, context: Context) -> dict[str, dict[str, Any]]:
+        """The claims records of the watchers of this task's Workflowsoft inlets (key -> record)."""
+        accessors = context.get("asset_state_store") if hasattr(context, "get") else None
+        out: dict[str, dict[str, Any]] = {}
+        if accessors is None:
+            return out
+        for asset in getattr(self, "inlets", None) or []:
+            uri = getattr(asset, "uri", None)
+            if not (isinstance(uri, str) and uri.startswith(SCHEME + "://")):
+                continue
+            key = naming.claims_key(self.workflowsoft_conn_id, naming.watcher_owner(uri))
+            try:
+                raw = accessors[asset].get(key, None)
+            except Exception as exc:  # the Variables' claims are still listed
+                self.log.warning("Could not read the asset watcher's claims of %s: %s", uri, exc)
+                continue
+            if isinstance(raw, dict):
+                out[key] = {**read_record(raw), "asset_uri": uri}
+        return out
 
     def _list(self, context: Context, step: Any, include_done: Any) -> list[dict[str, Any]]:
-        records = self.claims_for(context).list_claims(_step_or_none(step), include_done=_truthy(include_done))
+        claims = self.claims_for(context)
+        watchers = self._watchers(context)
+        records = claims.list_claims(_step_or_none(step), include_done=_truthy(include_done),
+                                     records={**claims.read_all(), **watchers})
+        for record in records:
+            if record["record"] in watchers:
+                record["asset_uri"] = watchers[record["record"]]["asset_uri"]
         parked = [r["integration_instance_id"] for r in records if r["state"] == PARKED]
         self.log.info("%d claim(s): %s%s", len(records), [r.get("integration_instance_id") for r in records],
                       f"; parked: {parked}" if parked else "")
         return records
 
     def _decide(self, context: Context, action: str, instance_ids: Any) -> list[dict[str, Any]]:
-        """Release (put back), park or forget instances by id, wherever a claims record in the Variables holds
-        them; returns their entries as they were."""
+        """Release (put back), park or forget instances by id, wherever they are claimed (Variables, and the
+        watchers of this task's inlets); returns their entries as they were."""
         wanted = _instance_ids(instance_ids)
         if not wanted:
             raise WorkflowsoftInputError(f"instance_ids names no instance to {action}, got {instance_ids!r}")
         claims = self.claims_for(context)
-        held = {r["integration_instance_id"]: r for r in claims.list_claims()}
-        method = {RELEASE: claims.release, PARK: claims.park, FORGET: claims.forget}[action]
-        found = set(method(wanted))
+        watchers = self._watchers(context)
+        held = {r["integration_instance_id"]: r
+                for r in claims.list_claims(records={**claims.read_all(), **watchers})}
+        in_variables, asked = claims.act(action, wanted, watchers)
+        found = set(in_variables) | {coerce_id(i) for ids in asked.values() for i in ids}
         records = [held[i] for i in wanted if i in found and i in held]
         missing = [i for i in wanted if i not in found]
         done = {RELEASE: "Put back (offered again by the next drain)", PARK: "Parked", FORGET: "Forgot"}[action]
-        self.log.info("%s %d instance(s): %s%s", done, len(found), sorted(found, key=str),
-                      f"; not held by any claims record in the Variables: {missing} (an asset watcher's claims: "
-                      "`workflowsoft-claims " + action + " <id>` on the command line)" if missing else "")
+        self.log.info("%s %d instance(s): %s%s%s", done, len(found), sorted(found, key=str),
+                      "".join(f"; asked of the asset watcher of {watchers[k]['asset_uri']}: {ids} (applied at its "
+                              "next round)" for k, ids in asked.items()),
+                      f"; not claimed in the Variables nor by the watchers of this task's inlets: {missing}"
+                      if missing else "")
         return records
 
     def _release(self, context: Context, instance_ids: Any, forget: Any = False) -> list[dict[str, Any]]:

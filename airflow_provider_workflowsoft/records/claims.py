@@ -590,6 +590,25 @@ class ClaimsLedger:
         """Park claimed instances by hand: not offered again until released. Returns the ids found."""
         return self._decide(PARK, instance_ids)
 
+    def act(self, action: str, instance_ids: Iterable[Any],
+            watchers: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[int | str], dict[str, list[str]]]:
+        """A person's ``release``, ``park`` or ``forget`` of instances wherever they are claimed: in the records
+        among the Variables (rewritten at once) and in the given asset watchers' records (key -> record, read
+        from their Assets' state stores: each gets a :meth:`command`). Returns the ids found in the Variables,
+        and the ids asked of each watcher's record."""
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+        ids = [_id(i) for i in instance_ids]
+        found = self._decide(action, ids)
+        asked: dict[str, list[str]] = {}
+        wanted = {str(i) for i in ids}
+        for key, record in (watchers or {}).items():
+            held = sorted(wanted & (set(record.get("claims") or {}) | set(record.get("parked") or {})))
+            if held:
+                self.command(key, action, held)
+                asked[key] = held
+        return found, asked
+
     def _decide(self, action: str, instance_ids: Iterable[Any]) -> list[int | str]:
         wanted = {str(_id(i)) for i in instance_ids}
         with self._lock:

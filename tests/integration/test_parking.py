@@ -320,3 +320,42 @@ def test_the_batch_worker_tells_a_person_about_what_it_parked(emu: EmulatorServe
     assert len(tasks) == 2 and tasks[1]["title"] == "Enrichment needs a person"
     assert "Parked integration instances" in tasks[1]["description"] and str(POISON) in tasks[1]["description"]
     assert report["notification"]["Id"] == tasks[1]["id"]
+
+
+def test_the_claims_operators_reach_the_watcher_of_their_inlets(emu: EmulatorServer) -> None:
+    """Given the step's Asset in ``inlets``, the operators list the watcher's claims (from its Asset's state store)
+    and park or release one through a command the running watcher applies at its next round."""
+    from types import SimpleNamespace
+
+    from airflow_provider_workflowsoft.operators.workflowsoft import (
+        WorkflowsoftListClaimsOperator,
+        WorkflowsoftParkClaimsOperator,
+        WorkflowsoftReleaseClaimsOperator,
+    )
+
+    own, shared = MemoryStore(), MemoryStore()
+    emu.create_instances(STEP, count=1)
+    events_of(watcher(own, shared), 1)
+    asset = SimpleNamespace(uri="workflowsoft://workflowsoft_default/integration-steps/11")
+
+    class Accessors:  # context["asset_state_store"]: one accessor per inlet Asset
+        def __getitem__(self, key: Any) -> Any:
+            assert key is asset
+            return SimpleNamespace(get=lambda k, default=None: own.get(k))
+
+    def ctx() -> dict[str, Any]:
+        return {**fake_context("oncall"), "asset_state_store": Accessors()}
+
+    listed = WorkflowsoftListClaimsOperator(task_id="list", inlets=[asset], ledger_store=shared).execute(ctx())
+    assert [(e["integration_instance_id"], e["state"], e["asset_uri"]) for e in listed] == [(5001, "claimed",
+                                                                                            asset.uri)]
+    parked = WorkflowsoftParkClaimsOperator(task_id="park", instance_ids=[5001], inlets=[asset],
+                                            ledger_store=shared).execute(ctx())
+    assert [e["integration_instance_id"] for e in parked] == [5001]
+    events_of(watcher(own, shared), 1, max_sleeps=1)  # the watcher's next round applies it
+    listed = WorkflowsoftListClaimsOperator(task_id="list", inlets=[asset], ledger_store=shared).execute(ctx())
+    assert [(e["integration_instance_id"], e["state"]) for e in listed] == [(5001, PARKED)]
+    WorkflowsoftReleaseClaimsOperator(task_id="release", instance_ids="5001", inlets=[asset],
+                                      ledger_store=shared).execute(ctx())
+    (event,) = events_of(watcher(own, shared), 1)
+    assert [i["IntegrationInstanceId"] for i in event["instances"]] == [5001] and event["instances"][0]["reclaimed"]

@@ -312,6 +312,53 @@ def variable_keys(prefix: str) -> list[str]:
     return sorted(row[0] for row in rows)
 
 
+# -- the metadata database, outside tasks (the command line) ----------------------------------------
+
+
+def metadata_variable_get_json(key: str) -> Any:
+    """A JSON Variable read from the metadata database (``None`` when missing): outside a task only."""
+    from airflow.models.variable import Variable
+
+    return Variable.get(key, default_var=None, deserialize_json=True)
+
+
+def metadata_variable_set_json(key: str, value: Any) -> None:
+    from airflow.models.variable import Variable
+
+    Variable.set(key, value, serialize_json=True)
+
+
+def metadata_variable_delete(key: str) -> None:
+    from airflow.models.variable import Variable
+
+    Variable.delete(key)
+
+
+def metadata_variable_keys(prefix: str) -> list[str]:
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(Variable.key).filter(Variable.key.startswith(prefix)).all()
+    return sorted(row[0] for row in rows)
+
+
+def metadata_asset_state_rows(prefix: str) -> list[tuple[str, str, str]]:
+    """``(asset URI, key, JSON text)`` of the Asset state-store entries whose key starts with ``prefix``
+    (Airflow 3.3's ``asset_state_store`` table; ``[]`` before 3.3, which has none)."""
+    if not AIRFLOW_V_3_3_PLUS:
+        return []
+    from airflow.models.asset import AssetModel
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (session.query(AssetModel.uri, AssetStateStoreModel.key, AssetStateStoreModel.value)
+                .join(AssetModel, AssetModel.id == AssetStateStoreModel.asset_id)
+                .filter(AssetStateStoreModel.key.startswith(prefix)).all())
+    return [(str(uri), str(key), str(value)) for uri, key, value in rows]
+
+
 def how_to_delete_variable(key: str) -> str:
     """The user's way to delete a Variable on this Airflow version."""
     return f"airflow variables delete {key}"
@@ -340,6 +387,11 @@ __all__ = [
     "fails_fast_on_bad_input",
     "mask_secret",
     "mask_secret_in_process",
+    "metadata_asset_state_rows",
+    "metadata_variable_delete",
+    "metadata_variable_get_json",
+    "metadata_variable_keys",
+    "metadata_variable_set_json",
     "metrics_enabled",
     "stats",
     "task_decorator_base",

@@ -45,6 +45,7 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 
 #: The URI scheme of Workflowsoft Assets.
 SCHEME = "workflowsoft"
@@ -88,6 +89,7 @@ def integration_step_asset(
     reclaim_after: dt.timedelta | float = dt.timedelta(hours=1),
     fetch_fields: bool = False,
     watch: bool = True,
+    max_offers: int | None = DEFAULT_MAX_OFFERS,
 ) -> Any:
     """The Asset of an integration step, watched in the triggerer: put it in a DAG's ``schedule``.
 
@@ -102,6 +104,8 @@ def integration_step_asset(
         it within this time (the run failed, or the event was lost with a dying triggerer) is handed out again.
         It runs from the claim: make it longer than an event's wait for its run plus the run itself
     :param fetch_fields: read each instance's fields in the triggerer (``"fields"`` in each instance)
+    :param max_offers: an instance handed out this many times without being completed (its runs failed) is
+        parked: kept in the watcher's record and not handed out again until released (``None`` or ``0``: never)
     :param watch: ``False``: the same Asset without a watcher (for ``inlets`` where no DAG is scheduled on the
         step's watched Asset; works on every Airflow 3)
     :return: ``airflow.sdk.Asset`` named by its URI (see :func:`integration_step_uri`)
@@ -149,6 +153,7 @@ def integration_step_asset(
         reclaim_after=lease,
         fetch_fields=bool(fetch_fields),
         asset_uri=plain.uri,
+        max_offers=checked_max_offers(max_offers),
     )
     return Asset(name=plain.uri, uri=plain.uri, watchers=[AssetWatcher(name=WATCHER_NAME, trigger=trigger)])
 

@@ -110,6 +110,27 @@ class WorkflowsoftTaskMixin:
         store, key = create_store_for(context, self.ledger_store)
         return CreateLedger(store).run_once(key, send, what=what, allow_duplicates=allow_duplicates)
 
+    def create_notice(self, context: Any, spec: Any, *, title: str, listing: str) -> dict[str, Any]:
+        """Create one Workflowsoft task for a person (at most once per task instance): ``spec`` is
+        ``{"title", "assignee", "description", "on_behalf_of"}`` (each optional; ``title`` defaults to
+        ``title``), ``listing`` is added to its description. Returns the task created (JSON-safe)."""
+        from airflow_provider_workflowsoft.api.fields import to_jsonable
+
+        spec = dict(spec or {})
+        title = str(spec.get("title") or title)
+        description = "\n\n".join(p for p in (spec.get("description"), listing) if p)
+        assignee = spec.get("assignee")
+        on_behalf_of = spec.get("on_behalf_of")
+        client = self.hook.client
+
+        def send() -> dict[str, Any]:
+            user = client.resolve_user_id(assignee) if assignee not in (None, "") else None
+            return client.create_task(title, assigned_user_id=user, description=description,
+                                      on_behalf_of=on_behalf_of if on_behalf_of is not None else user)
+
+        task = self.run_create_once(context, send, what=f"task {title!r}")
+        return to_jsonable(task)  # type: ignore[no-any-return]
+
     def _step_argument(self, integration_step_id: Any, integration_diagram_id: Any) -> Any:
         """``integration_step_id``, or its 0.1 name ``integration_diagram_id`` (with a deprecation warning)."""
         return renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",

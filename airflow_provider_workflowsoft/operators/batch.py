@@ -42,6 +42,7 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
 
 
@@ -63,10 +64,13 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         ``2 x pollers``: full speed; ``1``: one poll at a time, each claimed before the next, slower)
     :param op_kwargs: extra keyword arguments of every call (templated)
     :param notify_on_failure: ``{"title", "assignee", "description"}``: create one Workflowsoft task per task
-        instance when instances failed (assignee: user id, email or full name)
+        instance when instances failed or were parked (assignee: user id, email or full name)
     :param reclaim_after: claims not done and older than this are offered again before polling
     :param progress_interval: seconds between two progress lines in the task log while instances are processed
         (received, completed, failed, rate, elapsed; default 10); ``None`` for none
+    :param max_offers: an instance handed out this many times without being completed is *parked* by the next
+        drain instead of offered again (``"parked"`` in the XCom; not offered again until released);
+        ``None`` or ``0``: never park
     :param workflowsoft_conn_id: the Airflow connection
 
     Give the step's Asset as ``inlets`` (the Assets view then shows who reads the step; when the DAG is
@@ -106,6 +110,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         integration_diagram_id: int | str | None = None,
         progress_interval: float | None = defaults.DEFAULT_PROGRESS_INTERVAL_SECONDS,
+        max_offers: int | None = DEFAULT_MAX_OFFERS,
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
@@ -138,6 +143,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         self.op_kwargs = dict(op_kwargs or {})
         self.notify_on_failure = notify_on_failure
         self.reclaim_after = reclaim_after
+        self.max_offers = checked_max_offers(max_offers)
         self.workflowsoft_conn_id = workflowsoft_conn_id
 
     def _hook_options(self) -> dict[str, Any]:
@@ -174,6 +180,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             reclaim_after=self.reclaim_after,
             progress_interval=self.progress_interval,
             observer=self.metrics(),
+            max_offers=self.max_offers,
         )
         report = engine.run(self.instances)
         if step is not None:
@@ -183,12 +190,21 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
                          "completed": len(report["succeeded"])}
         report["store_round_trips"] = self.store_round_trips()
         report["store_write_ms"] = self.store_write_ms()
+        if report["parked"]:
+            self.log.warning("Parked %d integration instance(s), handed out %s times without being completed: %s "
+                             "(not offered again until released)", len(report["parked"]), self.max_offers,
+                             report["parked"])
         self.log.info(
             "Processed %d integration instance(s) in %.2f s: %d succeeded, %d failed, %d skipped (already done); "
             "%d store round trip(s), %.1f ms per record write",
             report["processed"], report["seconds"], len(report["succeeded"]), len(report["failed"]),
             len(report["skipped"]), report["store_round_trips"], report["store_write_ms"],
         )
+        if report["parked"] and self.notify_on_failure and not report["failed"]:
+            try:
+                report["notification"] = self._notify(hook, context, report)
+            except Exception as exc:  # parking is reported in the log and XCom either way
+                self.log.error("Could not create the task for the parked instances in Workflowsoft: %s", exc)
         if report["failed"] or report.get("poll_error"):
             message = failure_message(report)
             if report["failed"] and self.notify_on_failure:
@@ -209,27 +225,29 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         return completion_lineage(self.hook.client.config.base_url, done["steps"], done["fields"], done["completed"])
 
     def _notify(self, hook: Any, context: Context, report: dict[str, Any]) -> dict[str, Any]:
-        from airflow_provider_workflowsoft.api.fields import to_jsonable
-
-        spec = dict(self.notify_on_failure or {})
         ti = context["ti"]
-        title = spec.get("title") or f"Airflow {ti.dag_id}.{ti.task_id}: {len(report['failed'])} instance(s) failed"
-        listing = "\n".join(f"- {f['IntegrationInstanceId']}: {f['error']}" for f in report["failed"])
-        parts = (spec.get("description"), f"Failed integration instances:\n{listing}")
-        description = "\n\n".join(p for p in parts if p)
-        assignee = spec.get("assignee")
-        on_behalf_of = spec.get("on_behalf_of")
+        failed, parked = report["failed"], report.get("parked") or []
+        what = [f"{len(failed)} instance(s) failed"] if failed else []
+        what += [f"{len(parked)} instance(s) parked"] if parked else []
+        parts = []
+        if failed:
+            parts.append("Failed integration instances:\n" + "\n".join(
+                f"- {f['IntegrationInstanceId']}: {f['error']}" for f in failed))
+        if parked:
+            parts.append(parked_listing(parked, report.get("max_offers")))
+        task = self.create_notice(context, self.notify_on_failure,
+                                  title=f"Airflow {ti.dag_id}.{ti.task_id}: {', '.join(what)}",
+                                  listing="\n\n".join(parts))
+        self.log.info("Created Workflowsoft task %s for the failed or parked instances", task.get("Id"))
+        return task
 
-        def send() -> dict[str, Any]:
-            user = hook.client.resolve_user_id(assignee) if assignee not in (None, "") else None
-            return hook.client.create_task(
-                str(title), assigned_user_id=user, description=description,
-                on_behalf_of=on_behalf_of if on_behalf_of is not None else user,
-            )
 
-        task = self.run_create_once(context, send, what=f"task {title!r}")
-        self.log.info("Created Workflowsoft task %s for the failed instances", task.get("Id"))
-        return to_jsonable(task)  # type: ignore[no-any-return]
+def parked_listing(parked: list[Any], max_offers: Any) -> str:
+    """The part of a notice that names parked instances and what to do about them."""
+    return (f"Parked integration instances (handed out {max_offers} times without being completed; not offered "
+            f"again until released): {', '.join(str(i) for i in parked)}.\nCheck them in Workflowsoft, then release "
+            "them (WorkflowsoftReleaseClaimsOperator, or `workflowsoft-claims release <id>`) to offer them again, or "
+            "forget them once handled there.")
 
 
 class WorkflowsoftProcessInstancesOperator(WorkflowsoftIntegrationWorkerOperator):

@@ -21,9 +21,19 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.records import naming
-from airflow_provider_workflowsoft.records.claims import DONE
+from airflow_provider_workflowsoft.records.claims import (
+    ACTIONS,
+    DONE,
+    FORGET,
+    PARK,
+    PARKED,
+    RELEASE,
+    read_record,
+)
 from airflow_provider_workflowsoft.version_compat import BaseOperator, Context
 
 
@@ -347,40 +357,88 @@ def _instance_ids(value: Any) -> list[int]:
 
 
 class _ClaimsOperator(_WorkflowsoftOperator):
-    """Listing and releasing claims, shared by the claims operators."""
+    """Listing, releasing, parking and forgetting claims, shared by the claims operators.
+
+    Besides the records in Variables, they reach the claims of the asset watchers of the step Assets given in
+    ``inlets`` (Airflow 3.3: the task reads those Assets' state stores; a watcher's record is changed through
+    a command the watcher applies at its next round)."""
+
+    def _watchers(self, context: Context) -> dict[str, dict[str, Any]]:
+        """The claims records of the watchers of this task's Workflowsoft inlets (key -> record)."""
+        accessors = context.get("asset_state_store") if hasattr(context, "get") else None
+        out: dict[str, dict[str, Any]] = {}
+        if accessors is None:
+            return out
+        for asset in getattr(self, "inlets", None) or []:
+            uri = getattr(asset, "uri", None)
+            if not (isinstance(uri, str) and uri.startswith(SCHEME + "://")):
+                continue
+            key = naming.claims_key(self.workflowsoft_conn_id, naming.watcher_owner(uri))
+            try:
+                raw = accessors[asset].get(key, None)
+            except Exception as exc:  # the Variables' claims are still listed
+                self.log.warning("Could not read the asset watcher's claims of %s: %s", uri, exc)
+                continue
+            if isinstance(raw, dict):
+                out[key] = {**read_record(raw), "asset_uri": uri}
+        return out
 
     def _list(self, context: Context, step: Any, include_done: Any) -> list[dict[str, Any]]:
-        records = self.claims_for(context).list_claims(_step_or_none(step), include_done=_truthy(include_done))
-        self.log.info("%d claim(s): %s", len(records), [r.get("integration_instance_id") for r in records])
+        claims = self.claims_for(context)
+        watchers = self._watchers(context)
+        records = claims.list_claims(_step_or_none(step), include_done=_truthy(include_done),
+                                     records={**claims.read_all(), **watchers})
+        for record in records:
+            if record["record"] in watchers:
+                record["asset_uri"] = watchers[record["record"]]["asset_uri"]
+        parked = [r["integration_instance_id"] for r in records if r["state"] == PARKED]
+        self.log.info("%d claim(s): %s%s", len(records), [r.get("integration_instance_id") for r in records],
+                      f"; parked: {parked}" if parked else "")
         return records
 
-    def _release(self, context: Context, instance_ids: Any) -> list[dict[str, Any]]:
+    def _decide(self, context: Context, action: str, instance_ids: Any) -> list[dict[str, Any]]:
+        """Release (put back), park or forget instances by id, wherever they are claimed (Variables, and the
+        watchers of this task's inlets); returns their entries as they were."""
         wanted = _instance_ids(instance_ids)
         if not wanted:
-            raise WorkflowsoftInputError(f"instance_ids names no instance to release, got {instance_ids!r}")
+            raise WorkflowsoftInputError(f"instance_ids names no instance to {action}, got {instance_ids!r}")
         claims = self.claims_for(context)
-        held = {r["integration_instance_id"]: r for r in claims.list_claims()}
-        released = set(claims.release(wanted))
-        records = [held[i] for i in wanted if i in released and i in held]
-        self.log.info("Released %d claim(s): %s", len(records), sorted(released, key=str))
+        watchers = self._watchers(context)
+        held = {r["integration_instance_id"]: r
+                for r in claims.list_claims(records={**claims.read_all(), **watchers})}
+        in_variables, asked = claims.act(action, wanted, watchers)
+        found = set(in_variables) | {coerce_id(i) for ids in asked.values() for i in ids}
+        records = [held[i] for i in wanted if i in found and i in held]
+        missing = [i for i in wanted if i not in found]
+        done = {RELEASE: "Put back (offered again by the next drain)", PARK: "Parked", FORGET: "Forgot"}[action]
+        self.log.info("%s %d instance(s): %s%s%s", done, len(found), sorted(found, key=str),
+                      "".join(f"; asked of the asset watcher of {watchers[k]['asset_uri']}: {ids} (applied at its "
+                              "next round)" for k, ids in asked.items()),
+                      f"; not claimed in the Variables nor by the watchers of this task's inlets: {missing}"
+                      if missing else "")
         return records
+
+    def _release(self, context: Context, instance_ids: Any, forget: Any = False) -> list[dict[str, Any]]:
+        return self._decide(context, FORGET if _truthy(forget) else RELEASE, instance_ids)
 
 
 class WorkflowsoftListClaimsOperator(_ClaimsOperator):
-    """Lists claims: integration instances a run received and has not completed (yet).
+    """Lists claims: integration instances a run received and has not completed (yet), and parked ones.
 
     .. code-block:: python
 
         WorkflowsoftListClaimsOperator(task_id="stuck", integration_step_id=11)
 
     The same records are Airflow Variables named ``workflowsoft.claims.<conn id>.*`` (one per task instance
-    that holds claims): ``airflow variables list`` shows them.
+    that holds claims): ``airflow variables list`` shows them; ``workflowsoft-claims list`` shows them with the
+    asset watchers' claims.
 
     :param integration_step_id: only this integration step's claims (default: every step;
         ``integration_diagram_id``, its 0.1 name, still works)
     :param include_done: list also instances marked done
     :param workflowsoft_conn_id: the Workflowsoft connection id
-    :return: ``[{"integration_instance_id", "state", "owner", "integration_diagram_id", "claimed_at", ...}]``
+    :return: ``[{"integration_instance_id", "state", "owner", "integration_diagram_id", "claimed_at", "offers",
+        "record", ...}]``; ``state`` is ``"claimed"``, ``"parked"`` (with ``parked_at``, ``reason``) or ``"done"``
     """
 
     template_fields: Sequence[str] = ("integration_step_id", "include_done", "workflowsoft_conn_id")
@@ -396,15 +454,44 @@ class WorkflowsoftListClaimsOperator(_ClaimsOperator):
 
 
 class WorkflowsoftReleaseClaimsOperator(_ClaimsOperator):
-    """Releases claims: the instances will not be offered again (after checking them in Workflowsoft).
+    """Releases claims: puts the instances back, so that the next drain of their step (sensor, batch worker)
+    offers them again at once, whatever the lease, with their offers counted from 0. Parked instances are
+    released the same way. ``forget=True`` drops them instead: they are not offered again (on a server that
+    hands instances out once they are then lost to Airflow: handle them in Workflowsoft).
 
     .. code-block:: python
 
         WorkflowsoftReleaseClaimsOperator(task_id="release", instance_ids=[5001, 5002])
+        WorkflowsoftReleaseClaimsOperator(task_id="forget", instance_ids=[5003], forget=True)
 
-    :param instance_ids: the instances to release (ids or instance dicts, or a comma-separated string)
+    :param instance_ids: the instances (ids or instance dicts, or a comma-separated string)
+    :param forget: drop the claims instead of putting them back (0.3's behaviour of this operator)
     :param workflowsoft_conn_id: the Workflowsoft connection id
-    :return: the claims released
+    :return: the claims released, as they were
+    """
+
+    template_fields: Sequence[str] = ("instance_ids", "forget", "workflowsoft_conn_id")
+
+    def __init__(self, *, instance_ids: Any, forget: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.instance_ids = instance_ids
+        self.forget = forget
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        return self._release(context, self.instance_ids, self.forget)
+
+
+class WorkflowsoftParkClaimsOperator(_ClaimsOperator):
+    """Parks claimed instances by hand: they are not offered again until released
+    (:class:`WorkflowsoftReleaseClaimsOperator`).
+
+    .. code-block:: python
+
+        WorkflowsoftParkClaimsOperator(task_id="park", instance_ids=[5001])
+
+    :param instance_ids: the instances (ids or instance dicts, or a comma-separated string)
+    :param workflowsoft_conn_id: the Workflowsoft connection id
+    :return: the claims parked, as they were
     """
 
     template_fields: Sequence[str] = ("instance_ids", "workflowsoft_conn_id")
@@ -414,13 +501,14 @@ class WorkflowsoftReleaseClaimsOperator(_ClaimsOperator):
         self.instance_ids = instance_ids
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        return self._release(context, self.instance_ids)
+        return self._decide(context, PARK, self.instance_ids)
 
 
 class WorkflowsoftClaimsOperator(_ClaimsOperator):
-    """Deprecated: use :class:`WorkflowsoftListClaimsOperator` or :class:`WorkflowsoftReleaseClaimsOperator`.
+    """Deprecated: use :class:`WorkflowsoftListClaimsOperator`, :class:`WorkflowsoftReleaseClaimsOperator` or
+    :class:`WorkflowsoftParkClaimsOperator`.
 
-    :param action: ``"list"`` or ``"release"``
+    :param action: ``"list"``, ``"release"`` (puts back), ``"park"`` or ``"forget"``
     """
 
     template_fields: Sequence[str] = (
@@ -443,11 +531,11 @@ class WorkflowsoftClaimsOperator(_ClaimsOperator):
         action = str(self.action).strip().lower()
         if action == "list":
             return self._list(context, self.integration_diagram_id, self.include_done)
-        if action == "release":
+        if action in ACTIONS:
             if not _instance_ids(self.instance_ids):
-                raise WorkflowsoftInputError("action 'release' needs instance_ids (see action 'list')")
-            return self._release(context, self.instance_ids)
-        raise WorkflowsoftInputError(f"action must be 'list' or 'release', got {self.action!r}")
+                raise WorkflowsoftInputError(f"action {action!r} needs instance_ids (see action 'list')")
+            return self._decide(context, action, self.instance_ids)
+        raise WorkflowsoftInputError(f"action must be 'list', 'release', 'park' or 'forget', got {self.action!r}")
 
 
 def _truthy(value: Any) -> bool:
@@ -462,6 +550,7 @@ __all__ = [
     "WorkflowsoftCreateTaskOperator",
     "WorkflowsoftGetFieldsOperator",
     "WorkflowsoftListClaimsOperator",
+    "WorkflowsoftParkClaimsOperator",
     "WorkflowsoftReleaseClaimsOperator",
     "WorkflowsoftStartProcessOperator",
     "WorkflowsoftUpdateFieldsOperator",

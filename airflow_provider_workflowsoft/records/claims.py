@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 CLAIMED = "claimed"
 DONE = "done"
+PARKED = "parked"
 
 
 def _now() -> dt.datetime:
@@ -66,18 +67,23 @@ def parse_time(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
-def _record(raw: Any, owner: str = "") -> dict[str, Any]:
+def read_record(raw: Any, owner: str = "") -> dict[str, Any]:
     """A record read from the store, in shape (anything else read as empty)."""
     record = raw if isinstance(raw, dict) else {}
     claims: dict[str, Any] = record["claims"] if isinstance(record.get("claims"), dict) else {}
     done: dict[str, Any] = record["done"] if isinstance(record.get("done"), dict) else {}
-    return {
+    parked: dict[str, Any] = record["parked"] if isinstance(record.get("parked"), dict) else {}
+    record_out: dict[str, Any] = {
         "owner": record.get("owner", owner),
         "updated_at": record.get("updated_at"),
         "closed": bool(record.get("closed", False)),
         "claims": {str(k): dict(v) for k, v in claims.items() if isinstance(v, dict)},
         "done": {str(k): dict(v) if isinstance(v, dict) else {} for k, v in done.items()},
+        "parked": {str(k): dict(v) for k, v in parked.items() if isinstance(v, dict)},
     }
+    if isinstance(record.get("polling"), dict):
+        record_out["polling"] = dict(record["polling"])
+    return record_out
 
 
 def _id(value: Any) -> int | str:
@@ -122,6 +128,10 @@ class ClaimsLedger:
         self._mine: dict[str, Any] | None = None
         self._stored = False  # whether our record exists in the store
         self._lock = threading.RLock()
+        #: ids parked by the last :meth:`prepare_drain`
+        self.parked: list[int | str] = []
+        #: traces of drains killed while polling, found (and cleared) by the last :meth:`prepare_drain`
+        self.interrupted: list[dict[str, Any]] = []
 
     # -- our own record ----------------------------------------------------------------------------
 
@@ -129,7 +139,7 @@ class ClaimsLedger:
         if self._mine is None:
             raw = self.own_store.get(self.key)
             self._stored = isinstance(raw, dict)
-            self._mine = _record(raw, self.owner)
+            self._mine = read_record(raw, self.owner)
             self._mine["owner"] = self.owner
             self._mine["closed"] = False
         return self._mine
@@ -137,7 +147,7 @@ class ClaimsLedger:
     def _write(self) -> None:
         """One round trip: the whole record (or its deletion once nothing in it matters any more)."""
         mine = self._own()
-        if not mine["claims"] and not mine["done"]:
+        if not (mine["claims"] or mine["done"] or mine["parked"] or mine.get("polling")):
             if self._stored:
                 self.own_store.delete(self.key)
                 self._stored = False
@@ -182,6 +192,7 @@ class ClaimsLedger:
                 if instance.get("shared") or previous.get("shared"):
                     # another record may still claim it: its completion must leave a done mark
                     mine["claims"][iid]["shared"] = True
+                mine["parked"].pop(iid, None)
             self._write()
 
     def mark_done(self, completed: Mapping[Any, Any] | Iterable[Any], *, write: bool = True) -> None:
@@ -213,7 +224,28 @@ class ClaimsLedger:
         with self._lock:
             mine = self._own()
             mine["closed"] = True
+            mine.pop("polling", None)
             self._write()
+
+    # -- the trace of polls in flight --------------------------------------------------------------
+
+    def start_polling(self, integration_diagram_id: Any, up_to: int) -> None:
+        """Before the first poll of a drain: record that this task instance polls ``integration_diagram_id``
+        with at most ``up_to`` answers unclaimed at any moment (one write). Claim writes keep it (the record's
+        ``updated_at`` then dates the last durable claim); :meth:`stop_polling` (or :meth:`close`) clears it. A
+        run killed in between leaves the trace, and the next reader reports it (:attr:`interrupted`): what a
+        person looks for in Workflowsoft when the server hands instances out once."""
+        with self._lock:
+            mine = self._own()
+            mine["polling"] = {"step": integration_diagram_id, "since": _iso(self.clock()), "up_to": int(up_to)}
+            self._write()
+
+    def stop_polling(self) -> None:
+        """The drain ended and everything it received is claimed: clear the trace (one write, if it was set)."""
+        with self._lock:
+            mine = self._own()
+            if mine.pop("polling", None) is not None:
+                self._write()
 
     # -- what everyone holds -----------------------------------------------------------------------
 
@@ -232,37 +264,60 @@ class ClaimsLedger:
 
     def read_all(self) -> dict[str, dict[str, Any]]:
         """Every claims record of this connection: one listing, then one read per record."""
+        return self._read_listing()[0]
+
+    def _read_listing(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """The records, and the commands (see :meth:`command`) listed with them in the same listing."""
         records: dict[str, dict[str, Any]] = {}
+        commands: dict[str, dict[str, Any]] = {}
+        command_prefix = naming.claims_command_prefix(self.conn_id)
         for key in self.store.keys(self.prefix):
             if key == self.key:
                 records[key] = self._own()
                 continue
             raw = self.store.get(key)
-            if isinstance(raw, dict):
-                records[key] = _record(raw)
+            if key.startswith(command_prefix):
+                if isinstance(raw, dict):
+                    commands[key] = raw
+            elif isinstance(raw, dict):
+                records[key] = read_record(raw)
         if self.own_store is not self.store:  # our record is not among the listed ones
             records[self.key] = self._own()
-        return records
+        return records, commands
 
     def prepare_drain(
         self, integration_diagram_id: Any, reclaim_after: dt.timedelta | None, limit: int,
-        *, own_at_once: bool = True,
+        *, own_at_once: bool = True, max_offers: int | None = None,
     ) -> tuple[list[dict[str, Any]], list[int | str]]:
         """Before polling a step: the instances to offer again and the ids to leave alone.
 
         Offered again (up to ``limit``): this task instance's own open claims (an earlier try died), then
-        other records' open claims older than ``reclaim_after``; they are claimed by this task instance in
-        one write before this returns. Left alone: open claims other runs hold within their lease. Records
-        whose claims are all resolved are tidied on the way.
+        other records' open claims older than ``reclaim_after``, and claims put back by hand (at once); they
+        are claimed by this task instance in one write before this returns. Left alone: open claims other
+        runs hold within their lease, and parked instances. Records whose claims are all resolved are tidied
+        on the way.
+
+        **Parking** (the one rule, for every poller): a claim that would be offered again after it was
+        offered ``max_offers`` times (``offers``) without being completed is *parked* instead, in this task
+        instance's record: never offered again until a person releases it (:meth:`release`). The ids parked
+        by this call are in :attr:`parked`. ``None`` or ``0``: never park.
+
+        Commands addressed to this record (:meth:`command`: a person's release, park or forget of an
+        instance this record holds) are applied first. Traces of drains killed while polling
+        (:meth:`start_polling`) are reported in :attr:`interrupted` and logged.
 
         ``own_at_once=False`` (an asset watcher, whose own claims are handed to DAG runs it cannot see): its
         own open claims are offered again only once their lease is over, like anyone else's, and are left
         alone until then.
         """
+        poison = checked_max_offers(max_offers)
         with self._lock:
-            records = self.read_all()
+            records, commands = self._read_listing()
             mine = records[self.key] = self._own()  # also when it is not stored yet (tidy sees our claims)
+            self._apply_commands(commands)
+            self.interrupted = self._interrupted(records, reclaim_after)
             done = {iid for record in records.values() for iid in record["done"]}
+            parked_anywhere = {iid for record in records.values() for iid in record["parked"]}
             now = self.clock()
             # An instance's lease runs from its newest claim, whoever holds it: a stale claim in one
             # record does not make an instance another run took over (within its lease) free again.
@@ -272,14 +327,30 @@ class ClaimsLedger:
                     at = parse_time(claim.get("claimed_at")) or now
                     if iid not in latest or at > latest[iid]:
                         latest[iid] = at
+
+            def due(iid: str, claim: Mapping[str, Any]) -> bool:
+                # put back by hand: offered at once, unless someone claimed it again since
+                if claim.get("released") and (parse_time(claim.get("claimed_at")) or now) >= latest[iid]:
+                    return True
+                return reclaim_after is not None and now - latest[iid] >= reclaim_after
+
+            def exhausted(claim: Mapping[str, Any]) -> bool:
+                return poison is not None and int(claim.get("offers") or 1) >= poison
+
             offered: list[dict[str, Any]] = []
             skip: list[int | str] = []
+            parked_now: list[int | str] = []
             step = str(integration_diagram_id)
-            for iid, claim in mine["claims"].items():
+            for iid, claim in list(mine["claims"].items()):
                 if str(claim.get("step")) != step or iid in done:
                     continue
-                if not own_at_once and not (reclaim_after is not None and now - latest[iid] >= reclaim_after):
+                if iid in parked_anywhere and not claim.get("released"):
+                    continue  # parked elsewhere (left alone below)
+                if not (own_at_once or due(iid, claim)):
                     skip.append(_id(iid))  # handed to a run within its lease
+                elif exhausted(claim):
+                    mine["parked"][iid] = self._parked_entry(mine["claims"].pop(iid), "offered", poison)
+                    parked_now.append(_id(iid))
                 elif len(offered) < limit:
                     offered.append({**_instance(iid, claim, reclaimed=True), "offers": claim.get("offers", 1),
                                     "first_claimed_at": claim.get("first_claimed_at")})
@@ -288,28 +359,94 @@ class ClaimsLedger:
                 if key == self.key:
                     continue
                 for iid, claim in record["claims"].items():
-                    if str(claim.get("step")) != step or iid in done or _id(iid) in held or iid in mine["claims"]:
+                    if (str(claim.get("step")) != step or iid in done or _id(iid) in held or iid in mine["claims"]
+                            or iid in mine["parked"]):
                         continue
-                    expired = reclaim_after is not None and now - latest[iid] >= reclaim_after
-                    if expired and len(offered) < limit:
+                    expired = due(iid, claim)
+                    if expired and iid not in parked_anywhere and exhausted(claim):
+                        mine["parked"][iid] = self._parked_entry(claim, "offered", poison)
+                        parked_now.append(_id(iid))
+                    elif expired and iid not in parked_anywhere and len(offered) < limit:
                         offered.append({**_instance(iid, claim, reclaimed=True), "offers": claim.get("offers", 1),
                                         "first_claimed_at": claim.get("first_claimed_at"), "shared": True})
                         held.add(_id(iid))
-                        log.warning("Re-offering integration instance %s: claimed by %s at %s and not completed",
-                                    iid, record.get("owner"), claim.get("claimed_at"))
+                        log.warning("Re-offering integration instance %s (reclaimed): claimed by %s at %s and not "
+                                    "completed (offer %s of %s)", iid, record.get("owner"), claim.get("claimed_at"),
+                                    int(claim.get("offers") or 1) + 1, poison or "unlimited")
                     elif not expired and _id(iid) not in skip:
                         skip.append(_id(iid))
+            for record in records.values():  # parked instances of this step: never taken again
+                for iid, entry in record["parked"].items():
+                    if str(entry.get("step")) == step and _id(iid) not in skip:
+                        skip.append(_id(iid))
+            for iid in parked_now:
+                if iid not in skip:
+                    skip.append(iid)
+            self.parked = parked_now
+            if parked_now:
+                log.warning(
+                    "Parked integration instance(s) %s of step %s: offered %s times without being completed; they "
+                    "are not offered again until released (WorkflowsoftReleaseClaimsOperator, or "
+                    "`workflowsoft-claims release <id>` on the command line)", parked_now, step, poison)
+            own_again = [i["IntegrationInstanceId"] for i in offered if not i.get("shared")]
+            if own_again:
+                log.warning("Re-offering integration instance(s) %s (reclaimed): claimed by this task instance (%s) "
+                            "and not completed", own_again, self.owner)
             if offered:
                 self.claim(integration_diagram_id, offered)
+            elif parked_now:
+                self._write()
             self._tidy(records, done, reclaim_after)
             return [{k: v for k, v in i.items() if k not in ("offers", "first_claimed_at", "shared")}
                     for i in offered], skip
+
+    def _parked_entry(self, claim: Mapping[str, Any], why: str, max_offers: int | None) -> dict[str, Any]:
+        entry = {k: claim[k] for k in ("step", "process_instance_id", "first_claimed_at", "offers") if k in claim}
+        entry["parked_at"] = _iso(self.clock())
+        entry["reason"] = (f"offered {claim.get('offers', 1)} times without being completed (max_offers="
+                           f"{max_offers})" if why == "offered" else why)
+        return entry
+
+    def _interrupted(self, records: dict[str, dict[str, Any]], lease: dt.timedelta | None) -> list[dict[str, Any]]:
+        """Traces of drains whose poller died while polling: our own record's (an earlier try) and those of
+        records whose owner will not write again. Each is logged once and cleared."""
+        found: list[dict[str, Any]] = []
+        now = self.clock()
+        for key, record in records.items():
+            trace = record.get("polling")
+            if not isinstance(trace, dict):
+                continue
+            if key != self.key:
+                updated = parse_time(record.get("updated_at"))
+                # a live poller rewrites its record with every claim: one silent for a lease (an hour without a
+                # lease) has stopped
+                silent = lease if lease is not None else dt.timedelta(hours=1)
+                if updated is None or now - updated < silent:
+                    continue
+            item = {"owner": record["owner"], "step": trace.get("step"), "since": trace.get("since"),
+                    "until": record.get("updated_at") or trace.get("since"), "up_to": trace.get("up_to")}
+            found.append(item)
+            log.warning(
+                "A drain of integration step %s by %s was interrupted while polling (polling since %s, last claim "
+                "written at %s): up to %s instance(s) handed out around then may never have been claimed. If "
+                "Workflowsoft hands instances out once, look there for instances of step %s handed out from %s on "
+                "that are not completed.", item["step"], item["owner"], item["since"], item["until"], item["up_to"],
+                item["step"], item["since"])
+            record.pop("polling", None)
+            if key == self.key:
+                self._write()
+            else:
+                self._rewrite(key, record)
+        return found
 
     def _tidy(self, records: dict[str, dict[str, Any]], done: set[str], lease: dt.timedelta | None) -> None:
         """Drop what no longer matters from records whose owners will not write them again.
 
         A record may be rewritten or deleted by another task instance only when it is *closed* or
-        older than the lease: its owner then writes it no more, so no claim can be lost."""
+        older than the lease: its owner then writes it no more, so no claim can be lost. What such a record
+        still holds besides open claims (done marks kept for one lease, parked instances) is carried over into
+        this task instance's record (when it lives among the others), so the records stay few: one carrier
+        instead of one record per run."""
         now = self.clock()
         mine = self._own()
 
@@ -319,6 +456,7 @@ class ClaimsLedger:
             updated = parse_time(record.get("updated_at"))
             return lease is not None and updated is not None and now - updated >= lease
 
+        parked = {iid for record in records.values() for iid in record["parked"]}
         # Our own claims that someone else completed are resolved: dropped and written first, so that the
         # done marks they rested on can go without ever leaving the claim unresolved in between.
         resolved_own = [iid for iid in mine["claims"] if iid in done]
@@ -326,7 +464,7 @@ class ClaimsLedger:
             for iid in resolved_own:
                 mine["claims"].pop(iid)
             self._write()
-        # A claim is resolved when some record has it done, or when a newer claim of it exists elsewhere.
+        # A claim is resolved when some record has it done (or parked), or when a newer claim exists elsewhere.
         newest: dict[str, tuple[str, str]] = {}
         for key, record in records.items():
             for iid, claim in record["claims"].items():
@@ -338,7 +476,8 @@ class ClaimsLedger:
             if key == self.key:
                 still_claimed.update(i for i in record["claims"] if i not in done)
                 continue
-            kept = {i: c for i, c in record["claims"].items() if i not in done and newest[i][0] == key}
+            kept = {i: c for i, c in record["claims"].items()
+                    if i not in done and (i not in parked or c.get("released")) and newest[i][0] == key}
             if quiet(record) and kept != record["claims"]:
                 record["claims"] = kept
                 self._rewrite(key, record)
@@ -349,17 +488,33 @@ class ClaimsLedger:
             done_at = parse_time(mark.get("completed_at"))
             return lease is None or done_at is None or now - done_at >= lease
 
+        carry = self.own_store is self.store  # our record is listed with the others: it can carry theirs
+        carried: list[str] = []
         for key, record in records.items():
             unneeded = [i for i in record["done"] if i not in still_claimed and stale(record["done"][i])]
-            if not unneeded:
-                continue
             if key == self.key:
                 for iid in unneeded:  # persisted with our next write
                     mine["done"].pop(iid, None)
-            elif quiet(record):
-                for iid in unneeded:
-                    record["done"].pop(iid, None)
+                continue
+            if not quiet(record):
+                continue
+            changed = bool(unneeded)
+            for iid in unneeded:
+                record["done"].pop(iid, None)
+            if carry and (record["done"] or record["parked"]):
+                for iid, mark in record["done"].items():
+                    mine["done"].setdefault(iid, mark)
+                for iid, entry in record["parked"].items():
+                    mine["parked"].setdefault(iid, {"by": record["owner"], **entry})
+                record["done"], record["parked"] = {}, {}
+                carried.append(key)
+                changed = True
+            if changed and key not in carried:
                 self._rewrite(key, record)
+        if carried:
+            self._write()  # ours first: what is carried is never only in memory
+            for key in carried:
+                self._rewrite(key, records[key])
         # A claim taken over from a record that no longer holds it is ours alone: its completion needs no
         # done mark for others to read (persisted with our next write).
         held_elsewhere = {i for key, record in records.items() if key != self.key for i in record["claims"]}
@@ -368,53 +523,184 @@ class ClaimsLedger:
                 claim.pop("shared")
 
     def _rewrite(self, key: str, record: dict[str, Any]) -> None:
-        if record["claims"] or record["done"]:
+        if record["claims"] or record["done"] or record["parked"] or record.get("polling"):
             self.store.set(key, record)
         else:
             self.store.delete(key)
 
-    def list_claims(self, integration_diagram_id: Any = None, *, include_done: bool = False) -> list[dict[str, Any]]:
-        """Open claims (and, with ``include_done``, done marks) of one step or of every step, newest
-        claim per instance, each as ``{"integration_instance_id", "state", "owner", "step", ...}``."""
+    def list_claims(self, integration_diagram_id: Any = None, *, include_done: bool = False,
+                    records: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Open claims, parked instances (and, with ``include_done``, done marks) of one step or of every step,
+        newest entry per instance, each as ``{"integration_instance_id", "state", "owner", "integration_diagram_id",
+        "record", ...}`` (``state``: ``"claimed"``, ``"parked"`` or ``"done"``; ``record``: the key holding it).
+
+        :param records: read these records (key -> record) instead of this connection's Variables (the command
+            line adds the asset watchers' records)
+        """
         with self._lock:
-            records = self.read_all()
-        done = {iid: (record["owner"], mark) for record in records.values() for iid, mark in record["done"].items()}
+            if records is None:
+                records = self.read_all()
+        done = {iid: (key, record["owner"], mark) for key, record in records.items()
+                for iid, mark in record["done"].items()}
         out: dict[str, dict[str, Any]] = {}
-        for record in records.values():
+
+        def wanted(entry: Mapping[str, Any]) -> bool:
+            return integration_diagram_id is None or str(entry.get("step")) == str(integration_diagram_id)
+
+        for key, record in records.items():
             for iid, claim in record["claims"].items():
-                if integration_diagram_id is not None and str(claim.get("step")) != str(integration_diagram_id):
-                    continue
-                if iid in done and not include_done:
+                if not wanted(claim) or (iid in done and not include_done):
                     continue
                 entry = {"integration_instance_id": _id(iid), "state": DONE if iid in done else CLAIMED,
-                         "owner": record["owner"], "integration_diagram_id": claim.get("step"), **claim}
+                         "owner": record["owner"], "integration_diagram_id": claim.get("step"), "record": key, **claim}
                 entry.pop("step", None)
                 if iid not in out or str(entry.get("claimed_at")) > str(out[iid].get("claimed_at")):
                     out[iid] = entry
+        for key, record in records.items():
+            for iid, parked in record["parked"].items():
+                if wanted(parked) and not (iid in out and out[iid].get("released")):
+                    entry = {"integration_instance_id": _id(iid), "state": PARKED, "owner": record["owner"],
+                             "integration_diagram_id": parked.get("step"), "record": key, **parked}
+                    entry.pop("step", None)
+                    out[iid] = entry
         if include_done:
-            for iid, (owner, mark) in done.items():
-                out.setdefault(iid, {"integration_instance_id": _id(iid), "state": DONE, "owner": owner, **mark})
+            for iid, (key, owner, mark) in done.items():
+                out.setdefault(iid, {"integration_instance_id": _id(iid), "state": DONE, "owner": owner,
+                                     "record": key, **mark})
         return sorted(out.values(), key=lambda e: str(e["integration_instance_id"]))
 
-    def release(self, instance_ids: Iterable[Any]) -> list[int | str]:
-        """Forget claims (the instances will not be offered again), whoever holds them. Returns the ids
-        released. A user's decision: it rewrites other task instances' records."""
+    # -- a person's decisions ----------------------------------------------------------------------
+
+    def release(self, instance_ids: Iterable[Any], *, forget: bool = False) -> list[int | str]:
+        """Put instances back (claimed or parked, whoever holds them): the next drain of their step offers them
+        again at once, whatever the lease, with their offers counted from 0. ``forget=True`` drops them
+        instead (they are not offered again: on a server that hands instances out once they are then lost to
+        Airflow; complete or handle them in Workflowsoft). Returns the ids found.
+
+        Records in the Variables are rewritten here (a user's decision: it rewrites other task instances'
+        records; a record whose owner is still running may write its own copy back). An asset watcher's record
+        is changed through a command the watcher applies at its next round (:meth:`command`)."""
+        return self._decide(FORGET if forget else RELEASE, instance_ids)
+
+    def forget(self, instance_ids: Iterable[Any]) -> list[int | str]:
+        """Drop claims and parked entries of these instances: they are not offered again (see :meth:`release`)."""
+        return self._decide(FORGET, instance_ids)
+
+    def park(self, instance_ids: Iterable[Any]) -> list[int | str]:
+        """Park claimed instances by hand: not offered again until released. Returns the ids found."""
+        return self._decide(PARK, instance_ids)
+
+    def act(self, action: str, instance_ids: Iterable[Any],
+            watchers: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[int | str], dict[str, list[str]]]:
+        """A person's ``release``, ``park`` or ``forget`` of instances wherever they are claimed: in the records
+        among the Variables (rewritten at once) and in the given asset watchers' records (key -> record, read
+        from their Assets' state stores: each gets a :meth:`command`). Returns the ids found in the Variables,
+        and the ids asked of each watcher's record."""
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+        ids = [_id(i) for i in instance_ids]
+        found = self._decide(action, ids)
+        asked: dict[str, list[str]] = {}
+        wanted = {str(i) for i in ids}
+        for key, record in (watchers or {}).items():
+            held = sorted(wanted & (set(record.get("claims") or {}) | set(record.get("parked") or {})))
+            if held:
+                self.command(key, action, held)
+                asked[key] = held
+        return found, asked
+
+    def _decide(self, action: str, instance_ids: Iterable[Any]) -> list[int | str]:
         wanted = {str(_id(i)) for i in instance_ids}
-        released: set[str] = set()
         with self._lock:
             records = self.read_all()
+            found: set[str] = set()
             for key, record in records.items():
-                hit = wanted & set(record["claims"])
+                hit = apply_action(record, action, wanted, self.clock())
                 if not hit:
                     continue
-                for iid in hit:
-                    record["claims"].pop(iid)
-                released |= hit
+                found |= hit
                 if key == self.key:
                     self._write()
                 else:
                     self._rewrite(key, record)
-        return sorted((_id(i) for i in released), key=str)
+        return sorted((_id(i) for i in found), key=str)
+
+    def command(self, target_key: str, action: str, instance_ids: Iterable[Any], *, by: str = "") -> str:
+        """Ask the owner of the record ``target_key`` (an asset watcher, whose record only it may write) to
+        release, park or forget instances: one Variable under this connection's claims prefix, applied and
+        deleted by that owner at its next :meth:`prepare_drain` (a watcher's next round). Returns its key."""
+        if action not in ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+        ids = sorted({str(_id(i)) for i in instance_ids})
+        key = naming.claims_command_key(self.conn_id)
+        self.store.set(key, {"target": target_key, "action": action, "ids": ids, "by": by or self.owner,
+                             "at": _iso(self.clock())})
+        return key
+
+    def _apply_commands(self, commands: Mapping[str, Mapping[str, Any]]) -> None:
+        """Apply the commands addressed to our record (one write), then delete them."""
+        ours = {key: c for key, c in commands.items() if c.get("target") == self.key}
+        if not ours:
+            return
+        mine = self._own()
+        for command in sorted(ours.values(), key=lambda c: str(c.get("at"))):
+            action = str(command.get("action"))
+            ids = {str(i) for i in command.get("ids") or []}
+            if action in ACTIONS:
+                hit = apply_action(mine, action, ids, self.clock())
+                log.warning("Applied %s of integration instance(s) %s asked by %s at %s (%s found here)",
+                            action, sorted(ids), command.get("by"), command.get("at"), sorted(hit) or "none")
+        self._write()
+        for key in ours:
+            self.store.delete(key)
 
 
-__all__ = ["CLAIMED", "DONE", "ClaimsLedger", "parse_time"]
+RELEASE = "release"
+PARK = "park"
+FORGET = "forget"
+ACTIONS = (RELEASE, PARK, FORGET)
+
+
+def apply_action(record: dict[str, Any], action: str, ids: set[str], now: dt.datetime) -> set[str]:
+    """Apply a person's ``release``, ``park`` or ``forget`` of ``ids`` to one record (in memory); the ids it held."""
+    hit = ids & (set(record["claims"]) | set(record["parked"]))
+    at = _iso(now)
+    for iid in hit:
+        claim = record["claims"].pop(iid, None)
+        parked = record["parked"].pop(iid, None)
+        if action == FORGET:
+            continue
+        entry = dict(claim or parked or {})
+        if action == RELEASE:
+            for k in ("parked_at", "reason", "by", "shared"):
+                entry.pop(k, None)
+            # its claimed_at is the release: a claim made after it (the re-offer) is newer
+            entry.update({"released": True, "released_at": at, "offers": 0, "claimed_at": at})
+            record["claims"][iid] = entry
+        else:
+            entry.pop("released", None)
+            entry.update({"parked_at": at, "reason": "parked by hand"})
+            record["parked"][iid] = entry
+    return hit
+
+
+def checked_max_offers(value: Any) -> int | None:
+    """``max_offers`` checked: a whole number (``None`` or ``0``: never park)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+
+        raise WorkflowsoftInputError(
+            f"max_offers must be a whole number of 1 or more (0 or None: never park), got {value!r}")
+    return value or None
+
+
+#: The default of ``max_offers`` everywhere: an instance handed out 5 times without being completed is parked.
+DEFAULT_MAX_OFFERS = 5
+
+
+__all__ = ["ACTIONS", "CLAIMED", "DEFAULT_MAX_OFFERS", "DONE", "FORGET", "PARK", "PARKED", "RELEASE", "ClaimsLedger",
+           "apply_action", "checked_max_offers", "parse_time", "read_record"]

@@ -78,3 +78,16 @@ def try_number(context: Any) -> int:
         return int(getattr(ti, "try_number", 1) or 1)
     except (TypeError, ValueError):
         return 1
+
+
+def claims_command_prefix(conn_id: str) -> str:
+    """Commands to a record's owner (a person's release, park or forget) start with this; listed with the
+    records (same prefix), so that reading them costs no extra round trip."""
+    return claims_prefix(conn_id) + "~command."
+
+
+def claims_command_key(conn_id: str) -> str:
+    """A new command's key: one Variable per command, so that two people never overwrite each other's."""
+    import uuid
+
+    return claims_command_prefix(conn_id) + uuid.uuid4().hex[:16]

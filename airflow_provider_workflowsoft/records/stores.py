@@ -205,3 +205,45 @@ def describe(store: Any, key: str) -> str:
     """How a user finds and removes ``key`` in ``store``."""
     method = getattr(store, "describe", None)
     return method(key) if method is not None else f"the record {key!r}"
+
+
+class MetadataVariableStore:
+    """Airflow Variables read and written through the metadata database, outside any task (the command line,
+    where ``airflow variables ...`` runs): a task goes through :class:`VariableStore` instead."""
+
+    def get(self, key: str) -> Any:
+        from airflow_provider_workflowsoft.version_compat import metadata_variable_get_json
+
+        return metadata_variable_get_json(key)
+
+    def set(self, key: str, value: Any) -> None:
+        from airflow_provider_workflowsoft.version_compat import metadata_variable_set_json
+
+        metadata_variable_set_json(key, value)
+
+    def delete(self, key: str) -> None:
+        from airflow_provider_workflowsoft.version_compat import metadata_variable_delete
+
+        metadata_variable_delete(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        from airflow_provider_workflowsoft.version_compat import metadata_variable_keys
+
+        return metadata_variable_keys(prefix)
+
+    def describe(self, key: str) -> str:
+        return f"the Airflow Variable {key!r} (airflow variables delete {key})"
+
+
+def asset_state_entries(prefix: str) -> list[tuple[str, str, Any]]:
+    """``(asset URI, key, value)`` of every Asset state-store entry whose key starts with ``prefix``, read from
+    the metadata database (Airflow 3.3+; ``[]`` before). For the command line: a task cannot list these."""
+    from airflow_provider_workflowsoft.version_compat import metadata_asset_state_rows
+
+    out: list[tuple[str, str, Any]] = []
+    for uri, key, value in metadata_asset_state_rows(prefix):
+        try:
+            out.append((uri, key, json.loads(value)))
+        except (TypeError, ValueError):
+            log.warning("The state-store entry %s of the Asset %s is not JSON; skipped", key, uri)
+    return sorted(out)

@@ -25,6 +25,7 @@ from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, Workflow
 from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
 from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
     BaseSensorOperator,
@@ -63,6 +64,12 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     :param fetch_fields: read each instance's fields into ``"fields"``
     :param reclaim_after: lease of a claim: claimed-but-not-done instances older than this are offered
         again (``None``: never)
+    :param max_offers: an instance handed out this many times without being completed is *parked* by the next
+        check instead of offered again: not offered again until released, listed as ``"parked"`` by
+        ``WorkflowsoftListClaimsOperator``, its id in the XCom key ``"parked"`` and the log (``None`` or ``0``:
+        never park)
+    :param notify_on_park: ``{"title", "assignee", "description", "on_behalf_of"}``: create one Workflowsoft task
+        for a person when this task instance parks instances
     :param deferrable: wait in the triggerer (default: ``[operators] default_deferrable``)
     :param poll_interval: deferrable mode: time between the trigger's polls while nothing is new (a timedelta
         or seconds). Default 30 s; a sensor given ``poke_interval`` (itself or in ``default_args``) and no
@@ -82,6 +89,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         "max_instances",
         "fetch_fields",
         "reclaim_after",
+        "max_offers",
+        "notify_on_park",
         "workflowsoft_conn_id",
     )
     ui_color = "#e8f0ff"
@@ -100,6 +109,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         integration_diagram_id: int | str | None = None,
         poll_interval: dt.timedelta | float | None = None,
+        max_offers: int | None = DEFAULT_MAX_OFFERS,
+        notify_on_park: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
@@ -107,6 +118,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         poke_given = "poke_interval" in kwargs or "poke_interval" in (kwargs.get("default_args") or {})
         super().__init__(**kwargs)
         integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
+        checked_max_offers(max_offers)
         if integration_step_id is None and not (process_diagram_name and integration_step_name):
             raise WorkflowsoftInputError(
                 "WorkflowsoftIntegrationSensor needs integration_step_id, or process_diagram_name and "
@@ -125,6 +137,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             poll_interval = float(self.poke_interval)
         self.poll_interval = poll_seconds(
             defaults.DEFAULT_POLL_INTERVAL_SECONDS if poll_interval is None else poll_interval)
+        self.max_offers = max_offers
+        self.notify_on_park = notify_on_park
         self._step_id: int | None = None
         self._skip_ids: list[Any] = []
 
@@ -159,6 +173,31 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         """``reclaim_after`` as a timedelta: templated values arrive as seconds (``"0"``, ``"3600"``)."""
         return as_timedelta(self.reclaim_after, "reclaim_after")
 
+    @property
+    def _max_offers(self) -> int | None:
+        return checked_max_offers(self.max_offers)
+
+    def _report_parked(self, context: Context, parked: list[Any]) -> None:
+        """Instances this check parked: the XCom key ``"parked"``, the log, and the notice (``notify_on_park``)."""
+        if not parked:
+            return
+        self.log.warning("Parked integration instance(s) %s of step %s: handed out %s times without being completed, "
+                         "not offered again until released", list(parked), self.step_id(), self._max_offers)
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is not None:
+            ti.xcom_push(key="parked", value=list(parked))
+        if self.notify_on_park:
+            from airflow_provider_workflowsoft.operators.batch import parked_listing
+
+            try:
+                task = self.create_notice(context, self.notify_on_park,
+                                          title=f"Workflowsoft integration step {self.step_id()}: "
+                                                f"{len(parked)} instance(s) parked",
+                                          listing=parked_listing(parked, self._max_offers))
+                self.log.info("Created Workflowsoft task %s for the parked instances", task.get("Id"))
+            except Exception as exc:  # parking is reported in the log and XCom either way
+                self.log.error("Could not create the task for the parked instances in Workflowsoft: %s", exc)
+
     def _with_fields(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for instance in instances:
@@ -179,8 +218,10 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         step = self.step_id()
         limit = self._limit()
         claims = self.claims_for(context)
-        offered, self._skip_ids = claims.prepare_drain(step, self._lease, limit)
+        offered, self._skip_ids = claims.prepare_drain(step, self._lease, limit, max_offers=self._max_offers)
+        self._report_parked(context, claims.parked)
         drain = Drain(limit, taken=offered, skip=self._skip_ids)
+        claims.start_polling(step, 1)  # one poll at a time, each answer claimed before the next
         try:
             while not drain.finished:
                 instance = self.hook.client.poll_new_integration(step)
@@ -194,6 +235,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                              len(drain.instances), exc)
             drain.finished, drain.reason = True, "a poll failed"
         self.report_claims(claims, step, reclaimed=len(offered))
+        if not drain.instances:
+            claims.stop_polling()
         if drain.instances:
             claims.close()  # this task instance writes no more claims: readers may tidy its record
             self.log.info("Took %d integration instance(s) of step %s (drain stopped: %s): %s",
@@ -232,6 +275,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                 # a triggerer killed in between loses nothing (the trigger, run again, offers them first).
                 claims_owner=naming.owner_from_context(context) or None,
                 reclaim_after=lease.total_seconds() if (lease := self._lease) is not None else None,
+                max_offers=self._max_offers,
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=float(timeout)) if timeout is not None else None,
@@ -243,6 +287,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             raise AirflowException(f"Workflowsoft trigger sent an event this sensor cannot read: {event!r}")
         step = self.step_id()
         instances = [i for i in event.get("instances") or [] if isinstance(i, dict)]
+        self._report_parked(context, [i for i in event.get("parked") or [] if isinstance(i, int | str)])
         if instances:
             claims = self.claims_for(context)
             claims.claim(step, instances)

@@ -41,7 +41,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, ClaimsLedger, checked_max_offers
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
     """Fires when new integration instances of an integration step are available.
 
     Event payloads: ``{"status": "success", "instances": [{"IntegrationInstanceId", "ProcessInstanceId",
-    "fields"?}, ...]}`` or ``{"status": "error", "message": ..., "instances": [...]}``.
+    "fields"?}, ...], "parked"?: [ids parked by its drains]}`` or ``{"status": "error", "message": ...,
+    "instances": [...]}``.
 
     .. code-block:: python
 
@@ -132,6 +133,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         are offered first (Airflow 3.3+; ``None``: the sensor claims in ``execute_complete``)
     :param reclaim_after: with ``claims_owner``, the claims' lease in seconds (other runs' claims older
         than this are offered again)
+    :param max_offers: with ``claims_owner``, claims handed out this many times without being completed are
+        parked instead of offered again (``None`` or ``0``: never park)
     """
 
     def __init__(
@@ -149,6 +152,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         integration_diagram_id: int | None = None,
         claims_owner: str | None = None,
         reclaim_after: float | None = None,
+        max_offers: int | None = DEFAULT_MAX_OFFERS,
     ) -> None:
         super().__init__()
         for old, new in (("conn_id", "workflowsoft_conn_id"), ("integration_diagram_id", "integration_step_id")):
@@ -169,11 +173,13 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         self.failure_backoff_max = float(failure_backoff_max)
         self.claims_owner = claims_owner
         self.reclaim_after = None if reclaim_after is None else float(reclaim_after)
+        self.max_offers = checked_max_offers(max_offers)
         #: built by ``run()``; tests replace it to inject a transport
         self.client_factory: Callable[[Any], Any] | None = None
         #: where the claims records live (``None``: Airflow Variables); tests inject a store
         self.claims_store: Any = None
         self._held: list[Any] = []
+        self._parked: list[Any] = []  # parked by this trigger's drains: the sensor reports them
         self.sleep: Callable[[float], Any] = asyncio.sleep
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -191,6 +197,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                 "failure_backoff_max": self.failure_backoff_max,
                 "claims_owner": self.claims_owner,
                 "reclaim_after": self.reclaim_after,
+                "max_offers": self.max_offers,
             },
         )
 
@@ -227,7 +234,9 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         taken = list(received)
         if claims is not None and not received:
             lease = None if self.reclaim_after is None else dt.timedelta(seconds=self.reclaim_after)
-            offered, held = await in_thread(claims.prepare_drain, self.integration_step_id, lease, self.max_instances)
+            offered, held = await in_thread(claims.prepare_drain, self.integration_step_id, lease, self.max_instances,
+                                            max_offers=self.max_offers)
+            self._parked += [i for i in claims.parked if i not in self._parked]
             taken = offered
             self._held = list(held)  # kept for the rounds that follow a failed one
         skip = list(self.skip_ids) + [i for i in self._held if i not in self.skip_ids]
@@ -280,7 +289,10 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                 if received:
                     log.info("Received %d integration instance(s) of step %s: %s", len(received),
                              self.integration_step_id, [i["IntegrationInstanceId"] for i in received])
-                    yield TriggerEvent({"status": "success", "instances": received})
+                    event: dict[str, Any] = {"status": "success", "instances": received}
+                    if self._parked:
+                        event["parked"] = list(self._parked)
+                    yield TriggerEvent(event)
                     return
                 await self.sleep(self.poll_interval)
         finally:
@@ -323,6 +335,8 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
     :param client_options: :class:`~airflow_provider_workflowsoft.api.client.ClientConfig` fields that win over
         the connection (JSON-safe values)
     :param failure_backoff_max: the longest wait, in seconds, between failed rounds
+    :param max_offers: an instance handed out this many times without being completed is parked (kept in the
+        watcher's record, not handed out again until released); ``None`` or ``0``: never park
     """
 
     def __init__(
@@ -339,6 +353,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         asset_uri: str = "",
         client_options: dict[str, Any] | None = None,
         failure_backoff_max: float = 300.0,
+        max_offers: int | None = DEFAULT_MAX_OFFERS,
     ) -> None:
         super().__init__()
         if integration_step_id is None and not (process_diagram_name and integration_step_name):
@@ -359,6 +374,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         self.asset_uri = asset_uri
         self.client_options = dict(client_options or {})
         self.failure_backoff_max = float(failure_backoff_max)
+        self.max_offers = checked_max_offers(max_offers)
         #: tests replace these (a transport, stores, the clock of waits)
         self.client_factory: Callable[[Any], Any] | None = None
         self.claims_store: Any = None
@@ -380,6 +396,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                 "asset_uri": self.asset_uri,
                 "client_options": dict(self.client_options),
                 "failure_backoff_max": self.failure_backoff_max,
+                "max_offers": self.max_offers,
             },
         )
 
@@ -436,7 +453,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                         client = await self._client()
                     step = await self._step(client)
                     offered, held = await in_thread(claims.prepare_drain, step, lease, self.max_instances,
-                                                    own_at_once=False)
+                                                    own_at_once=False, max_offers=self.max_offers)
                     drain = Drain(self.max_instances, taken=offered, skip=held)
                     try:
                         await drain_and_claim(client, step, drain, claims)

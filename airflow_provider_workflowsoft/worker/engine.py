@@ -163,6 +163,8 @@ class BatchEngine:
         none)
     :param observer: hears of every finished instance and re-offered claims (metrics)
     :param clock: the run's clock, in seconds (elapsed times, rates, instance durations)
+    :param max_offers: an instance handed out this many times without being completed is parked by the drain
+        instead of offered again (``None`` or ``0``: never park); see :meth:`ClaimsLedger.prepare_drain`
     """
 
     def __init__(
@@ -181,7 +183,10 @@ class BatchEngine:
         progress_interval: float | None = DEFAULT_PROGRESS_INTERVAL,
         observer: RunObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_offers: int | None = None,
     ) -> None:
+        from airflow_provider_workflowsoft.records.claims import checked_max_offers
+
         self.pollers = checked_sizes(max_workers, pollers, max_instances)
         self.progress_interval = checked_interval(progress_interval)
         self.observer = observer if observer is not None else RunObserver()
@@ -195,6 +200,7 @@ class BatchEngine:
         self.max_workers = max_workers
         self.op_kwargs = dict(op_kwargs or {})
         self.reclaim_after = reclaim_after
+        self.max_offers = checked_max_offers(max_offers)
         self._pass_instance = _accepts_instance(python_callable)
         # One lock, two conditions: pollers wait for room (a slot under the bounds), the committer for
         # answers. Each event wakes only whom it concerns: 32 threads woken on every event cost more CPU
@@ -278,7 +284,8 @@ class BatchEngine:
             "skipped", "seconds", ...}``
         """
         started = self.clock()
-        report: dict[str, Any] = {"processed": 0, "succeeded": [], "failed": [], "results": {}, "skipped": []}
+        report: dict[str, Any] = {"processed": 0, "succeeded": [], "failed": [], "results": {}, "skipped": [],
+                                  "parked": []}
         futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]] = {}
         errors: list[str] = []
         stop_progress = threading.Event()
@@ -300,7 +307,7 @@ class BatchEngine:
                 if instances is not None:
                     received = self._offer_given(normalise_instances(instances), submit, report)
                 else:
-                    received = self._drain(submit, errors)
+                    received = self._drain(submit, errors, report)
                 self._collect(futures, report)
         finally:
             stop_progress.set()
@@ -385,7 +392,7 @@ class BatchEngine:
             submit(instance, True)
         return len(given)
 
-    def _drain(self, submit: Callable[..., None], errors: list[str]) -> int:
+    def _drain(self, submit: Callable[..., None], errors: list[str], report: dict[str, Any]) -> int:
         """Re-offered claims first, then concurrent polls under the drain's stop rules, claimed by group
         commit before they are processed."""
         step = self.integration_diagram_id
@@ -394,7 +401,14 @@ class BatchEngine:
         offered: list[dict[str, Any]] = []
         skip: list[Any] = []
         if self.claims is not None and self.max_instances:
-            offered, skip = self.claims.prepare_drain(step, self.reclaim_after, self.max_instances)
+            offered, skip = self.claims.prepare_drain(step, self.reclaim_after, self.max_instances,
+                                                      max_offers=self.max_offers)
+            report["parked"] = list(self.claims.parked)
+            report["max_offers"] = self.max_offers
+            if self.claims.interrupted:
+                report["interrupted_polls"] = list(self.claims.interrupted)
+            # the trace a kill leaves: what to look for in Workflowsoft if answers in flight are lost
+            self.claims.start_polling(step, self.max_unclaimed)
         if offered:
             log.info("Offering %d reclaimed integration instance(s) of step %s again first: %s", len(offered), step,
                      [i["IntegrationInstanceId"] for i in offered])
@@ -406,7 +420,8 @@ class BatchEngine:
         drain = Drain(max(1, self.max_instances), taken=offered, skip=skip)
         if not self.max_instances:
             return len(offered)
-        state = {"reserved": len(offered), "polling": self.pollers, "in_flight": 0, "committing": 0}
+        state = {"reserved": len(offered), "polling": self.pollers, "in_flight": 0, "committing": 0,
+                 "claim_failed": 0}
         polled: list[dict[str, Any]] = []  # answers waiting for their claim write
 
         def poll_loop() -> None:
@@ -463,7 +478,6 @@ class BatchEngine:
                     self._answers.notify()
 
         def commit_loop() -> None:
-            claim_failed = False
             while True:
                 with self._lock:
                     while not polled and state["polling"] > 0:
@@ -475,11 +489,11 @@ class BatchEngine:
                     state["committing"] = len(batch)
                 if self.claims is not None:
                     self.claims.mark_done(done, write=False)  # memory only: written with the next write
-                if self.claims is not None and not claim_failed:
+                if self.claims is not None and not state["claim_failed"]:
                     try:  # one write: every answer since the last one, plus the done marks waiting
                         self.claims.claim(step, batch)
                     except Exception as exc:  # still processed (they were handed out), but polling stops
-                        claim_failed = True
+                        state["claim_failed"] = 1
                         with self._lock:
                             drain.finished, drain.reason = True, "a claim write failed"
                             self._room.notify_all()
@@ -505,6 +519,8 @@ class BatchEngine:
             raise
         for thread in threads:
             thread.join()
+        if self.claims is not None and not state["claim_failed"]:
+            self.claims.stop_polling()  # every answer is durably claimed: nothing is in flight any more
         log.info("Drained %d integration instance(s) of step %s (stopped: %s)", len(drain.instances), step,
                  drain.reason or "limit")
         return len(drain.instances)

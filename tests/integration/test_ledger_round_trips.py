@@ -72,7 +72,8 @@ def test_the_sensor_claim_is_durable_before_anything_else(monkeypatch: pytest.Mo
 
     class RecordingStore(MemoryStore):
         def set(self, key: str, value: Any) -> None:
-            events.append("claim " + ",".join(sorted(value.get("claims", {}))))
+            trace = " (trace)" if value.get("polling") else ""
+            events.append("claim " + ",".join(sorted(value.get("claims", {}))) + trace)
             super().set(key, value)
 
     answers = iter([{"IntegrationInstanceId": 5001, "ProcessInstanceId": 1},
@@ -93,7 +94,8 @@ def test_the_sensor_claim_is_durable_before_anything_else(monkeypatch: pytest.Mo
     sensor._hook = SimpleNamespace(client=FakeClient())  # type: ignore[assignment]
     result = sensor.poke(fake_context("wait"))  # type: ignore[arg-type]
     assert [i["IntegrationInstanceId"] for i in result.xcom_value] == [5001, 5002]
-    assert events[:4] == ["poll", "claim 5001", "poll", "claim 5001,5002"]
+    # the trace of the drain first (what a kill mid-poll leaves), then each answer claimed before the next poll
+    assert events[:5] == ["claim  (trace)", "poll", "claim 5001 (trace)", "poll", "claim 5001,5002 (trace)"]
     assert events.index("fields 5001") > events.index("claim 5001,5002")
 
 
@@ -111,13 +113,13 @@ def test_decisions_read_the_store_not_what_was_remembered() -> None:
     assert offered == []  # done elsewhere: not offered again, though this object remembers its claim
 
 
-def test_a_claim_released_elsewhere_is_not_offered_again() -> None:
+def test_a_claim_forgotten_elsewhere_is_not_offered_again() -> None:
     store = MemoryStore()
     owner = "dag/run1/wait/-1"
     first_poke = ClaimsLedger("conn", store, owner=owner)
     first_poke.claim(11, instances(5001))
     first_poke.close()
-    assert ClaimsLedger("conn", store, owner="admin").release([5001]) == [5001]
+    assert ClaimsLedger("conn", store, owner="admin").forget([5001]) == [5001]
     next_poke = ClaimsLedger("conn", store, owner=owner)  # every check builds its ledger afresh
     next_poke.claim(11, instances(5002))
     offered, _ = next_poke.prepare_drain(11, dt.timedelta(0), 10)

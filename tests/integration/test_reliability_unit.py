@@ -353,13 +353,14 @@ def test_resolved_claims_are_tidied(store: MemoryStore, clock: Clock) -> None:
     assert store.keys(naming.claims_prefix(CONN)) == []  # both records gone
 
 
-def test_release_forgets_claims(store: MemoryStore, clock: Clock) -> None:
+def test_forget_drops_claims(store: MemoryStore, clock: Clock) -> None:
     holder = run_ledger(store, clock, "run-1")
     holder.claim(11, instances(5001, 5002))
     holder.claim(21, instances(5101))
     reader = run_ledger(store, clock, "reader")
     assert sorted(r["integration_instance_id"] for r in reader.list_claims()) == [5001, 5002, 5101]
-    assert reader.release([5001, "5101", 9999]) == [5001, 5101]
+    assert reader.forget([5001, "5101", 9999]) == [5001, 5101]
+    assert reader.release([5001], forget=True) == []  # gone: nothing left to forget
     assert [r["integration_instance_id"] for r in run_ledger(store, clock, "reader").list_claims()] == [5002]
     clock.now = T0 + dt.timedelta(days=1)
     assert offered_ids(store, clock, "run-2", 11, dt.timedelta(0)) == [5002]
@@ -373,6 +374,11 @@ def test_claims_operators_list_and_release(store: MemoryStore) -> None:
     released = WorkflowsoftReleaseClaimsOperator(task_id="release", instance_ids="5001", ledger_store=store).execute({})
     assert [r["integration_instance_id"] for r in released] == [5001]
     left = WorkflowsoftListClaimsOperator(task_id="list", integration_diagram_id="11", ledger_store=store).execute({})
+    assert [(r["integration_instance_id"], r.get("released", False)) for r in left] == [(5001, True), (5002, False)]
+    forgot = WorkflowsoftReleaseClaimsOperator(task_id="forget", instance_ids=[5001], forget=True,
+                                               ledger_store=store).execute({})
+    assert [r["integration_instance_id"] for r in forgot] == [5001]
+    left = WorkflowsoftListClaimsOperator(task_id="list", integration_diagram_id="11", ledger_store=store).execute({})
     assert [r["integration_instance_id"] for r in left] == [5002]
 
 
@@ -383,7 +389,7 @@ def test_deprecated_claims_operator_still_lists_and_releases(store: MemoryStore)
     assert [r["integration_instance_id"] for r in listed] == [5001, 5002]
     with pytest.warns(DeprecationWarning):
         released = WorkflowsoftClaimsOperator(
-            task_id="release", action="release", instance_ids="5001", ledger_store=store
+            task_id="release", action="forget", instance_ids="5001", ledger_store=store
         ).execute({})
     assert [r["integration_instance_id"] for r in released] == [5001]
     with pytest.warns(DeprecationWarning):

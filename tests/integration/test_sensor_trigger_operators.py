@@ -532,7 +532,14 @@ def test_claims_operator_lists_and_releases(store) -> None:
                                                  ledger_store=store).execute(context("r"))
     assert [r["integration_instance_id"] for r in released] == [1]
     later_reader = ClaimsLedger(CONN, store, owner="reader")
-    assert [r["integration_instance_id"] for r in later_reader.list_claims(11)] == [3]
+    # put back: still claimed, offered again by the next drain whatever the lease
+    assert [(r["integration_instance_id"], bool(r.get("released"))) for r in later_reader.list_claims(11)] == [
+        (1, True), (3, False)]
+    offered, _ = ClaimsLedger(CONN, store, owner="dag/run2/wait/-1").prepare_drain(11, None, 10)
+    assert [i["IntegrationInstanceId"] for i in offered] == [1]
+    WorkflowsoftReleaseClaimsOperator(task_id="r", instance_ids="1", forget=True,
+                                      ledger_store=store).execute(context("r"))
+    assert [r["integration_instance_id"] for r in ClaimsLedger(CONN, store, owner="reader").list_claims(11)] == [3]
     with pytest.raises(WorkflowsoftInputError):
         WorkflowsoftReleaseClaimsOperator(task_id="x", instance_ids="", ledger_store=store).execute({})
     with pytest.warns(DeprecationWarning), pytest.raises(WorkflowsoftInputError):

@@ -335,7 +335,8 @@ class ClaimsLedger:
                 return reclaim_after is not None and now - latest[iid] >= reclaim_after
 
             def exhausted(claim: Mapping[str, Any]) -> bool:
-                return poison is not None and int(claim.get("offers") or 1) >= poison
+                # a released claim is put back to be offered at once, whatever its count (set to 0 by the release)
+                return poison is not None and not claim.get("released") and int(claim.get("offers") or 1) >= poison
 
             offered: list[dict[str, Any]] = []
             skip: list[int | str] = []

@@ -136,6 +136,26 @@ def test_release_park_and_forget_one_instance_in_the_variables_records() -> None
     assert offered == [] and 7001 in skip
 
 
+def test_a_released_instance_is_offered_at_once_even_when_max_offers_is_one() -> None:
+    """Releasing puts an instance back to be offered again, with its offers counted from 0: it is offered, not
+    parked again by the next drain (whatever ``max_offers``), and parked again only after failing once more."""
+    store = MemoryStore()
+    holder = ClaimsLedger(CONN, store, owner="d/r1/wait/-1")
+    holder.claim(STEP, [{"IntegrationInstanceId": 7001}])
+    holder.close()
+    lease = dt.timedelta(0)
+    second = ClaimsLedger(CONN, store, owner="d/r2/wait/-1")
+    assert second.prepare_drain(STEP, lease, 10, max_offers=1)[0] == [] and second.parked == [7001]
+    assert ClaimsLedger(CONN, store, owner="oncall").release([7001]) == [7001]
+    third = ClaimsLedger(CONN, store, owner="d/r3/wait/-1")
+    offered, _ = third.prepare_drain(STEP, lease, 10, max_offers=1)
+    assert [i["IntegrationInstanceId"] for i in offered] == [7001] and third.parked == []
+    third.claim(STEP, offered)  # handed out once more, and not completed
+    third.close()
+    fourth = ClaimsLedger(CONN, store, owner="d/r4/wait/-1")
+    assert fourth.prepare_drain(STEP, lease, 10, max_offers=1)[0] == [] and fourth.parked == [7001]
+
+
 def test_the_watcher_applies_a_release_or_park_asked_from_outside(emu: EmulatorServer) -> None:
     """A running watcher rewrites its record each round, so nobody else writes it: a person's decision is a
     command (a Variable) that the watcher applies at its next round."""

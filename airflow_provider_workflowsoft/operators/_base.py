@@ -82,13 +82,14 @@ class WorkflowsoftTaskMixin:
         """Metrics of the claims after a drain: the instances offered again, the open claims per step and the
         oldest one's age (one extra read of the records, made only when Airflow sends metrics)."""
         metrics = self.metrics()
-        if metrics is None:
-            return
-        try:
-            metrics.reclaimed(step, reclaimed)
-            metrics.open_claims(claims.list_claims(), steps=[step])
-        except Exception as exc:  # metrics never fail a task
-            log.warning("Could not send the claims metrics: %s", exc)
+        if metrics is not None:
+            metrics.claims_after_drain(claims, step, reclaimed)
+
+    def report_prepared(self, claims: ClaimsLedger, step: Any) -> None:
+        """Metrics of what ``claims.prepare_drain`` found: instances parked, drains killed while polling."""
+        metrics = self.metrics()
+        if metrics is not None:
+            metrics.drain_prepared(step, claims.parked, claims.interrupted)
 
     def store_round_trips(self) -> int:
         return self._counting.round_trips if self._counting is not None else 0

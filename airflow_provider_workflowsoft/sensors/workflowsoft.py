@@ -220,6 +220,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         claims = self.claims_for(context)
         offered, self._skip_ids = claims.prepare_drain(step, self._lease, limit, max_offers=self._max_offers)
         self._report_parked(context, claims.parked)
+        self.report_prepared(claims, step)
         drain = Drain(limit, taken=offered, skip=self._skip_ids)
         claims.start_polling(step, 1)  # one poll at a time, each answer claimed before the next
         try:

@@ -253,6 +253,35 @@ def test_sensor_runs_with_mapped_completions_leave_few_records() -> None:
     assert store.keys(naming.claims_prefix(CONN)) == []
 
 
+def test_watcher_runs_leave_one_record_per_run_of_the_last_lease() -> None:
+    """The asset watcher's own record is in its Asset's state store; each run (a batch worker given the event's
+    instances) leaves its done marks in one Variable, which the watcher reads to resolve its claims and drops a
+    lease after the completion (docs/reliability.md, "Which Variables remain")."""
+    own, shared = MemoryStore(), MemoryStore()
+    lease = dt.timedelta(hours=1)
+    now = [dt.datetime.now(dt.UTC)]
+
+    def watcher_ledger() -> ClaimsLedger:
+        return ClaimsLedger(CONN, shared, owner=naming.watcher_owner("workflowsoft://c/integration-steps/11"),
+                            own_store=own, clock=lambda: now[0])
+
+    for run in range(1, 4):
+        watching = watcher_ledger()
+        watching.prepare_drain(STEP, lease, 3, own_at_once=False)
+        batch = [{"IntegrationInstanceId": 7000 + 3 * run + i} for i in range(3)]
+        watching.claim(STEP, batch)
+        worker = ClaimsLedger(CONN, shared, owner=f"d/run{run}/work/-1", clock=lambda: now[0])
+        worker.claim(STEP, [{**i, "shared": True} for i in batch])
+        worker.mark_done([i["IntegrationInstanceId"] for i in batch])
+        worker.close()
+        assert len(shared.keys(naming.claims_prefix(CONN))) == run  # one per run within the lease
+    watching = watcher_ledger()
+    assert watching.prepare_drain(STEP, lease, 3, own_at_once=False) == ([], [])  # every claim resolved
+    now[0] += lease
+    watcher_ledger().prepare_drain(STEP, lease, 3, own_at_once=False)
+    assert shared.keys(naming.claims_prefix(CONN)) == []
+
+
 def test_the_deferred_trigger_parks_in_the_sensor_record_and_its_event_says_so(emu: EmulatorServer) -> None:
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 

@@ -408,3 +408,18 @@ def test_the_claims_operators_reach_the_watcher_of_their_inlets(emu: EmulatorSer
                                       ledger_store=shared).execute(ctx())
     (event,) = events_of(watcher(own, shared), 1)
     assert [i["IntegrationInstanceId"] for i in event["instances"]] == [5001] and event["instances"][0]["reclaimed"]
+
+
+@pytest.mark.parametrize("bad", [{"asignee": "ops@example.com"}, ["ops@example.com"], 42])
+def test_a_misspelt_or_malformed_notice_is_refused_before_anything_is_sent(bad: Any) -> None:
+    """``notify_on_park`` / ``notify_on_failure`` with a misspelt key would create an unassigned task (or fail
+    only when something is parked, hours later): refused when the DAG is parsed, naming the argument."""
+    from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
+
+    with pytest.raises(WorkflowsoftInputError, match=r"notify_on_park (has unknown key\(s\) 'asignee'|must be a dict)"):
+        WorkflowsoftIntegrationSensor(task_id="wait", integration_step_id=STEP, notify_on_park=bad)
+    with pytest.raises(WorkflowsoftInputError, match=r"notify_on_failure (has unknown key|must be a dict)"):
+        WorkflowsoftIntegrationWorkerOperator(task_id="work", python_callable=enrich, integration_step_id=STEP,
+                                              notify_on_failure=bad)
+    fine = {"title": "Parked", "assignee": "ops@example.com", "description": "see", "on_behalf_of": "ops"}
+    assert WorkflowsoftIntegrationSensor(task_id="wait2", integration_step_id=STEP, notify_on_park=fine).notify_on_park

@@ -253,33 +253,36 @@ def test_sensor_runs_with_mapped_completions_leave_few_records() -> None:
     assert store.keys(naming.claims_prefix(CONN)) == []
 
 
-def test_watcher_runs_leave_one_record_per_run_of_the_last_lease() -> None:
+def test_watcher_runs_leave_at_most_the_last_runs_record() -> None:
     """The asset watcher's own record is in its Asset's state store; each run (a batch worker given the event's
-    instances) leaves its done marks in one Variable, which the watcher reads to resolve its claims and drops a
-    lease after the completion (docs/reliability.md, "Which Variables remain")."""
+    instances) leaves its done marks in one Variable. The watcher is the reader they were kept for: its next
+    round resolves its claims and deletes the closed run's record (0.4.0 kept each for a lease: as many
+    Variables as runs in the last hour). A run still writing is left alone until it closes."""
     own, shared = MemoryStore(), MemoryStore()
     lease = dt.timedelta(hours=1)
-    now = [dt.datetime.now(dt.UTC)]
 
     def watcher_ledger() -> ClaimsLedger:
         return ClaimsLedger(CONN, shared, owner=naming.watcher_owner("workflowsoft://c/integration-steps/11"),
-                            own_store=own, clock=lambda: now[0])
+                            own_store=own)
 
-    for run in range(1, 4):
+    for run in range(1, 5):
         watching = watcher_ledger()
-        watching.prepare_drain(STEP, lease, 3, own_at_once=False)
+        assert watching.prepare_drain(STEP, lease, 3, own_at_once=False) == ([], [])  # the last run's: resolved
         batch = [{"IntegrationInstanceId": 7000 + 3 * run + i} for i in range(3)]
         watching.claim(STEP, batch)
-        worker = ClaimsLedger(CONN, shared, owner=f"d/run{run}/work/-1", clock=lambda: now[0])
+        worker = ClaimsLedger(CONN, shared, owner=f"d/run{run}/work/-1")
         worker.claim(STEP, [{**i, "shared": True} for i in batch])
-        worker.mark_done([i["IntegrationInstanceId"] for i in batch])
+        worker.mark_done([i["IntegrationInstanceId"] for i in batch[:2]])  # written while the run goes on
+        still_running = watcher_ledger()
+        held = batch[2]["IntegrationInstanceId"]
+        assert still_running.prepare_drain(STEP, lease, 3, own_at_once=False) == ([], [held])
+        assert len(shared.keys(naming.claims_prefix(CONN))) == 1  # the running run's record is left alone
+        worker.mark_done([batch[2]["IntegrationInstanceId"]], write=False)
         worker.close()
-        assert len(shared.keys(naming.claims_prefix(CONN))) == run  # one per run within the lease
-    watching = watcher_ledger()
-    assert watching.prepare_drain(STEP, lease, 3, own_at_once=False) == ([], [])  # every claim resolved
-    now[0] += lease
+        assert len(shared.keys(naming.claims_prefix(CONN))) == 1  # this run's, until the watcher's next round
     watcher_ledger().prepare_drain(STEP, lease, 3, own_at_once=False)
     assert shared.keys(naming.claims_prefix(CONN)) == []
+    assert [e for e in watcher_ledger().list_claims() if e["state"] == "claimed"] == []
 
 
 def test_the_deferred_trigger_parks_in_the_sensor_record_and_its_event_says_so(emu: EmulatorServer) -> None:

@@ -17,13 +17,16 @@ the step in the names.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft.api.protocol import RequestEvent
 from airflow_provider_workflowsoft.records.claims import parse_time
 from airflow_provider_workflowsoft.version_compat import metrics_enabled, stats
 from airflow_provider_workflowsoft.worker.engine import RunObserver
+
+log = logging.getLogger(__name__)
 
 PREFIX = "workflowsoft"
 
@@ -77,6 +80,19 @@ class StatsRecorder(RunObserver):
         if count:
             self.stats.incr(f"{PREFIX}.instances.reclaimed", count, tags=_step_tags(step))
 
+    def drain_prepared(self, step: Any, parked: Sequence[Any], interrupted: Sequence[Mapping[str, Any]]) -> None:
+        """What preparing a drain found (``ClaimsLedger.prepare_drain``: its ``parked`` and ``interrupted``):
+        the instances it parked, and the traces of drains killed while polling, each with the most poll
+        answers it may have lost (its ``up_to``), tagged with the step that drain polled."""
+        if parked:
+            self.stats.incr(f"{PREFIX}.instances.parked", len(parked), tags=_step_tags(step))
+        for trace in interrupted:
+            tags = _step_tags(trace.get("step"))
+            self.stats.incr(f"{PREFIX}.claims.interrupted_drains", tags=tags)
+            up_to = trace.get("up_to")
+            if isinstance(up_to, int) and not isinstance(up_to, bool) and up_to > 0:
+                self.stats.incr(f"{PREFIX}.claims.possibly_lost", up_to, tags=tags)
+
     # -- claims -----------------------------------------------------------------------------------------
 
     def store_call(self, op: str, seconds: float) -> None:
@@ -106,6 +122,16 @@ class StatsRecorder(RunObserver):
             self.stats.gauge(f"{PREFIX}.claims.open{_step_suffix(step)}", count, tags={"step": step})
             self.stats.gauge(f"{PREFIX}.claims.oldest_age{_step_suffix(step)}", round(oldest, 3), tags={"step": step})
         return per_step
+
+    def claims_after_drain(self, claims: Any, step: Any, reclaimed: int = 0) -> None:
+        """After a drain of ``step`` (by the sensor, the batch worker or a trigger): the instances offered again,
+        and the gauges of :meth:`open_claims` from ``claims`` (a ``ClaimsLedger``; one read of its records).
+        Never raises: metrics never fail a task or a trigger."""
+        try:
+            self.reclaimed(step, reclaimed)
+            self.open_claims(claims.list_claims(), steps=[step])
+        except Exception as exc:
+            log.warning("Could not send the claims metrics: %s", exc)
 
 
 def recorder() -> StatsRecorder | None:

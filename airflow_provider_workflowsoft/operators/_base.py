@@ -82,13 +82,14 @@ class WorkflowsoftTaskMixin:
         """Metrics of the claims after a drain: the instances offered again, the open claims per step and the
         oldest one's age (one extra read of the records, made only when Airflow sends metrics)."""
         metrics = self.metrics()
-        if metrics is None:
-            return
-        try:
-            metrics.reclaimed(step, reclaimed)
-            metrics.open_claims(claims.list_claims(), steps=[step])
-        except Exception as exc:  # metrics never fail a task
-            log.warning("Could not send the claims metrics: %s", exc)
+        if metrics is not None:
+            metrics.claims_after_drain(claims, step, reclaimed)
+
+    def report_prepared(self, claims: ClaimsLedger, step: Any) -> None:
+        """Metrics of what ``claims.prepare_drain`` found: instances parked, drains killed while polling."""
+        metrics = self.metrics()
+        if metrics is not None:
+            metrics.drain_prepared(step, claims.parked, claims.interrupted)
 
     def store_round_trips(self) -> int:
         return self._counting.round_trips if self._counting is not None else 0
@@ -116,7 +117,7 @@ class WorkflowsoftTaskMixin:
         ``title``), ``listing`` is added to its description. Returns the task created (JSON-safe)."""
         from airflow_provider_workflowsoft.api.fields import to_jsonable
 
-        spec = dict(spec or {})
+        spec = dict(checked_notice(spec, "the notice", rendered=True) or {})
         title = str(spec.get("title") or title)
         description = "\n\n".join(p for p in (spec.get("description"), listing) if p)
         assignee = spec.get("assignee")
@@ -153,6 +154,27 @@ class WorkflowsoftTaskMixin:
         client = self.hook.client
         diagram = client.find_process_diagram(str(process_diagram_name))
         return int(client.find_integration_step(diagram["Id"], str(integration_step_name))["Id"])
+
+
+#: What a notice (``notify_on_failure``, ``notify_on_park``) may say.
+NOTICE_KEYS = ("title", "assignee", "description", "on_behalf_of")
+
+
+def checked_notice(value: Any, name: str, *, rendered: bool = False) -> Any:
+    """A notice's spec checked before anything is sent: ``None``, a template string (until ``rendered``: checked
+    again when the task runs), or a dict of :data:`NOTICE_KEYS` (a misspelt key would silently leave the task
+    unassigned)."""
+    if value is None or (isinstance(value, str) and not rendered):
+        return value
+    if not isinstance(value, dict):
+        raise WorkflowsoftInputError(
+            f"{name} must be a dict like {{'title': ..., 'assignee': ..., 'description': ..., 'on_behalf_of': ...}}, "
+            f"got {value!r}")
+    unknown = sorted(str(k) for k in value if k not in NOTICE_KEYS)
+    if unknown:
+        raise WorkflowsoftInputError(
+            f"{name} has unknown key(s) {', '.join(repr(k) for k in unknown)}: the keys are {', '.join(NOTICE_KEYS)}")
+    return value
 
 
 def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:

@@ -41,7 +41,7 @@ from typing import Any
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
 
@@ -130,8 +130,6 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         pollers = checked_sizes(max_workers, pollers, max_instances)
         self.progress_interval = checked_interval(progress_interval)
         self.max_unclaimed = checked_unclaimed(max_unclaimed, pollers)
-        if notify_on_failure is not None and not isinstance(notify_on_failure, Mapping | str):
-            raise TypeError("notify_on_failure must be a dict like {'title': ..., 'assignee': ..., 'description': ...}")
         self.python_callable = python_callable
         self.integration_step_id = integration_step_id
         self.process_diagram_name = process_diagram_name
@@ -141,7 +139,9 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         self.max_workers = max_workers
         self.pollers = pollers
         self.op_kwargs = dict(op_kwargs or {})
-        self.notify_on_failure = notify_on_failure
+        self.notify_on_failure = checked_notice(
+            dict(notify_on_failure) if isinstance(notify_on_failure, Mapping) else notify_on_failure,
+            "notify_on_failure")
         self.reclaim_after = reclaim_after
         self.max_offers = checked_max_offers(max_offers)
         self.workflowsoft_conn_id = workflowsoft_conn_id

@@ -335,7 +335,8 @@ class ClaimsLedger:
                 return reclaim_after is not None and now - latest[iid] >= reclaim_after
 
             def exhausted(claim: Mapping[str, Any]) -> bool:
-                return poison is not None and int(claim.get("offers") or 1) >= poison
+                # a released claim is put back to be offered at once, whatever its count (set to 0 by the release)
+                return poison is not None and not claim.get("released") and int(claim.get("offers") or 1) >= poison
 
             offered: list[dict[str, Any]] = []
             skip: list[int | str] = []
@@ -457,9 +458,14 @@ class ClaimsLedger:
             return lease is not None and updated is not None and now - updated >= lease
 
         parked = {iid for record in records.values() for iid in record["parked"]}
+        carry = self.own_store is self.store  # our record is listed with the others: it can carry theirs
         # Our own claims that someone else completed are resolved: dropped and written first, so that the
-        # done marks they rested on can go without ever leaving the claim unresolved in between.
-        resolved_own = [iid for iid in mine["claims"] if iid in done]
+        # done marks they rested on can go without ever leaving the claim unresolved in between. A reader
+        # whose record is not among the others (an asset watcher) is the one reader those marks were kept
+        # for: it resolves a claim once the record holding its mark is quiet, and drops that mark with it.
+        quiet_done = {i for key, record in records.items() if key == self.key or quiet(record) for i in record["done"]}
+        resolved_own = [iid for iid in mine["claims"] if iid in done and (carry or iid in quiet_done)]
+        served = set() if carry else set(resolved_own)
         if resolved_own:
             for iid in resolved_own:
                 mine["claims"].pop(iid)
@@ -488,10 +494,10 @@ class ClaimsLedger:
             done_at = parse_time(mark.get("completed_at"))
             return lease is None or done_at is None or now - done_at >= lease
 
-        carry = self.own_store is self.store  # our record is listed with the others: it can carry theirs
         carried: list[str] = []
         for key, record in records.items():
-            unneeded = [i for i in record["done"] if i not in still_claimed and stale(record["done"][i])]
+            unneeded = [i for i in record["done"]
+                        if i not in still_claimed and (i in served or stale(record["done"][i]))]
             if key == self.key:
                 for iid in unneeded:  # persisted with our next write
                     mine["done"].pop(iid, None)

@@ -23,7 +23,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import (
@@ -138,7 +138,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         self.poll_interval = poll_seconds(
             defaults.DEFAULT_POLL_INTERVAL_SECONDS if poll_interval is None else poll_interval)
         self.max_offers = max_offers
-        self.notify_on_park = notify_on_park
+        self.notify_on_park = checked_notice(notify_on_park, "notify_on_park")
         self._step_id: int | None = None
         self._skip_ids: list[Any] = []
 
@@ -220,6 +220,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         claims = self.claims_for(context)
         offered, self._skip_ids = claims.prepare_drain(step, self._lease, limit, max_offers=self._max_offers)
         self._report_parked(context, claims.parked)
+        self.report_prepared(claims, step)
         drain = Drain(limit, taken=offered, skip=self._skip_ids)
         claims.start_polling(step, 1)  # one poll at a time, each answer claimed before the next
         try:

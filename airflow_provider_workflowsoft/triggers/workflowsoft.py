@@ -88,6 +88,37 @@ async def drain_and_claim(
             await in_thread(claims.claim, step, [instance])
 
 
+class DrainMetrics:
+    """A trigger's claims metrics, the same as the sensor's and the batch worker's (through
+    :class:`~airflow_provider_workflowsoft.metrics.StatsRecorder`), sent only when Airflow sends metrics from the
+    triggerer. The sends are UDP datagrams (or OpenTelemetry's buffered instruments); the read of the claims
+    records behind the gauges runs in a worker thread, off the event loop. Metrics never fail a round."""
+
+    def __init__(self) -> None:
+        from airflow_provider_workflowsoft.metrics import recorder
+
+        try:
+            self.recorder = recorder()
+        except Exception as exc:
+            log.warning("Could not set up the claims metrics: %s", exc)
+            self.recorder = None
+
+    def prepared(self, claims: ClaimsLedger, step: Any, offered: int) -> None:
+        """What ``claims.prepare_drain`` found: instances offered again, parked, drains killed while polling."""
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.reclaimed(step, offered)
+            self.recorder.drain_prepared(step, claims.parked, claims.interrupted)
+        except Exception as exc:
+            log.warning("Could not send the claims metrics: %s", exc)
+
+    async def drained(self, claims: ClaimsLedger, step: Any) -> None:
+        """The open claims of ``step`` and the oldest one's age, after a drain (one read of the records)."""
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.claims_after_drain, claims, step)
+
+
 async def async_client(
     conn_id: str, client_options: dict[str, Any], client_factory: Callable[[Any], Any] | None
 ) -> Any:
@@ -180,6 +211,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         self.claims_store: Any = None
         self._held: list[Any] = []
         self._parked: list[Any] = []  # parked by this trigger's drains: the sensor reports them
+        self._drain_metrics: DrainMetrics | None = None
         self.sleep: Callable[[float], Any] = asyncio.sleep
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -214,6 +246,11 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
     async def _client(self) -> Any:
         return await async_client(self.workflowsoft_conn_id, self.client_options, self.client_factory)
 
+    def _metrics(self) -> DrainMetrics:
+        if self._drain_metrics is None:
+            self._drain_metrics = DrainMetrics()
+        return self._drain_metrics
+
     def _failure_wait(self, failures: int) -> float:
         return failure_wait(self.poll_interval, failures, self.failure_backoff_max)
 
@@ -237,6 +274,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
             offered, held = await in_thread(claims.prepare_drain, self.integration_step_id, lease, self.max_instances,
                                             max_offers=self.max_offers)
             self._parked += [i for i in claims.parked if i not in self._parked]
+            self._metrics().prepared(claims, self.integration_step_id, len(offered))
             taken = offered
             self._held = list(held)  # kept for the rounds that follow a failed one
         skip = list(self.skip_ids) + [i for i in self._held if i not in self.skip_ids]
@@ -257,6 +295,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                     received = drain.instances
                     await drain_and_claim(client, self.integration_step_id, drain, claims)
                     received = drain.instances
+                    if claims is not None:
+                        await self._metrics().drained(claims, self.integration_step_id)
                     if self.fetch_fields:
                         for instance in received:
                             if "fields" not in instance:
@@ -439,6 +479,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         failures = 0
         client = None
         lease = dt.timedelta(seconds=self.reclaim_after)
+        metrics = DrainMetrics()
         try:
             while True:
                 drain: Drain | None = None
@@ -454,12 +495,14 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                     step = await self._step(client)
                     offered, held = await in_thread(claims.prepare_drain, step, lease, self.max_instances,
                                                     own_at_once=False, max_offers=self.max_offers)
+                    metrics.prepared(claims, step, len(offered))
                     drain = Drain(self.max_instances, taken=offered, skip=held)
                     try:
                         await drain_and_claim(client, step, drain, claims)
                     finally:
                         if drain.instances and self.fetch_fields:
                             await self._read_fields(client, drain.instances)
+                    await metrics.drained(claims, step)
                     failures = 0
                 except WorkflowsoftInputError as exc:
                     log.error("Watching integration step %s: %s; trying again in %.0f s (fix the connection "

@@ -63,6 +63,9 @@ class RunObserver:
     def reclaimed(self, step: Any, count: int) -> None:
         """``count`` claims of earlier runs (or tries) were offered again."""
 
+    def drain_prepared(self, step: Any, parked: Sequence[Any], interrupted: Sequence[Mapping[str, Any]]) -> None:
+        """Preparing the drain parked ``parked`` and found ``interrupted`` traces of drains killed while polling."""
+
 
 def checked_interval(progress_interval: Any) -> float | None:
     """``progress_interval`` checked: seconds > 0, or ``None``/``0`` for no progress lines."""
@@ -407,6 +410,7 @@ class BatchEngine:
             report["max_offers"] = self.max_offers
             if self.claims.interrupted:
                 report["interrupted_polls"] = list(self.claims.interrupted)
+            self._tell(self.observer.drain_prepared, step, list(self.claims.parked), list(self.claims.interrupted))
             # the trace a kill leaves: what to look for in Workflowsoft if answers in flight are lost
             self.claims.start_polling(step, self.max_unclaimed)
         if offered:

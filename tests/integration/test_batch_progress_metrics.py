@@ -250,3 +250,134 @@ def test_the_async_client_of_triggers_is_measured_too(
     metrics = statsd.drain()
     assert total(metrics, "workflowsoft.api.requests.poll") == 1
     assert len(metrics["workflowsoft.api.latency.poll"]) == 1
+
+
+# -- parking, the trace of a killed drain, and the triggers' claims metrics ----------------------------------
+
+
+def plant_killed_drain(store: MemoryStore, owner: str, up_to: int) -> None:
+    """What a drain killed while polling leaves in its record: a claim written, then the trace of its polls."""
+    from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+
+    dying = ClaimsLedger(CONN, store, owner=owner)
+    dying.start_polling(STEP, up_to)
+    # ... killed here: up to `up_to` answers in flight were never claimed
+
+
+def test_the_batch_worker_counts_parked_instances_and_a_killed_drain_it_finds(
+    emulator: EmulatorServer, conn: str, statsd: StatsdReceiver
+) -> None:
+    from airflow_provider_workflowsoft.records import naming
+
+    (poison,) = [i["IntegrationInstanceId"] for i in emulator.create_instances(STEP, count=1)]
+
+    def refuse(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("refused every time")
+
+    store = MemoryStore()
+    plant_killed_drain(store, naming.owner_from_context({"ti": FakeTI("work", dag_id="progress_dag",
+                                                                      run_id="run1")}), 16)
+    _report, error = run(make_op(store, python_callable=refuse, max_offers=2))  # offer 1, fails
+    assert error is not None
+    metrics = statsd.drain()
+    assert total(metrics, "workflowsoft.claims.interrupted_drains") == 1  # the earlier try's trace, found
+    assert total(metrics, "workflowsoft.claims.possibly_lost") == 16  # "up to 16" instances to look for
+    assert "workflowsoft.instances.parked" not in metrics
+    run(make_op(store, python_callable=refuse, max_offers=2))  # offer 2, fails
+    report, error = run(make_op(store, python_callable=refuse, max_offers=2))  # parked instead of offer 3
+    assert error is None and report is not None and report["parked"] == [poison]
+    metrics = statsd.drain()
+    assert total(metrics, "workflowsoft.instances.parked") == 1
+    assert "workflowsoft.claims.interrupted_drains" not in metrics  # each trace is reported once
+    assert metrics["workflowsoft.claims.open.11"][-1] == (0.0, "g")  # parked is not open
+
+
+def test_the_sensor_counts_parked_instances_and_a_killed_drain_it_finds(
+    emulator: EmulatorServer, conn: str, statsd: StatsdReceiver
+) -> None:
+    import datetime as dt
+
+    from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+    from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
+    from tests.conftest import fake_context
+
+    store = MemoryStore()
+    holder = ClaimsLedger(CONN, store, owner="dag/run0/wait/-1")
+    holder.claim(STEP, [{"IntegrationInstanceId": 7001, "offers": 2}])  # handed out twice already
+    holder.close()
+    plant_killed_drain(store, "dag/run1/wait/-1", 1)  # this task instance's earlier try died while polling
+    emulator.create_instances(STEP, count=1)
+    sensor = WorkflowsoftIntegrationSensor(task_id="wait", integration_step_id=STEP, workflowsoft_conn_id=CONN,
+                                           max_instances=5, reclaim_after=dt.timedelta(0), max_offers=2,
+                                           ledger_store=store)
+    ctx = fake_context("wait", dag_id="dag", run_id="run1")
+    assert [i["IntegrationInstanceId"] for i in sensor.poke(ctx).xcom_value] == [5001]  # type: ignore[arg-type]
+    assert ctx["ti"].xcom["parked"] == [7001]
+    metrics = statsd.drain()
+    assert total(metrics, "workflowsoft.instances.parked") == 1
+    assert total(metrics, "workflowsoft.claims.interrupted_drains") == 1
+    assert total(metrics, "workflowsoft.claims.possibly_lost") == 1
+    assert metrics["workflowsoft.claims.open.11"] == [(1.0, "g")]
+
+
+def test_the_deferred_trigger_sends_reclaimed_parked_and_open_claims(
+    emulator: EmulatorServer, conn: str, statsd: StatsdReceiver
+) -> None:
+    from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+    from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
+    from tests.integration.test_event_driven import events_of
+
+    store = MemoryStore()
+    holder = ClaimsLedger(CONN, store, owner="dag/run1/wait/-1")
+    holder.claim(STEP, [{"IntegrationInstanceId": 7001, "offers": 3}, {"IntegrationInstanceId": 7002}])
+    holder.close()
+    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=STEP, workflowsoft_conn_id=CONN, max_instances=5,
+                                             poll_interval=0.01, claims_owner="dag/run2/wait/-1", reclaim_after=0,
+                                             max_offers=3)
+    trigger.claims_store = store
+    (event,) = events_of(trigger, 1)
+    assert [i["IntegrationInstanceId"] for i in event["instances"]] == [7002] and event["parked"] == [7001]
+    metrics = statsd.drain()
+    assert total(metrics, "workflowsoft.instances.reclaimed") == 1
+    assert total(metrics, "workflowsoft.instances.parked") == 1
+    assert metrics["workflowsoft.claims.open.11"][-1] == (1.0, "g")  # 7002, claimed again by the trigger
+    assert metrics["workflowsoft.claims.oldest_age.11"][-1][1] == "g"
+    assert total(metrics, "workflowsoft.api.requests.poll") >= 1  # the async client is measured as before
+
+
+def test_the_asset_watcher_sends_reclaimed_parked_and_the_oldest_claims_age(
+    emulator: EmulatorServer, conn: str, statsd: StatsdReceiver
+) -> None:
+    import datetime as dt
+
+    from tests.integration.test_event_driven import events_of, watcher
+
+    own, shared = MemoryStore(), MemoryStore()
+    emulator.create_instances(STEP, count=2)
+    (first,) = events_of(watcher(own, shared, workflowsoft_conn_id=CONN, max_offers=1), 1)
+    assert len(first["instances"]) == 2
+    metrics = statsd.drain()
+    assert metrics["workflowsoft.claims.open.11"][-1] == (2.0, "g")  # handed out, not completed yet
+    assert "workflowsoft.instances.parked" not in metrics
+    key = own.keys("")[0]
+    record = own.get(key)
+    for claim in record["claims"].values():  # the runs never completed them, and the lease is over
+        claim["claimed_at"] = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=600)).isoformat()
+        claim["first_claimed_at"] = claim["claimed_at"]
+    own.set(key, record)
+    assert events_of(watcher(own, shared, workflowsoft_conn_id=CONN, max_offers=1), 1, max_sleeps=1) == []
+    metrics = statsd.drain()
+    assert total(metrics, "workflowsoft.instances.parked") == 2  # handed out once: max_offers=1
+    assert metrics["workflowsoft.claims.open.11"][-1] == (0.0, "g")
+    # released by a person on call (a command the watcher applies): handed out again at once, counted as reclaimed,
+    # open again, and as old as their first claim
+    from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+
+    target = watcher(own, shared, workflowsoft_conn_id=CONN)._claims().key
+    ClaimsLedger(CONN, shared, owner="oncall").command(target, "release", [5001, 5002])
+    (again,) = events_of(watcher(own, shared, workflowsoft_conn_id=CONN, max_offers=1), 1)
+    assert sorted(i["IntegrationInstanceId"] for i in again["instances"] if i.get("reclaimed")) == [5001, 5002]
+    metrics = statsd.drain()
+    assert total(metrics, "workflowsoft.instances.reclaimed") == 2
+    assert metrics["workflowsoft.claims.open.11"][-1] == (2.0, "g")
+    assert metrics["workflowsoft.claims.oldest_age.11"][-1][0] >= 590  # since it was first claimed

@@ -136,6 +136,26 @@ def test_release_park_and_forget_one_instance_in_the_variables_records() -> None
     assert offered == [] and 7001 in skip
 
 
+def test_a_released_instance_is_offered_at_once_even_when_max_offers_is_one() -> None:
+    """Releasing puts an instance back to be offered again, with its offers counted from 0: it is offered, not
+    parked again by the next drain (whatever ``max_offers``), and parked again only after failing once more."""
+    store = MemoryStore()
+    holder = ClaimsLedger(CONN, store, owner="d/r1/wait/-1")
+    holder.claim(STEP, [{"IntegrationInstanceId": 7001}])
+    holder.close()
+    lease = dt.timedelta(0)
+    second = ClaimsLedger(CONN, store, owner="d/r2/wait/-1")
+    assert second.prepare_drain(STEP, lease, 10, max_offers=1)[0] == [] and second.parked == [7001]
+    assert ClaimsLedger(CONN, store, owner="oncall").release([7001]) == [7001]
+    third = ClaimsLedger(CONN, store, owner="d/r3/wait/-1")
+    offered, _ = third.prepare_drain(STEP, lease, 10, max_offers=1)
+    assert [i["IntegrationInstanceId"] for i in offered] == [7001] and third.parked == []
+    third.claim(STEP, offered)  # handed out once more, and not completed
+    third.close()
+    fourth = ClaimsLedger(CONN, store, owner="d/r4/wait/-1")
+    assert fourth.prepare_drain(STEP, lease, 10, max_offers=1)[0] == [] and fourth.parked == [7001]
+
+
 def test_the_watcher_applies_a_release_or_park_asked_from_outside(emu: EmulatorServer) -> None:
     """A running watcher rewrites its record each round, so nobody else writes it: a person's decision is a
     command (a Variable) that the watcher applies at its next round."""
@@ -231,6 +251,38 @@ def test_sensor_runs_with_mapped_completions_leave_few_records() -> None:
                          clock=lambda: dt.datetime.now(dt.UTC) + 2 * lease)
     later.prepare_drain(STEP, lease, 6)
     assert store.keys(naming.claims_prefix(CONN)) == []
+
+
+def test_watcher_runs_leave_at_most_the_last_runs_record() -> None:
+    """The asset watcher's own record is in its Asset's state store; each run (a batch worker given the event's
+    instances) leaves its done marks in one Variable. The watcher is the reader they were kept for: its next
+    round resolves its claims and deletes the closed run's record (0.4.0 kept each for a lease: as many
+    Variables as runs in the last hour). A run still writing is left alone until it closes."""
+    own, shared = MemoryStore(), MemoryStore()
+    lease = dt.timedelta(hours=1)
+
+    def watcher_ledger() -> ClaimsLedger:
+        return ClaimsLedger(CONN, shared, owner=naming.watcher_owner("workflowsoft://c/integration-steps/11"),
+                            own_store=own)
+
+    for run in range(1, 5):
+        watching = watcher_ledger()
+        assert watching.prepare_drain(STEP, lease, 3, own_at_once=False) == ([], [])  # the last run's: resolved
+        batch = [{"IntegrationInstanceId": 7000 + 3 * run + i} for i in range(3)]
+        watching.claim(STEP, batch)
+        worker = ClaimsLedger(CONN, shared, owner=f"d/run{run}/work/-1")
+        worker.claim(STEP, [{**i, "shared": True} for i in batch])
+        worker.mark_done([i["IntegrationInstanceId"] for i in batch[:2]])  # written while the run goes on
+        still_running = watcher_ledger()
+        held = batch[2]["IntegrationInstanceId"]
+        assert still_running.prepare_drain(STEP, lease, 3, own_at_once=False) == ([], [held])
+        assert len(shared.keys(naming.claims_prefix(CONN))) == 1  # the running run's record is left alone
+        worker.mark_done([batch[2]["IntegrationInstanceId"]], write=False)
+        worker.close()
+        assert len(shared.keys(naming.claims_prefix(CONN))) == 1  # this run's, until the watcher's next round
+    watcher_ledger().prepare_drain(STEP, lease, 3, own_at_once=False)
+    assert shared.keys(naming.claims_prefix(CONN)) == []
+    assert [e for e in watcher_ledger().list_claims() if e["state"] == "claimed"] == []
 
 
 def test_the_deferred_trigger_parks_in_the_sensor_record_and_its_event_says_so(emu: EmulatorServer) -> None:
@@ -359,3 +411,18 @@ def test_the_claims_operators_reach_the_watcher_of_their_inlets(emu: EmulatorSer
                                       ledger_store=shared).execute(ctx())
     (event,) = events_of(watcher(own, shared), 1)
     assert [i["IntegrationInstanceId"] for i in event["instances"]] == [5001] and event["instances"][0]["reclaimed"]
+
+
+@pytest.mark.parametrize("bad", [{"asignee": "ops@example.com"}, ["ops@example.com"], 42])
+def test_a_misspelt_or_malformed_notice_is_refused_before_anything_is_sent(bad: Any) -> None:
+    """``notify_on_park`` / ``notify_on_failure`` with a misspelt key would create an unassigned task (or fail
+    only when something is parked, hours later): refused when the DAG is parsed, naming the argument."""
+    from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
+
+    with pytest.raises(WorkflowsoftInputError, match=r"notify_on_park (has unknown key\(s\) 'asignee'|must be a dict)"):
+        WorkflowsoftIntegrationSensor(task_id="wait", integration_step_id=STEP, notify_on_park=bad)
+    with pytest.raises(WorkflowsoftInputError, match=r"notify_on_failure (has unknown key|must be a dict)"):
+        WorkflowsoftIntegrationWorkerOperator(task_id="work", python_callable=enrich, integration_step_id=STEP,
+                                              notify_on_failure=bad)
+    fine = {"title": "Parked", "assignee": "ops@example.com", "description": "see", "on_behalf_of": "ops"}
+    assert WorkflowsoftIntegrationSensor(task_id="wait2", integration_step_id=STEP, notify_on_park=fine).notify_on_park

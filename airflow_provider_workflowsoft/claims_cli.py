@@ -59,15 +59,20 @@ def run(argv: Sequence[str] | None = None, *, store: KeyValueStore | None = None
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog="workflowsoft-claims", description=__doc__.split("\n\n")[0])
     parser.add_argument("--conn", default=defaults.DEFAULT_CONN_ID, help="the Workflowsoft connection id")
+    # --conn also after the command (``workflowsoft-claims list --conn X``), as people type it; SUPPRESS keeps
+    # the value given before the command when it is not repeated.
+    conn_after = argparse.ArgumentParser(add_help=False)
+    conn_after.add_argument("--conn", default=argparse.SUPPRESS, help="the Workflowsoft connection id")
     sub = parser.add_subparsers(dest="command", required=True)
-    listing = sub.add_parser("list", help="claims and parked instances (Variables and asset watchers)")
+    listing = sub.add_parser("list", parents=[conn_after],
+                             help="claims and parked instances (Variables and asset watchers)")
     listing.add_argument("--step", help="only this integration step")
     listing.add_argument("--done", action="store_true", help="also instances marked done")
     listing.add_argument("--json", action="store_true", help="one JSON list")
     for action, what in zip(ACTIONS, ("put back: offered again at once by the next drain",
                                       "not offered again until released",
                                       "dropped: not offered again (handle it in Workflowsoft)"), strict=True):
-        one = sub.add_parser(action, help=what)
+        one = sub.add_parser(action, parents=[conn_after], help=what)
         one.add_argument("ids", nargs="+", help="integration instance ids")
     args = parser.parse_args(argv)
 

@@ -373,7 +373,7 @@ class ClaimsLedger:
                         held.add(_id(iid))
                         log.warning("Re-offering integration instance %s (reclaimed): claimed by %s at %s and not "
                                     "completed (offer %s of %s)", iid, record.get("owner"), claim.get("claimed_at"),
-                                    int(claim.get("offers") or 1) + 1, poison or "unlimited")
+                                    int(claim.get("offers", 1) or 0) + 1, poison or "unlimited")
                     elif not expired and _id(iid) not in skip:
                         skip.append(_id(iid))
             for record in records.values():  # parked instances of this step: never taken again

@@ -25,7 +25,7 @@ from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, Workflow
 from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice
 from airflow_provider_workflowsoft.records import naming
-from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
+from airflow_provider_workflowsoft.records.claims import CLAIMED, DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
     BaseSensorOperator,
@@ -291,7 +291,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         self._report_parked(context, [i for i in event.get("parked") or [] if isinstance(i, int | str)])
         if instances:
             claims = self.claims_for(context)
-            claims.claim(step, instances)
+            # On Airflow 3.3 the trigger claimed them in this record before its event: one hand-over, one offer.
+            claims.claim(step, [i for i in instances if claims.own_state(i["IntegrationInstanceId"]) != CLAIMED])
             claims.close()
         if event.get("status") != "success":
             kept = f" ({len(instances)} instance(s) received were claimed and will be re-offered)" if instances else ""

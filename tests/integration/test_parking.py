@@ -426,3 +426,56 @@ def test_a_misspelt_or_malformed_notice_is_refused_before_anything_is_sent(bad: 
                                               notify_on_failure=bad)
     fine = {"title": "Parked", "assignee": "ops@example.com", "description": "see", "on_behalf_of": "ops"}
     assert WorkflowsoftIntegrationSensor(task_id="wait2", integration_step_id=STEP, notify_on_park=fine).notify_on_park
+
+
+def test_the_command_line_takes_the_connection_before_or_after_the_command() -> None:
+    """``workflowsoft-claims --conn X list`` and ``workflowsoft-claims list --conn X`` both read X's claims."""
+    import io
+
+    from airflow_provider_workflowsoft.claims_cli import run
+
+    store = MemoryStore()
+    other = ClaimsLedger("wfs_other", store, owner="d/r1/wait/-1")
+    other.claim(STEP, [{"IntegrationInstanceId": 8001}])
+    other.close()
+
+    def listed(*argv: str) -> str:
+        out = io.StringIO()
+        assert run(argv, store=store, watchers={}, out=out) == 0
+        return out.getvalue()
+
+    assert "8001" in listed("--conn", "wfs_other", "list")
+    assert "8001" in listed("list", "--conn", "wfs_other")
+    assert "8001" not in listed("list")  # the default connection has no claims
+    assert "8001" in listed("--conn", "wfs_other", "list", "--step", str(STEP))
+
+
+def test_an_instance_delivered_through_the_deferred_trigger_counts_as_one_offer(emu: EmulatorServer) -> None:
+    """The trigger claims in the sensor's record before its event; the resumed sensor must not claim the same
+    hand-over again (that counted two offers for one delivery and parked instances one failure early)."""
+    from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
+
+    store = MemoryStore()
+    emu.create_instances(STEP, count=1)
+    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=STEP, max_instances=5, poll_interval=0.01,
+                                             claims_owner="dag/run2/wait/-1", max_offers=2)
+    trigger.claims_store = store
+    (event,) = events_of(trigger, 1)
+    sensor = WorkflowsoftIntegrationSensor(task_id="wait", integration_step_id=STEP, max_offers=2, ledger_store=store)
+    sensor._hook = None
+    sensor.execute_complete(fake_context("wait", run_id="run2"), event)  # type: ignore[arg-type]
+    (claim,) = ClaimsLedger(CONN, store).list_claims()
+    assert (claim["integration_instance_id"], claim["offers"]) == (5001, 1)
+
+
+def test_the_re_offer_log_counts_a_released_instance_from_its_first_offer(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+    holder = ClaimsLedger(CONN, store, owner="d/r1/work/-1")
+    holder.claim(STEP, [{"IntegrationInstanceId": 7001, "offers": 3}])
+    holder.close()
+    ClaimsLedger(CONN, store, owner="workflowsoft-claims").release([7001])
+    with caplog.at_level("WARNING"):
+        offered, _ = ClaimsLedger(CONN, store, owner="d/r2/work/-1").prepare_drain(
+            STEP, dt.timedelta(hours=1), 5, max_offers=5)
+    assert [i["IntegrationInstanceId"] for i in offered] == [7001]
+    assert "(offer 1 of 5)" in caplog.text, caplog.text

@@ -12,9 +12,7 @@ layer (:mod:`airflow_provider_workflowsoft.api`) imports nothing from Airflow.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -27,8 +25,6 @@ from airflow.providers.common.compat.sdk import (
     Context,
     PokeReturnValue,
 )
-
-from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 
 
 def _airflow_version() -> tuple[int, int, int]:
@@ -92,51 +88,6 @@ def openlineage_classes() -> dict[str, Any] | None:
     return {"OperatorLineage": OperatorLineage, "OutputDataset": OutputDataset,
             "OutputStatisticsOutputDatasetFacet": OutputStatisticsOutputDatasetFacet,
             "SchemaDatasetFacet": SchemaDatasetFacet, "SchemaDatasetFacetFields": SchemaDatasetFacetFields}
-
-
-# -- failing without retries -----------------------------------------------------------------------
-
-_FAIL_FAST_CLASSES: dict[type[BaseException], type[BaseException]] = {}
-
-
-def fail_fast(exc: WorkflowsoftInputError) -> BaseException:
-    """The same error, also an ``AirflowFailException``: Airflow fails the task without retries.
-
-    The API layer knows nothing of Airflow; this is the one place where "the input can never succeed"
-    becomes "do not retry". The returned exception is an instance of both the original class (so
-    ``except WorkflowsoftValidationError`` still works) and ``AirflowFailException``, with the same
-    message and attributes.
-    """
-    cls = type(exc)
-    fail_cls = _FAIL_FAST_CLASSES.get(cls)
-    if fail_cls is None:
-        fail_cls = type(cls.__name__, (cls, AirflowFailException), {"__module__": cls.__module__})
-        _FAIL_FAST_CLASSES[cls] = fail_cls
-    translated = fail_cls.__new__(fail_cls)
-    translated.__dict__.update(exc.__dict__)
-    translated.args = exc.args
-    return translated
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fails_fast_on_bad_input(method: F) -> F:
-    """Decorate ``execute``/``poke``/``execute_complete``: a :class:`WorkflowsoftInputError` fails the task
-    without retries (see :func:`fail_fast`)."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except WorkflowsoftInputError as exc:
-            if isinstance(exc, AirflowFailException):
-                raise
-            # The same error once in the log: its own traceback, its own cause, no "during handling".
-            raise fail_fast(exc).with_traceback(exc.__traceback__) from exc.__cause__
-
-    wrapper.__wrapped_fails_fast__ = True  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
 
 
 # -- configuration, secrets, decorators ------------------------------------------------------------
@@ -383,8 +334,6 @@ __all__ = [
     "aget_connection",
     "amask_secret",
     "default_deferrable",
-    "fail_fast",
-    "fails_fast_on_bad_input",
     "mask_secret",
     "mask_secret_in_process",
     "metadata_asset_state_rows",

@@ -5,7 +5,7 @@ One base class, :class:`WorkflowsoftError`, for everything. Two families under i
 * :class:`WorkflowsoftInputError` - the request can never succeed as given (bad field values, unknown
   labels, a connection that is not set up, a lookup that finds nothing). Operators and sensors turn
   these into "fail the task without retries" at their boundary, in one place
-  (:func:`airflow_provider_workflowsoft.version_compat.fail_fast`).
+  (:func:`airflow_provider_workflowsoft.operators._base.fails_without_retries`).
 * everything else (:class:`WorkflowsoftAPIError` and its transient subclasses) stays retryable, so
   Airflow's task retries can ride out an outage.
 
@@ -24,7 +24,7 @@ class WorkflowsoftError(Exception):
 
 class WorkflowsoftInputError(WorkflowsoftError, ValueError):
     """The input can never succeed as given; nothing was sent. Operators and sensors fail the task
-    without retries on it (see :func:`airflow_provider_workflowsoft.version_compat.fail_fast`)."""
+    without retries on it (see :func:`airflow_provider_workflowsoft.operators._base.fails_without_retries`)."""
 
 
 class WorkflowsoftConfigError(WorkflowsoftInputError):

@@ -3,26 +3,43 @@ running task instance, and the rule that bad input fails a task without retries.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import CountingStore, KeyValueStore, VariableStore
-from airflow_provider_workflowsoft.version_compat import fails_fast_on_bad_input
+from airflow_provider_workflowsoft.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.metrics import StatsRecorder
 
 log = logging.getLogger(__name__)
 
-#: The methods through which Airflow runs a task: a WorkflowsoftInputError raised in them fails the task
-#: without retries (see version_compat.fail_fast).
-_TASK_ENTRY_POINTS = ("execute", "execute_complete", "poke")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fails_without_retries(method: F) -> F:
+    """Fail the task without retries when ``method`` raises a :class:`WorkflowsoftInputError`.
+
+    Applied to every ``execute``, ``poke`` and ``execute_complete``: bad input can never succeed, so it
+    becomes Airflow's ``AirflowFailException`` with the same message; the original error is its cause
+    (``__cause__``), shown in the task's log.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except WorkflowsoftInputError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 class WorkflowsoftTaskMixin:
@@ -38,13 +55,6 @@ class WorkflowsoftTaskMixin:
     _hook: WorkflowsoftHook | None = None
     _counting: CountingStore | None = None
     _metrics: StatsRecorder | Literal[False] | None = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        for name in _TASK_ENTRY_POINTS:
-            method = cls.__dict__.get(name)
-            if method is not None and not getattr(method, "__wrapped_fails_fast__", False):
-                setattr(cls, name, fails_fast_on_bad_input(method))
 
     def _take_ledger_store(self, kwargs: dict[str, Any]) -> None:
         """Take the test-only ``ledger_store`` out of a constructor's keyword arguments."""

@@ -41,7 +41,7 @@ from typing import Any
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
 
@@ -161,6 +161,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         return self.resolve_integration_step(self.integration_step_id, self.process_diagram_name,
                                              self.integration_step_name)
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_workflowsoft.worker.engine import BatchEngine, failure_message
 

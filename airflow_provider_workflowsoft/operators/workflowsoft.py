@@ -23,7 +23,7 @@ from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.api.protocol import coerce_id
 from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import (
     ACTIONS,
@@ -105,6 +105,7 @@ class WorkflowsoftGetFieldsOperator(_WorkflowsoftOperator):
         super().__init__(**kwargs)
         self.integration_instance_id = integration_instance_id
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         iid = coerce_instance_id(self.integration_instance_id)
         return to_jsonable(self.hook.client.get_field_values(iid))  # type: ignore[no-any-return]
@@ -150,6 +151,7 @@ class WorkflowsoftUpdateFieldsOperator(_InstanceValuesOperator):
         super().__init__(integration_instance_id=integration_instance_id, fields=fields, on_behalf_of=on_behalf_of,
                          **kwargs)
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         iid, values, obo = self._inputs()
         return self.hook.client.update_fields(iid, values, on_behalf_of=obo)
@@ -187,6 +189,7 @@ class WorkflowsoftCompleteStepOperator(_InstanceValuesOperator):
     :return: ``{"IntegrationInstanceId", "completed", "already_completed", "fields": {label: written}}``
     """
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         iid, values, obo = self._inputs()
         claims = self.claims_for(context)
@@ -263,6 +266,7 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
         self.fields = fields
         self.allow_duplicates = allow_duplicates
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         fields = _coerce_fields(self.fields)
         # Checked (and looked up) before anything is recorded or sent: a start needs a user.
@@ -322,6 +326,7 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
         self.files = files
         self.allow_duplicates = allow_duplicates
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.client
         # Checked (and looked up) before anything is recorded or sent: a task is created by a user.
@@ -449,6 +454,7 @@ class WorkflowsoftListClaimsOperator(_ClaimsOperator):
         self.integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         self.include_done = include_done
 
+    @fails_without_retries
     def execute(self, context: Context) -> list[dict[str, Any]]:
         return self._list(context, self.integration_step_id, self.include_done)
 
@@ -477,6 +483,7 @@ class WorkflowsoftReleaseClaimsOperator(_ClaimsOperator):
         self.instance_ids = instance_ids
         self.forget = forget
 
+    @fails_without_retries
     def execute(self, context: Context) -> list[dict[str, Any]]:
         return self._release(context, self.instance_ids, self.forget)
 
@@ -500,6 +507,7 @@ class WorkflowsoftParkClaimsOperator(_ClaimsOperator):
         super().__init__(**kwargs)
         self.instance_ids = instance_ids
 
+    @fails_without_retries
     def execute(self, context: Context) -> list[dict[str, Any]]:
         return self._decide(context, PARK, self.instance_ids)
 
@@ -527,6 +535,7 @@ class WorkflowsoftClaimsOperator(_ClaimsOperator):
         self.instance_ids = instance_ids
         self.include_done = include_done
 
+    @fails_without_retries
     def execute(self, context: Context) -> list[dict[str, Any]]:
         action = str(self.action).strip().lower()
         if action == "list":

@@ -23,7 +23,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import (
@@ -246,10 +246,12 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
 
     # -- sensor -------------------------------------------------------------------------------------
 
+    @fails_without_retries
     def poke(self, context: Context) -> PokeReturnValue:
         instances = self.drain(context)
         return PokeReturnValue(is_done=bool(instances), xcom_value=instances)
 
+    @fails_without_retries
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
@@ -281,6 +283,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             timeout=dt.timedelta(seconds=float(timeout)) if timeout is not None else None,
         )
 
+    @fails_without_retries
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Resume after the trigger: claim the event's instances, then return them (or fail clearly)."""
         if not isinstance(event, dict):

@@ -41,7 +41,7 @@ from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 from airflow_provider_workflowsoft.triggers.workflowsoft import Drain, WorkflowsoftIntegrationTrigger
 from airflow_provider_workflowsoft.version_compat import AirflowException
-from tests.conftest import fake_context
+from tests.conftest import fails_without_retries, fake_context
 
 try:
     from airflow.sdk.exceptions import TaskDeferred
@@ -155,7 +155,7 @@ def test_names_resolved_at_run_time(emu, store) -> None:
     assert ids(s.poke(context()).xcom_value) == [5001]
     bad = WorkflowsoftIntegrationSensor(task_id="w", process_diagram_name="Event registration",
                                         integration_step_name="Nope", ledger_store=store, deferrable=False)
-    with pytest.raises(WorkflowsoftLookupError):
+    with fails_without_retries(WorkflowsoftLookupError):
         bad.poke(context())
     with pytest.raises(WorkflowsoftInputError):
         WorkflowsoftIntegrationSensor(task_id="w", process_diagram_name="x")
@@ -470,11 +470,11 @@ def test_complete_step_validates_everything_before_any_write(emu, store) -> None
     (instance,) = emu.create_instances(11)
     missing = WorkflowsoftCompleteStepOperator(task_id="c", integration_instance_id=instance, ledger_store=store,
                                                fields={"Attendees": 3})
-    with pytest.raises(WorkflowsoftValidationError, match="Venue code"):
+    with fails_without_retries(WorkflowsoftValidationError, match="Venue code"):
         missing.execute(context("c"))
     bad = WorkflowsoftCompleteStepOperator(task_id="c", integration_instance_id=instance, ledger_store=store,
                                            fields={"Venue code": "X", "Category": "Party"})
-    with pytest.raises(WorkflowsoftValidationError):
+    with fails_without_retries(WorkflowsoftValidationError):
         bad.execute(context("c"))
     assert writes(emu) == []
     assert own_state(store, context("c"), instance["IntegrationInstanceId"]) is None
@@ -517,7 +517,7 @@ def test_create_task_resolves_people(emu, store) -> None:
     assert task["Title"] == "Check"
     (stored,) = emu.snapshot()["tasks"]
     assert stored["assigned_user_id"] == 3 and stored["created_by"] == 1
-    with pytest.raises(WorkflowsoftLookupError):
+    with fails_without_retries(WorkflowsoftLookupError):
         WorkflowsoftCreateTaskOperator(task_id="t2", title="x", assignee="nobody@nowhere",
                                        on_behalf_of=1, ledger_store=store).execute(context("t2"))
 
@@ -540,9 +540,9 @@ def test_claims_operator_lists_and_releases(store) -> None:
     WorkflowsoftReleaseClaimsOperator(task_id="r", instance_ids="1", forget=True,
                                       ledger_store=store).execute(context("r"))
     assert [r["integration_instance_id"] for r in ClaimsLedger(CONN, store, owner="reader").list_claims(11)] == [3]
-    with pytest.raises(WorkflowsoftInputError):
+    with fails_without_retries(WorkflowsoftInputError):
         WorkflowsoftReleaseClaimsOperator(task_id="x", instance_ids="", ledger_store=store).execute({})
-    with pytest.warns(DeprecationWarning), pytest.raises(WorkflowsoftInputError):
+    with pytest.warns(DeprecationWarning), fails_without_retries(WorkflowsoftInputError):
         WorkflowsoftClaimsOperator(task_id="x", action="drop", ledger_store=store).execute({})
 
 

@@ -2,7 +2,8 @@
 
 The hook is thin. It reads the connection (host, API token or administrator credentials, extras),
 builds one :class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient` lazily, masks every token
-with Airflow's secrets masker as soon as it is known, and exposes every call of the API as a method.
+with Airflow's secrets masker as soon as it is known, and hands every call of the API on to it, one
+explicit method each.
 The HTTP work, retries and token handling live in the client; the field model in
 :mod:`airflow_provider_workflowsoft.api.fields`.
 """
@@ -28,6 +29,7 @@ from airflow_provider_workflowsoft.version_compat import BaseHook, mask_secret, 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
     from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+    from airflow_provider_workflowsoft.api.fields import Field
 
 
 def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
@@ -137,16 +139,6 @@ def _metrics_kwargs() -> dict[str, Any]:
     return {"on_request": found.request} if found is not None else {}
 
 
-#: The calls of the API a hook hands on to its client (documented on
-#: :class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient`).
-API_METHODS = frozenset({
-    "list_process_diagrams", "list_integration_steps", "find_process_diagram", "find_integration_step",
-    "poll_new_integration", "get_fields", "get_field_values", "update_fields", "complete_step",
-    "update_and_complete", "search_users", "find_user", "resolve_user_id", "resolve_on_behalf_of",
-    "start_process", "create_task",
-})
-
-
 class WorkflowsoftHook(BaseHook):
     """Interact with the Workflowsoft API.
 
@@ -195,10 +187,7 @@ class WorkflowsoftHook(BaseHook):
     def config(self) -> ClientConfig:
         """The client settings read from the connection."""
         conn = self.get_connection(self.workflowsoft_conn_id)
-        try:
-            config = config_from_connection(conn, **self._client_options)
-        except AttributeError as exc:  # not hidden behind __getattr__ as "no attribute 'config'"
-            raise RuntimeError(f"Reading the connection {self.workflowsoft_conn_id!r} failed: {exc}") from exc
+        config = config_from_connection(conn, **self._client_options)
         for secret in config.secrets():
             mask_secret(secret)
         return config
@@ -232,17 +221,109 @@ class WorkflowsoftHook(BaseHook):
         """The API client (the Airflow name for it)."""
         return self.client
 
-    # -- every call of the API: the client's own methods, handed on ------------------------------
+    # -- every call of the API: the client's methods, each handed on explicitly ---------------------
+    # (documented on WorkflowsoftClient; a new call of the API gets a method here too)
 
-    def __getattr__(self, name: str) -> Any:
-        # ``hook.poll_new_integration(...)`` and the other calls of the API are the client's methods; the
-        # hook does not wrap them one by one (see API_METHODS and the client's documentation).
-        if name in API_METHODS:
-            return getattr(self.client, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def list_process_diagrams(self, search_term: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """List process diagrams (``Id``, ``Title``), optionally only those matching ``search_term``."""
+        return self.client.list_process_diagrams(search_term, limit)
 
-    def __dir__(self) -> list[str]:
-        return sorted({*super().__dir__(), *API_METHODS})
+    def list_integration_steps(self, process_diagram_id: int | str) -> list[dict[str, Any]]:
+        """List the integration steps (``Id``, ``Title``) of a process diagram."""
+        return self.client.list_integration_steps(process_diagram_id)
+
+    def find_process_diagram(self, name: str) -> dict[str, Any]:
+        """Return the one process diagram titled ``name`` (case-insensitive)."""
+        return self.client.find_process_diagram(name)
+
+    def find_integration_step(self, process_diagram_id: int | str, name: str) -> dict[str, Any]:
+        """Return the one integration step titled ``name`` (case-insensitive) in a process diagram."""
+        return self.client.find_integration_step(process_diagram_id, name)
+
+    def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
+        """Return the next new integration instance of a step, or ``None`` when there is none."""
+        return self.client.poll_new_integration(integration_diagram_id)
+
+    def get_fields(self, integration_instance_id: Any) -> list[Field]:
+        """Return the fields of an integration instance, values parsed by type."""
+        return self.client.get_fields(integration_instance_id)
+
+    def get_field_values(self, integration_instance_id: Any) -> dict[str, Any]:
+        """Return ``{label: value}`` of an integration instance."""
+        return self.client.get_field_values(integration_instance_id)
+
+    def update_fields(
+        self,
+        integration_instance_id: Any,
+        values: Mapping[str, Any],
+        *,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+    ) -> dict[str, Any]:
+        """Write ``values`` after validating all of them (see :meth:`WorkflowsoftClient.update_fields`)."""
+        return self.client.update_fields(integration_instance_id, values, fields=fields, on_behalf_of=on_behalf_of)
+
+    def complete_step(
+        self,
+        integration_instance_id: Any,
+        *,
+        validate: bool = True,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+        already_completed_ok: bool = False,
+    ) -> dict[str, Any]:
+        """Complete an integration instance (see :meth:`WorkflowsoftClient.complete_step`)."""
+        return self.client.complete_step(integration_instance_id, validate=validate, fields=fields,
+                                         on_behalf_of=on_behalf_of, already_completed_ok=already_completed_ok)
+
+    def update_and_complete(
+        self,
+        integration_instance_id: Any,
+        values: Mapping[str, Any] | None,
+        *,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+        already_completed_ok: bool = False,
+    ) -> dict[str, Any]:
+        """Validate, write, then complete (see :meth:`WorkflowsoftClient.update_and_complete`)."""
+        return self.client.update_and_complete(integration_instance_id, values, fields=fields,
+                                               on_behalf_of=on_behalf_of, already_completed_ok=already_completed_ok)
+
+    def search_users(self, query: str, limit: int = 15) -> list[dict[str, Any]]:
+        """Search users whose name or email matches ``query`` (``Id``, ``FullName``, ``Email``)."""
+        return self.client.search_users(query, limit)
+
+    def find_user(self, query: Any) -> dict[str, Any]:
+        """Return exactly one user whose id, email or full name equals ``query`` (case-insensitive)."""
+        return self.client.find_user(query)
+
+    def resolve_user_id(self, user: Any) -> int | str:
+        """Return a user id from an id, an email or a full name."""
+        return self.client.resolve_user_id(user)
+
+    def resolve_on_behalf_of(self, on_behalf_of: Any = None, *, needs_user: str | None = None) -> str:
+        """Return the ``X-OnBehalfOf-Id`` header of a request (see :meth:`WorkflowsoftClient.resolve_on_behalf_of`)."""
+        return self.client.resolve_on_behalf_of(on_behalf_of, needs_user=needs_user)
+
+    def start_process(
+        self,
+        process_diagram_id: int | str,
+        fields: Mapping[str, Any] | None = None,
+        on_behalf_of: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Start a process; return the process instance (``Id``, ``Title``)."""
+        return self.client.start_process(process_diagram_id, fields, on_behalf_of)
+
+    def create_task(
+        self,
+        title: str,
+        assigned_user_id: int | str | None = None,
+        description: str | None = None,
+        files: list[Any] | None = None,
+        on_behalf_of: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Create a task; return the task object (``Id``, ``Title``, ``Description``)."""
+        return self.client.create_task(title, assigned_user_id, description, files, on_behalf_of)
 
     # -- connection test and form -------------------------------------------------------------------
 

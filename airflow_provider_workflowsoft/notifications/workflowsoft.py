@@ -69,10 +69,10 @@ class WorkflowsoftNotifier(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         hook = self.hook
-        assignee = None if _blank(self.assignee) else hook.resolve_user_id(self.assignee)
-        creator = assignee if _blank(self.on_behalf_of) else hook.resolve_user_id(self.on_behalf_of)
+        assignee = None if _blank(self.assignee) else hook.client.resolve_user_id(self.assignee)
+        creator = assignee if _blank(self.on_behalf_of) else hook.client.resolve_user_id(self.on_behalf_of)
         title = str(self.title or "").strip()[:250] or "Airflow task failed"
-        self.created = hook.create_task(
+        self.created = hook.client.create_task(
             title, assigned_user_id=assignee, description=self.description, on_behalf_of=creator
         )
         self.log.info("Created Workflowsoft task %s: %r", self.created.get("Id"), title)

@@ -216,6 +216,28 @@ def test_hook_delegates_calls(monkeypatch: pytest.MonkeyPatch, rm: Any) -> None:
     assert rm.request_history[-1].headers["X-OnBehalfOf-Id"] == "4"
 
 
+def test_hook_methods_are_explicit_with_the_clients_signatures() -> None:
+    """Every call of the API is a method of the hook class itself (seen by mypy, IDEs and autodoc, not
+    forwarded through ``__getattr__``), taking exactly the client's parameters."""
+    import inspect
+
+    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+
+    calls = ["list_process_diagrams", "list_integration_steps", "find_process_diagram", "find_integration_step",
+             "poll_new_integration", "get_fields", "get_field_values", "update_fields", "complete_step",
+             "update_and_complete", "search_users", "find_user", "resolve_user_id", "resolve_on_behalf_of",
+             "start_process", "create_task"]
+    assert "__getattr__" not in vars(WorkflowsoftHook)
+    for name in calls:
+        assert name in vars(WorkflowsoftHook), name
+        hook_params = inspect.signature(vars(WorkflowsoftHook)[name]).parameters
+        client_params = inspect.signature(getattr(WorkflowsoftClient, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in hook_params.values()] == \
+            [(p.name, p.kind, p.default) for p in client_params.values()], name
+    with pytest.raises(AttributeError):
+        WorkflowsoftHook().no_such_call  # noqa: B018
+
+
 def test_provider_info() -> None:
     info = get_provider_info()
     dist = distribution("airflow-provider-workflowsoft")

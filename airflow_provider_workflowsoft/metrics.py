@@ -5,7 +5,7 @@ The layers below report plain events and know nothing of Airflow: the API client
 observer with a :class:`~airflow_provider_workflowsoft.api.protocol.RequestEvent` per HTTP request, the batch
 engine a :class:`~airflow_provider_workflowsoft.worker.engine.RunObserver`, the claims' store an ``on_call``
 per round trip. :class:`StatsRecorder` turns them into metrics; the hook and the operators wire it in, and only
-when Airflow sends metrics at all (:func:`~airflow_provider_workflowsoft.version_compat.metrics_enabled`), so
+when Airflow sends metrics at all (:func:`metrics_enabled`), so
 that without metrics no request pays for them.
 
 Names never hold an instance id, a user, a token or a connection's address: the endpoint *kind* (``poll``,
@@ -20,10 +20,28 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from airflow.providers.common.compat.sdk import Stats, conf
+
 from airflow_provider_workflowsoft.api.protocol import RequestEvent
 from airflow_provider_workflowsoft.records.claims import parse_time
-from airflow_provider_workflowsoft.version_compat import metrics_enabled, stats
 from airflow_provider_workflowsoft.worker.engine import RunObserver
+
+
+def stats() -> Any:
+    """Airflow's ``Stats`` (StatsD, Datadog or OpenTelemetry, as ``[metrics]`` configures it).
+
+    The same import on every supported version: ``common.compat.sdk`` maps it to
+    ``airflow.sdk.observability.stats`` on Airflow 3.3 and to ``airflow.stats`` on 2.11; both take
+    ``incr/gauge/timing(stat, ..., tags=...)``."""
+    return Stats
+
+
+def metrics_enabled() -> bool:
+    """Whether Airflow sends metrics from this process's configuration (``[metrics] statsd_on``,
+    ``statsd_datadog_enabled`` or ``otel_on``): without any, nothing is measured at all."""
+    return any(conf.getboolean("metrics", option, fallback=False)
+               for option in ("statsd_on", "statsd_datadog_enabled", "otel_on"))
+
 
 PREFIX = "workflowsoft"
 

@@ -30,9 +30,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
-from airflow_provider_workflowsoft.version_compat import task_decorator_base
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
 
-DecoratedOperator, task_decorator_factory = task_decorator_base()
+if AIRFLOW_V_3_0_PLUS:
+    from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+else:  # Airflow 2.11
+    from airflow.decorators.base import DecoratedOperator, task_decorator_factory  # type: ignore[no-redef]
 
 
 def _binding_shim(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,6 +10,7 @@ The HTTP work, retries and token handling live in the client; the field model in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,8 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftError,
 )
 from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, LEGACY_EXTRA_NAMES
-from airflow_provider_workflowsoft.version_compat import BaseHook, mask_secret, mask_secret_in_process
+from airflow_provider_workflowsoft.masking import amask_secret, mask_secret, mask_secret_in_process
+from airflow_provider_workflowsoft.version_compat import BaseHook
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
@@ -139,6 +141,51 @@ def _metrics_kwargs() -> dict[str, Any]:
     return {"on_request": found.request} if found is not None else {}
 
 
+# -- reading a connection from a trigger's event loop -------------------------------------------------
+
+
+def supervisor_answers_only_sync() -> bool:
+    """Whether this process's supervisor channel answers synchronous requests only.
+
+    ``airflow dags test`` runs a deferred task's trigger in-process with ``InProcessSupervisorComms``, which
+    has ``send`` but no ``asend``. The Task SDK's async connection read (``Connection.async_get``, through
+    ``ExecutionAPISecretsBackend.aget_connection``) calls ``asend``, swallows the ``AttributeError`` as
+    "not found here" and falls through to the environment-variable backend: a connection stored in the
+    metadata database then raises ``AirflowNotFoundException``. The real triggerer's channel has ``asend``.
+    """
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:  # Airflow 2: no supervisor channel; connections come from the database directly
+        return False
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    return comms is not None and not callable(getattr(comms, "asend", None))
+
+
+async def aget_connection(conn_id: str) -> Any:
+    """A connection read from a trigger's event loop, the async-safe way on every version.
+
+    In the real triggerer it is the async read (nothing on the event loop waits for the supervisor). Where
+    the supervisor channel has no async requests (``airflow dags test``'s in-process trigger run, see
+    :func:`supervisor_answers_only_sync`), the synchronous read runs in a worker thread instead, so a
+    connection stored in the metadata database is found there too.
+    """
+    try:
+        from airflow.providers.common.compat.connection import get_async_connection
+    except ImportError:  # pragma: no cover - older common.compat
+        return await asyncio.to_thread(BaseHook.get_connection, conn_id)
+    if supervisor_answers_only_sync():
+        return await asyncio.to_thread(BaseHook.get_connection, conn_id)
+    return await get_async_connection(conn_id)
+
+
+async def aconnection_extras(conn: Any) -> Any:
+    """A connection's extras, read without a synchronous supervisor call on the event loop."""
+    aextra = getattr(conn, "aextra_dejson", None)
+    if aextra is not None:
+        return await aextra()
+    return conn.extra_dejson
+
+
 class WorkflowsoftHook(BaseHook):
     """Interact with the Workflowsoft API.
 
@@ -206,8 +253,6 @@ class WorkflowsoftHook(BaseHook):
         registered with the masker, the async-safe way (nothing on the event loop waits for the supervisor).
         The caller closes it (``await client.aclose()``)."""
         from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
-        from airflow_provider_workflowsoft.version_compat import aconnection_extras, aget_connection, amask_secret
-
         conn = await aget_connection(self.workflowsoft_conn_id)
         extras = await aconnection_extras(conn)
         config = config_from_connection(conn, extras=extras, **{**self._client_options, **client_options})

@@ -20,6 +20,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from airflow.providers.common.compat.sdk import Variable
+
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
+
 log = logging.getLogger(__name__)
 
 
@@ -39,27 +43,27 @@ class VariableStore:
     """Airflow Variables as a JSON key-value store (the default store of the claims)."""
 
     def get(self, key: str) -> Any:
-        from airflow_provider_workflowsoft.version_compat import variable_get_json
-
-        return variable_get_json(key)
+        """Return the JSON Variable ``key``, or ``None`` when it does not exist."""
+        if AIRFLOW_V_3_0_PLUS:
+            return Variable.get(key, default=None, deserialize_json=True)
+        return Variable.get(key, default_var=None, deserialize_json=True)  # type: ignore[call-arg]
 
     def set(self, key: str, value: Any) -> None:
-        from airflow_provider_workflowsoft.version_compat import variable_set_json
-
-        variable_set_json(key, value)
+        Variable.set(key, value, serialize_json=True)
 
     def delete(self, key: str) -> None:
-        from airflow_provider_workflowsoft.version_compat import variable_delete
-
         try:
-            variable_delete(key)
+            Variable.delete(key)
         except Exception as exc:  # deleting what is already gone is not an error here
             log.debug("Variable %s not deleted: %s", key, exc)
 
     def keys(self, prefix: str) -> list[str]:
-        from airflow_provider_workflowsoft.version_compat import variable_keys
-
-        return variable_keys(prefix)
+        """Return the keys starting with ``prefix`` (the Task SDK's ``Variable.keys`` on 3.x; a query of the
+        metadata database on 2.11, where tasks still reach it)."""
+        listing = getattr(Variable, "keys", None)
+        if listing is not None:
+            return sorted(k for k in listing(prefix=prefix) if k.startswith(prefix))
+        return _metadata_variable_keys(prefix)
 
     def describe(self, key: str) -> str:
         return f"the Airflow Variable {key!r} (airflow variables delete {key})"
@@ -211,25 +215,26 @@ class MetadataVariableStore:
     """Airflow Variables read and written through the metadata database, outside any task (the command line,
     where ``airflow variables ...`` runs): a task goes through :class:`VariableStore` instead."""
 
-    def get(self, key: str) -> Any:
-        from airflow_provider_workflowsoft.version_compat import metadata_variable_get_json
+    # The metadata database's models are imported only here, when the command line runs: a DAG file or a
+    # task never loads them.
 
-        return metadata_variable_get_json(key)
+    def get(self, key: str) -> Any:
+        from airflow.models.variable import Variable as VariableModel
+
+        return VariableModel.get(key, default_var=None, deserialize_json=True)
 
     def set(self, key: str, value: Any) -> None:
-        from airflow_provider_workflowsoft.version_compat import metadata_variable_set_json
+        from airflow.models.variable import Variable as VariableModel
 
-        metadata_variable_set_json(key, value)
+        VariableModel.set(key, value, serialize_json=True)
 
     def delete(self, key: str) -> None:
-        from airflow_provider_workflowsoft.version_compat import metadata_variable_delete
+        from airflow.models.variable import Variable as VariableModel
 
-        metadata_variable_delete(key)
+        VariableModel.delete(key)
 
     def keys(self, prefix: str) -> list[str]:
-        from airflow_provider_workflowsoft.version_compat import metadata_variable_keys
-
-        return metadata_variable_keys(prefix)
+        return _metadata_variable_keys(prefix)
 
     def describe(self, key: str) -> str:
         return f"the Airflow Variable {key!r} (airflow variables delete {key})"
@@ -238,12 +243,45 @@ class MetadataVariableStore:
 def asset_state_entries(prefix: str) -> list[tuple[str, str, Any]]:
     """``(asset URI, key, value)`` of every Asset state-store entry whose key starts with ``prefix``, read from
     the metadata database (Airflow 3.3+; ``[]`` before). For the command line: a task cannot list these."""
-    from airflow_provider_workflowsoft.version_compat import metadata_asset_state_rows
-
     out: list[tuple[str, str, Any]] = []
-    for uri, key, value in metadata_asset_state_rows(prefix):
+    for uri, key, value in _metadata_asset_state_rows(prefix):
         try:
             out.append((uri, key, json.loads(value)))
         except (TypeError, ValueError):
             log.warning("The state-store entry %s of the Asset %s is not JSON; skipped", key, uri)
     return sorted(out)
+
+
+def task_state_store(context: Any) -> Any:
+    """Return the running task instance's ``context["task_state_store"]`` (AIP-103, Airflow 3.3+), or ``None``
+    where Airflow has none (before 3.3; callers then keep their records in Variables)."""
+    if not AIRFLOW_V_3_3_PLUS:
+        return None
+    getter = getattr(context, "get", None)
+    return getter("task_state_store") if getter is not None else None
+
+
+def _metadata_variable_keys(prefix: str) -> list[str]:
+    """Return the keys of the Variables starting with ``prefix``, read from the metadata database."""
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(VariableModel.key).filter(VariableModel.key.startswith(prefix)).all()
+    return sorted(row[0] for row in rows)
+
+
+def _metadata_asset_state_rows(prefix: str) -> list[tuple[str, str, str]]:
+    """Return ``(asset URI, key, JSON text)`` of the Asset state-store entries whose key starts with ``prefix``
+    (Airflow 3.3's ``asset_state_store`` table; ``[]`` before 3.3, which has none)."""
+    if not AIRFLOW_V_3_3_PLUS:
+        return []
+    from airflow.models.asset import AssetModel
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (session.query(AssetModel.uri, AssetStateStoreModel.key, AssetStateStoreModel.value)
+                .join(AssetModel, AssetModel.id == AssetStateStoreModel.asset_id)
+                .filter(AssetStateStoreModel.key.startswith(prefix)).all())
+    return [(str(uri), str(key), str(value)) for uri, key, value in rows]

@@ -19,6 +19,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from airflow.providers.common.compat.sdk import conf
+
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
@@ -31,7 +33,6 @@ from airflow_provider_workflowsoft.version_compat import (
     BaseSensorOperator,
     Context,
     PokeReturnValue,
-    default_deferrable,
 )
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         self.max_instances = max_instances
         self.fetch_fields = fetch_fields
         self.reclaim_after = reclaim_after
-        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.deferrable = (conf.getboolean("operators", "default_deferrable", fallback=False) if deferrable is None
+                           else bool(deferrable))
         self.max_consecutive_failures = max_consecutive_failures
         self.workflowsoft_conn_id = workflowsoft_conn_id
         if poll_interval is None and poke_given:

@@ -96,8 +96,11 @@ async def async_client(
 
     hook = WorkflowsoftHook(conn_id, client_options=client_options)
     if client_factory is not None:  # tests inject a transport
-        from airflow_provider_workflowsoft.hooks.workflowsoft import config_from_connection
-        from airflow_provider_workflowsoft.version_compat import aconnection_extras, aget_connection
+        from airflow_provider_workflowsoft.hooks.workflowsoft import (
+            aconnection_extras,
+            aget_connection,
+            config_from_connection,
+        )
 
         conn = await aget_connection(conn_id)
         return client_factory(

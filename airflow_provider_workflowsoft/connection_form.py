@@ -94,9 +94,11 @@ def ui_field_behaviour() -> dict[str, Any]:
 
 
 def hook_field_behaviour() -> dict[str, Any]:
-    """:func:`ui_field_behaviour` in the shape a hook's ``get_ui_field_behaviour`` returns (Airflow 2.11
-    validates it against ``customized_form_field_behaviours.schema.json``: ``hidden_fields``, with an
-    underscore; the provider info's ``ui-field-behaviour`` spells it ``hidden-fields``)."""
+    """Return :func:`ui_field_behaviour` in the shape a hook's ``get_ui_field_behaviour`` returns.
+
+    Airflow 2.11 validates it against ``customized_form_field_behaviours.schema.json``: ``hidden_fields``, with an
+    underscore; the provider info's ``ui-field-behaviour`` spells it ``hidden-fields``.
+    """
     behaviour = {key.replace("-", "_"): value for key, value in ui_field_behaviour().items()}
     # Airflow 2.11 takes any placeholder but the five standard fields for an extra's: no description one.
     behaviour["placeholders"] = {k: v for k, v in behaviour["placeholders"].items() if k != "description"}

@@ -15,9 +15,11 @@ def mask_secret(secret: str) -> None:
 
 
 def mask_secret_in_process(secret: str) -> None:
-    """Register ``secret`` with this process's masker only, without a supervisor call: safe from a
-    trigger's event loop (tokens minted inside a trigger; the triggerer's own log lines are redacted by it).
-    Airflow < 3.3 has only the in-process masker, so the ordinary call is the same thing there."""
+    """Register ``secret`` with this process's masker only, without a supervisor call.
+
+    Safe from a trigger's event loop (tokens minted inside a trigger; the triggerer's own log lines are redacted by it).
+    Airflow < 3.3 has only the in-process masker, so the ordinary call is the same thing there.
+    """
     if not secret:
         return
     try:
@@ -29,8 +31,10 @@ def mask_secret_in_process(secret: str) -> None:
 
 
 async def amask_secret(secret: str) -> None:
-    """Register ``secret`` from a trigger's event loop without blocking it (no supervisor round trip on
-    the loop: the synchronous call can raise ``DeadlockImminentError`` in the 3.x triggerer)."""
+    """Register ``secret`` from a trigger's event loop without blocking it.
+
+    No supervisor round trip on the loop: the synchronous call can raise ``DeadlockImminentError`` in the 3.x triggerer.
+    """
     if not secret:
         return
     try:

@@ -1,5 +1,7 @@
-"""The provider's metrics, sent through Airflow's ``Stats`` (StatsD, Datadog or OpenTelemetry, as Airflow's
-``[metrics]`` section configures them). Every name is built here, and only here; docs/metrics.md lists them.
+"""The provider's metrics.
+
+Sent through Airflow's ``Stats`` (StatsD, Datadog or OpenTelemetry, as Airflow's ``[metrics]`` section configures them).
+Every name is built here, and only here; docs/metrics.md lists them.
 
 The layers below report plain events and know nothing of Airflow: the API clients call an ``on_request``
 observer with a :class:`~airflow_provider_workflowsoft.api.protocol.RequestEvent` per HTTP request, the batch
@@ -32,13 +34,16 @@ def stats() -> Any:
 
     The same import on every supported version: ``common.compat.sdk`` maps it to
     ``airflow.sdk.observability.stats`` on Airflow 3.3 and to ``airflow.stats`` on 2.11; both take
-    ``incr/gauge/timing(stat, ..., tags=...)``."""
+    ``incr/gauge/timing(stat, ..., tags=...)``.
+    """
     return Stats
 
 
 def metrics_enabled() -> bool:
-    """Whether Airflow sends metrics from this process's configuration (``[metrics] statsd_on``,
-    ``statsd_datadog_enabled`` or ``otel_on``): without any, nothing is measured at all."""
+    """Tell whether Airflow sends metrics from this process's configuration.
+
+    Any of ``[metrics] statsd_on``, ``statsd_datadog_enabled`` or ``otel_on``; without them, nothing is measured at all.
+    """
     return any(conf.getboolean("metrics", option, fallback=False)
                for option in ("statsd_on", "statsd_datadog_enabled", "otel_on"))
 
@@ -105,8 +110,10 @@ class StatsRecorder(RunObserver):
 
     def open_claims(self, claims: Iterable[Mapping[str, Any]], steps: Iterable[Any] = (),
                     now: dt.datetime | None = None) -> dict[str, tuple[int, float]]:
-        """Gauges of the open claims per step, from ``ClaimsLedger.list_claims()``: how many, and the age in
-        seconds of the oldest (since it was first claimed). ``steps`` always get a value (0 when none is open).
+        """Send gauges of the open claims per step, from ``ClaimsLedger.list_claims()``.
+
+        How many, and the age in seconds of the oldest (since it was first claimed). ``steps`` always get a value (0
+        when none is open).
 
         :return: ``{step: (open, oldest age)}``, as sent
         """
@@ -127,7 +134,7 @@ class StatsRecorder(RunObserver):
 
 
 def recorder() -> StatsRecorder | None:
-    """A recorder when Airflow sends metrics from this process, else ``None`` (nothing measured)."""
+    """Return a recorder when Airflow sends metrics from this process, else ``None`` (nothing measured)."""
     return StatsRecorder() if metrics_enabled() else None
 
 

@@ -34,7 +34,7 @@ def _airflow_version() -> tuple[int, int, int]:
 
 
 def airflow_version() -> str:
-    """The running Airflow's version, for messages that name the version a feature needs."""
+    """Return the running Airflow's version, for messages that name the version a feature needs."""
     from airflow import __version__
 
     return str(__version__)

@@ -42,7 +42,8 @@ def _binding_shim(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` with its per-instance parameters (the first one and ``instance``) made optional.
 
     Airflow checks at parse time that the decorated function can be called with the arguments given to
-    it; the worker supplies ``fields`` and ``instance`` itself at run time, once per instance."""
+    it; the worker supplies ``fields`` and ``instance`` itself at run time, once per instance.
+    """
     signature = inspect.signature(func)
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     params = list(signature.parameters.values())

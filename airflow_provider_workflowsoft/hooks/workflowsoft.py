@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 
 def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
-    """An extra's value in its type; ``None``/empty (as the UI stores untouched fields) means the default.
+    """Return an extra's value in its type; ``None``/empty (as the UI stores untouched fields) means the default.
 
     :param key: the extra's key as stored, when it differs from ``name`` (an older key), for errors
     """
@@ -76,7 +76,7 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
 
 
 def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None, **overrides: Any) -> ClientConfig:
-    """A :class:`ClientConfig` from an Airflow ``Connection`` (or anything with the same attributes).
+    """Return a :class:`ClientConfig` from an Airflow ``Connection`` (or anything with the same attributes).
 
     :param extras: the connection's extras when already read (a trigger reads them asynchronously)
     :param overrides: ``ClientConfig`` fields that win over the connection (for example ``pool_size``)
@@ -162,7 +162,7 @@ def supervisor_answers_only_sync() -> bool:
 
 
 async def aget_connection(conn_id: str) -> Any:
-    """A connection read from a trigger's event loop, the async-safe way on every version.
+    """Return a connection read from a trigger's event loop, the async-safe way on every version.
 
     In the real triggerer it is the async read (nothing on the event loop waits for the supervisor). Where
     the supervisor channel has no async requests (``airflow dags test``'s in-process trigger run, see
@@ -179,7 +179,7 @@ async def aget_connection(conn_id: str) -> Any:
 
 
 async def aconnection_extras(conn: Any) -> Any:
-    """A connection's extras, read without a synchronous supervisor call on the event loop."""
+    """Return a connection's extras, read without a synchronous supervisor call on the event loop."""
     aextra = getattr(conn, "aextra_dejson", None)
     if aextra is not None:
         return await aextra()
@@ -249,9 +249,11 @@ class WorkflowsoftHook(BaseHook):
         return WorkflowsoftClient(self.config, **kwargs)
 
     async def get_async_client(self, **client_options: Any) -> AsyncWorkflowsoftClient:
-        """A new async client for a trigger: the connection and its extras are read, and every secret
-        registered with the masker, the async-safe way (nothing on the event loop waits for the supervisor).
-        The caller closes it (``await client.aclose()``)."""
+        """Return a new async client for a trigger.
+
+        The connection and its extras are read, and every secret registered with the masker, the async-safe way (nothing
+        on the event loop waits for the supervisor). The caller closes it (``await client.aclose()``).
+        """
         from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
         conn = await aget_connection(self.workflowsoft_conn_id)
         extras = await aconnection_extras(conn)
@@ -263,7 +265,7 @@ class WorkflowsoftHook(BaseHook):
         return AsyncWorkflowsoftClient(config, **kwargs)
 
     def get_conn(self) -> WorkflowsoftClient:
-        """The API client (the Airflow name for it)."""
+        """Return the API client (the Airflow name for it)."""
         return self.client
 
     # -- every call of the API: the client's methods, each handed on explicitly ---------------------
@@ -375,7 +377,8 @@ class WorkflowsoftHook(BaseHook):
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call (list one process diagram), without retries.
 
-        Returns ``(True, message)`` or ``(False, reason)``; no secret is ever part of the message."""
+        Returns ``(True, message)`` or ``(False, reason)``; no secret is ever part of the message.
+        """
         try:
             config = config_from_connection(
                 self.get_connection(self.workflowsoft_conn_id), max_retries=0, connect_timeout=5.0
@@ -405,7 +408,7 @@ class WorkflowsoftHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form of Airflow 2.11 (Airflow 3.2+ reads ``connection-types`` of the provider info)."""
+        """Return the connection form of Airflow 2.11 (Airflow 3.2+ reads ``connection-types`` of the provider info)."""
         from airflow_provider_workflowsoft import connection_form
 
         return connection_form.hook_field_behaviour()

@@ -1,5 +1,8 @@
-"""What every Workflowsoft operator and sensor shares: the connection id, one hook, the records of the
-running task instance, and the rule that bad input fails a task without retries."""
+"""What every Workflowsoft operator and sensor shares.
+
+The connection id, one hook, the records of the running task instance, and the rule that bad input fails a task without
+retries.
+"""
 
 from __future__ import annotations
 
@@ -73,7 +76,7 @@ class WorkflowsoftTaskMixin:
         return self._hook
 
     def metrics(self) -> StatsRecorder | None:
-        """What sends this task's metrics (``None`` when Airflow sends none)."""
+        """Return what sends this task's metrics (``None`` when Airflow sends none)."""
         if self._metrics is None:
             from airflow_provider_workflowsoft.metrics import recorder
 
@@ -81,7 +84,7 @@ class WorkflowsoftTaskMixin:
         return self._metrics or None
 
     def _store(self) -> CountingStore:
-        """The records' store, wrapped to count round trips (reported by the batch worker, and as metrics)."""
+        """Return the records' store, wrapped to count round trips (reported by the batch worker, and as metrics)."""
         inner: KeyValueStore = self.ledger_store if self.ledger_store is not None else VariableStore()
         if self._counting is None or (self._counting.inner is not inner and self.ledger_store is not None):
             metrics = self.metrics()
@@ -89,8 +92,11 @@ class WorkflowsoftTaskMixin:
         return self._counting
 
     def report_claims(self, claims: ClaimsLedger, step: Any, reclaimed: int = 0) -> None:
-        """Metrics of the claims after a drain: the instances offered again, the open claims per step and the
-        oldest one's age (one extra read of the records, made only when Airflow sends metrics)."""
+        """Send the metrics of the claims after a drain.
+
+        The instances offered again, the open claims per step and the oldest one's age (one extra read of the records,
+        made only when Airflow sends metrics).
+        """
         metrics = self.metrics()
         if metrics is None:
             return
@@ -104,11 +110,11 @@ class WorkflowsoftTaskMixin:
         return self._counting.round_trips if self._counting is not None else 0
 
     def store_write_ms(self) -> float:
-        """The mean duration of one record write in this task (the claim window's length), in ms."""
+        """Return the mean duration of one record write in this task (the claim window's length), in ms."""
         return round(self._counting.mean_ms("set"), 2) if self._counting is not None else 0.0
 
     def claims_for(self, context: Any) -> ClaimsLedger:
-        """The claims ledger of the running task instance."""
+        """Return the claims ledger of the running task instance."""
         return ClaimsLedger(self.workflowsoft_conn_id, self._store(), owner=naming.owner_from_context(context))
 
     def run_create_once(
@@ -121,9 +127,11 @@ class WorkflowsoftTaskMixin:
         return CreateLedger(store).run_once(key, send, what=what, allow_duplicates=allow_duplicates)
 
     def create_notice(self, context: Any, spec: Any, *, title: str, listing: str) -> dict[str, Any]:
-        """Create one Workflowsoft task for a person (at most once per task instance): ``spec`` is
-        ``{"title", "assignee", "description", "on_behalf_of"}`` (each optional; ``title`` defaults to
-        ``title``), ``listing`` is added to its description. Returns the task created (JSON-safe)."""
+        """Create one Workflowsoft task for a person (at most once per task instance).
+
+        ``spec`` is ``{"title", "assignee", "description", "on_behalf_of"}`` (each optional; ``title`` defaults to
+        ``title``), ``listing`` is added to its description. Returns the task created (JSON-safe).
+        """
         from airflow_provider_workflowsoft.api.fields import to_jsonable
 
         spec = dict(spec or {})
@@ -147,8 +155,11 @@ class WorkflowsoftTaskMixin:
                                 old="integration_diagram_id", owner=type(self).__name__)
 
     def resolve_integration_step(self, step_id: Any, process_diagram_name: Any, integration_step_name: Any) -> int:
-        """The integration step's id: ``step_id`` as given (an int or a numeric string), or looked up by the
-        process diagram's and the step's names (case-insensitive, one match each)."""
+        """Return the integration step's id.
+
+        ``step_id`` as given (an int or a numeric string), or looked up by the process diagram's and the step's names
+        (case-insensitive, one match each).
+        """
         if step_id not in (None, ""):
             value = step_id.strip() if isinstance(step_id, str) else step_id
             if isinstance(value, str) and value.isdigit():
@@ -166,7 +177,7 @@ class WorkflowsoftTaskMixin:
 
 
 def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:
-    """An argument that was renamed: the old name still works, with a deprecation warning."""
+    """Return the value of a renamed argument: the old name still works, with a deprecation warning."""
     if old_value is None:
         return new_value
     warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=...", DeprecationWarning, stacklevel=4)

@@ -244,7 +244,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
 
 
 def parked_listing(parked: list[Any], max_offers: Any) -> str:
-    """The part of a notice that names parked instances and what to do about them."""
+    """Return the part of a notice that names parked instances and what to do about them."""
     return (f"Parked integration instances (handed out {max_offers} times without being completed; not offered "
             f"again until released): {', '.join(str(i) for i in parked)}.\nCheck them in Workflowsoft, then release "
             "them (WorkflowsoftReleaseClaimsOperator, or `workflowsoft-claims release <id>`) to offer them again, or "
@@ -252,8 +252,10 @@ def parked_listing(parked: list[Any], max_offers: Any) -> str:
 
 
 class WorkflowsoftProcessInstancesOperator(WorkflowsoftIntegrationWorkerOperator):
-    """Deprecated: the 0.1 name of :class:`WorkflowsoftIntegrationWorkerOperator` (it processes integration
-    instances, not process instances)."""
+    """Deprecated: the 0.1 name of :class:`WorkflowsoftIntegrationWorkerOperator`.
+
+    It processes integration instances, not process instances.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         warnings.warn("WorkflowsoftProcessInstancesOperator is deprecated: use WorkflowsoftIntegrationWorkerOperator",

@@ -38,7 +38,7 @@ from airflow_provider_workflowsoft.version_compat import BaseOperator, Context
 
 
 def coerce_instance_id(value: Any) -> int:
-    """An integration instance id from an int, a numeric string, an instance dict (or its JSON text)."""
+    """Return an integration instance id from an int, a numeric string, an instance dict (or its JSON text)."""
     original = value
     if isinstance(value, str) and value.strip().startswith("{"):
         with contextlib.suppress(ValueError):
@@ -88,8 +88,9 @@ class _WorkflowsoftOperator(WorkflowsoftTaskMixin, BaseOperator):
 
 
 class WorkflowsoftGetFieldsOperator(_WorkflowsoftOperator):
-    """Reads the fields of an integration instance; returns ``{label: value}`` (JSON-safe: datetimes
-    as ISO strings ending in ``Z``, decimals as exact strings).
+    """Reads the fields of an integration instance.
+
+    Returns ``{label: value}`` (JSON-safe: datetimes as ISO strings ending in ``Z``, decimals as exact strings).
 
     .. code-block:: python
 
@@ -130,8 +131,9 @@ class _InstanceValuesOperator(_WorkflowsoftOperator):
 
 
 class WorkflowsoftUpdateFieldsOperator(_InstanceValuesOperator):
-    """Validates then writes field values of an integration instance (all or nothing); returns
-    ``{label: value written}``.
+    """Validates then writes field values of an integration instance (all or nothing).
+
+    Returns ``{label: value written}``.
 
     .. code-block:: python
 
@@ -214,8 +216,10 @@ class WorkflowsoftCompleteStepOperator(_InstanceValuesOperator):
 
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage: the fields written to the step given as a Workflowsoft Asset in ``inlets`` (for example
-        ``inlets=[integration_step_asset(11, watch=False)]``)."""
+        """Return OpenLineage's facets: the fields written to the step given as a Workflowsoft Asset in ``inlets``.
+
+        For example ``inlets=[integration_step_asset(11, watch=False)]``.
+        """
         from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
 
         done = getattr(self, "_lineage", None)
@@ -366,10 +370,11 @@ class _ClaimsOperator(_WorkflowsoftOperator):
 
     Besides the records in Variables, they reach the claims of the asset watchers of the step Assets given in
     ``inlets`` (Airflow 3.3: the task reads those Assets' state stores; a watcher's record is changed through
-    a command the watcher applies at its next round)."""
+    a command the watcher applies at its next round).
+    """
 
     def _watchers(self, context: Context) -> dict[str, dict[str, Any]]:
-        """The claims records of the watchers of this task's Workflowsoft inlets (key -> record)."""
+        """Return the claims records of the watchers of this task's Workflowsoft inlets (key -> record)."""
         accessors = context.get("asset_state_store") if hasattr(context, "get") else None
         out: dict[str, dict[str, Any]] = {}
         if accessors is None:
@@ -402,8 +407,10 @@ class _ClaimsOperator(_WorkflowsoftOperator):
         return records
 
     def _decide(self, context: Context, action: str, instance_ids: Any) -> list[dict[str, Any]]:
-        """Release (put back), park or forget instances by id, wherever they are claimed (Variables, and the
-        watchers of this task's inlets); returns their entries as they were."""
+        """Release (put back), park or forget instances by id, wherever they are claimed.
+
+        That is in Variables, and in the watchers of this task's inlets. Returns their entries as they were.
+        """
         wanted = _instance_ids(instance_ids)
         if not wanted:
             raise WorkflowsoftInputError(f"instance_ids names no instance to {action}, got {instance_ids!r}")
@@ -460,10 +467,12 @@ class WorkflowsoftListClaimsOperator(_ClaimsOperator):
 
 
 class WorkflowsoftReleaseClaimsOperator(_ClaimsOperator):
-    """Releases claims: puts the instances back, so that the next drain of their step (sensor, batch worker)
-    offers them again at once, whatever the lease, with their offers counted from 0. Parked instances are
-    released the same way. ``forget=True`` drops them instead: they are not offered again (on a server that
-    hands instances out once they are then lost to Airflow: handle them in Workflowsoft).
+    """Releases claims: puts the instances back.
+
+    So that the next drain of their step (sensor, batch worker) offers them again at once, whatever the lease, with
+    their offers counted from 0. Parked instances are released the same way. ``forget=True`` drops them instead: they
+    are not offered again (on a server that hands instances out once they are then lost to Airflow: handle them in
+    Workflowsoft).
 
     .. code-block:: python
 
@@ -489,8 +498,9 @@ class WorkflowsoftReleaseClaimsOperator(_ClaimsOperator):
 
 
 class WorkflowsoftParkClaimsOperator(_ClaimsOperator):
-    """Parks claimed instances by hand: they are not offered again until released
-    (:class:`WorkflowsoftReleaseClaimsOperator`).
+    """Parks claimed instances by hand.
+
+    They are not offered again until released (:class:`WorkflowsoftReleaseClaimsOperator`).
 
     .. code-block:: python
 
@@ -513,7 +523,9 @@ class WorkflowsoftParkClaimsOperator(_ClaimsOperator):
 
 
 class WorkflowsoftClaimsOperator(_ClaimsOperator):
-    """Deprecated: use :class:`WorkflowsoftListClaimsOperator`, :class:`WorkflowsoftReleaseClaimsOperator` or
+    """Deprecated: use the list, release or park claims operator.
+
+    :class:`WorkflowsoftListClaimsOperator`, :class:`WorkflowsoftReleaseClaimsOperator` or
     :class:`WorkflowsoftParkClaimsOperator`.
 
     :param action: ``"list"``, ``"release"`` (puts back), ``"park"`` or ``"forget"``

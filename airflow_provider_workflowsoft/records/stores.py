@@ -58,8 +58,10 @@ class VariableStore:
             log.debug("Variable %s not deleted: %s", key, exc)
 
     def keys(self, prefix: str) -> list[str]:
-        """Return the keys starting with ``prefix`` (the Task SDK's ``Variable.keys`` on 3.x; a query of the
-        metadata database on 2.11, where tasks still reach it)."""
+        """Return the keys starting with ``prefix``.
+
+        The Task SDK's ``Variable.keys`` on 3.x; a query of the metadata database on 2.11, where tasks still reach it.
+        """
         listing = getattr(Variable, "keys", None)
         if listing is not None:
             return sorted(k for k in listing(prefix=prefix) if k.startswith(prefix))
@@ -88,8 +90,10 @@ class _AccessorStore:
 
 
 class TaskStateStore(_AccessorStore):
-    """Airflow 3.3's per-task-instance store (``context["task_state_store"]``): survives retries and
-    deferrals, is not shown among Variables, and expires after ``[state_store] default_retention_days``.
+    """Airflow 3.3's per-task-instance store (``context["task_state_store"]``).
+
+    Survives retries and deferrals, is not shown among Variables, and expires after ``[state_store]
+    default_retention_days``.
 
     :param accessor: ``context["task_state_store"]``
     :param where: how a user reaches this task instance's store (for error messages)
@@ -107,9 +111,10 @@ class TaskStateStore(_AccessorStore):
 
 
 class AssetStateStore(_AccessorStore):
-    """Airflow 3.3's per-Asset store, as an asset watcher's trigger gets it (``self.asset_state_store``):
-    kept across runs and restarts of the triggerer, gone when no DAG references the Asset any more. An
-    asset watcher keeps its claims record here.
+    """Airflow 3.3's per-Asset store, as an asset watcher's trigger gets it (``self.asset_state_store``).
+
+    Kept across runs and restarts of the triggerer, gone when no DAG references the Asset any more. An asset watcher
+    keeps its claims record here.
 
     :param accessor: the accessor of one Asset (``get``/``set``/``delete``)
     :param asset_name: the Asset's name (for error messages)
@@ -186,7 +191,7 @@ class CountingStore:
         return sum(self.calls.values())
 
     def mean_ms(self, op: str) -> float:
-        """The mean duration of one ``op`` round trip, in milliseconds (0 when none was made)."""
+        """Return the mean duration of one ``op`` round trip, in milliseconds (0 when none was made)."""
         return 1000 * self.seconds.get(op, 0.0) / self.calls[op] if self.calls[op] else 0.0
 
     def get(self, key: str) -> Any:
@@ -212,8 +217,11 @@ def describe(store: Any, key: str) -> str:
 
 
 class MetadataVariableStore:
-    """Airflow Variables read and written through the metadata database, outside any task (the command line,
-    where ``airflow variables ...`` runs): a task goes through :class:`VariableStore` instead."""
+    """Airflow Variables read and written through the metadata database.
+
+    Outside any task (the command line, where ``airflow variables ...`` runs): a task goes through
+    :class:`VariableStore` instead.
+    """
 
     # The metadata database's models are imported only here, when the command line runs: a DAG file or a
     # task never loads them.
@@ -241,8 +249,10 @@ class MetadataVariableStore:
 
 
 def asset_state_entries(prefix: str) -> list[tuple[str, str, Any]]:
-    """``(asset URI, key, value)`` of every Asset state-store entry whose key starts with ``prefix``, read from
-    the metadata database (Airflow 3.3+; ``[]`` before). For the command line: a task cannot list these."""
+    """``(asset URI, key, value)`` of every Asset state-store entry whose key starts with ``prefix``.
+
+    Read from the metadata database (Airflow 3.3+; ``[]`` before). For the command line: a task cannot list these.
+    """
     out: list[tuple[str, str, Any]] = []
     for uri, key, value in _metadata_asset_state_rows(prefix):
         try:
@@ -253,8 +263,10 @@ def asset_state_entries(prefix: str) -> list[tuple[str, str, Any]]:
 
 
 def task_state_store(context: Any) -> Any:
-    """Return the running task instance's ``context["task_state_store"]`` (AIP-103, Airflow 3.3+), or ``None``
-    where Airflow has none (before 3.3; callers then keep their records in Variables)."""
+    """Return the running task instance's ``context["task_state_store"]`` (AIP-103, Airflow 3.3+).
+
+    ``None`` where Airflow has none (before 3.3; callers then keep their records in Variables).
+    """
     if not AIRFLOW_V_3_3_PLUS:
         return None
     getter = getattr(context, "get", None)
@@ -272,8 +284,10 @@ def _metadata_variable_keys(prefix: str) -> list[str]:
 
 
 def _metadata_asset_state_rows(prefix: str) -> list[tuple[str, str, str]]:
-    """Return ``(asset URI, key, JSON text)`` of the Asset state-store entries whose key starts with ``prefix``
-    (Airflow 3.3's ``asset_state_store`` table; ``[]`` before 3.3, which has none)."""
+    """Return ``(asset URI, key, JSON text)`` of the Asset state-store entries whose key starts with ``prefix``.
+
+    Airflow 3.3's ``asset_state_store`` table; ``[]`` before 3.3, which has none.
+    """
     if not AIRFLOW_V_3_3_PLUS:
         return []
     from airflow.models.asset import AssetModel

@@ -156,7 +156,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         return limit
 
     def step_id(self) -> int:
-        """The integration step id, resolved by name once per task run when not given."""
+        """Return the integration step id, resolved by name once per task run when not given."""
         if self._step_id is None:
             self._step_id = self.resolve_integration_step(
                 self.integration_step_id, self.process_diagram_name, self.integration_step_name)
@@ -309,7 +309,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
 
 
 def to_bool(value: Any) -> bool:
-    """A templated boolean (``"True"``/``"false"`` after rendering) as a bool."""
+    """Return a templated boolean (``"True"``/``"false"`` after rendering) as a bool."""
     if isinstance(value, str):
         return value.strip().lower() in ("true", "1", "yes", "on")
     return bool(value)
@@ -334,7 +334,7 @@ def poll_seconds(value: Any) -> float:
 
 
 def as_timedelta(value: Any, name: str) -> dt.timedelta | None:
-    """A lease given as a timedelta, a number of seconds, or a numeric string (rendered templates)."""
+    """Return a lease given as a timedelta, a number of seconds, or a numeric string (rendered templates)."""
     if value is None or isinstance(value, dt.timedelta):
         return value
     if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):

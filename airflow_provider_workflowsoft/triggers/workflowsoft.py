@@ -54,8 +54,10 @@ class RecordsUnavailableError(OSError):
 
 
 async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a records call (synchronous round trips to Airflow) off the event loop; its failure becomes
-    :class:`RecordsUnavailableError`."""
+    """Run a records call (synchronous round trips to Airflow) off the event loop.
+
+    Its failure becomes :class:`RecordsUnavailableError`.
+    """
     try:
         return await asyncio.to_thread(call, *args, **kwargs)
     except Exception as exc:
@@ -63,8 +65,10 @@ async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def failure_wait(poll_interval: float, failures: int, longest: float) -> float:
-    """The wait after ``failures`` failed rounds in a row: the poll interval (at least 1 s), doubled per
-    failure, at most ``longest``."""
+    """Return the wait after ``failures`` failed rounds in a row.
+
+    The poll interval (at least 1 s), doubled per failure, at most ``longest``.
+    """
     return min(longest, max(poll_interval, 1.0) * (2 ** min(failures - 1, 16)))
 
 
@@ -91,7 +95,7 @@ async def drain_and_claim(
 async def async_client(
     conn_id: str, client_options: dict[str, Any], client_factory: Callable[[Any], Any] | None
 ) -> Any:
-    """The async client of a connection, read with the triggerer's async-safe calls."""
+    """Return the async client of a connection, read with the triggerer's async-safe calls."""
     from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 
     hook = WorkflowsoftHook(conn_id, client_options=client_options)
@@ -221,7 +225,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         return failure_wait(self.poll_interval, failures, self.failure_backoff_max)
 
     def _claims(self) -> ClaimsLedger | None:
-        """The deferred task instance's claims ledger, when the trigger keeps claims."""
+        """Return the deferred task instance's claims ledger, when the trigger keeps claims."""
         if self.claims_owner is None:
             return None
         if self.claims_store is None:
@@ -232,8 +236,11 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=self.claims_owner)
 
     async def _start_drain(self, claims: ClaimsLedger | None, received: list[dict[str, Any]]) -> Drain:
-        """The drain of one round: what is already received, then (with claims) this task instance's open
-        claims and expired claims of others, leaving alone what other runs hold."""
+        """Return the drain of one round.
+
+        What is already received, then (with claims) this task instance's open claims and expired claims of others,
+        leaving alone what other runs hold.
+        """
         taken = list(received)
         if claims is not None and not received:
             lease = None if self.reclaim_after is None else dt.timedelta(seconds=self.reclaim_after)
@@ -407,8 +414,10 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         return await async_client(self.workflowsoft_conn_id, self.client_options, self.client_factory)
 
     def _own_store(self) -> Any:
-        """Where the watcher's own claims record lives: its Asset's state store (Airflow 3.3), else with
-        the others in Variables."""
+        """Where the watcher's own claims record lives.
+
+        Its Asset's state store (Airflow 3.3), else with the others in Variables.
+        """
         if self.own_store is not None:
             return self.own_store
         from airflow_provider_workflowsoft.records.stores import AssetStateStore

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
@@ -180,7 +180,7 @@ def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owne
     """Return the value of a renamed argument: the old name still works, with a deprecation warning."""
     if old_value is None:
         return new_value
-    warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=...", DeprecationWarning, stacklevel=4)
+    warn_deprecated(f"{owner}({old}=...) is deprecated: use {new}=...")
     if new_value is not None and new_value != old_value:
         raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
     return old_value

@@ -35,11 +35,11 @@ the failed ones stay claimed, so a later run (after ``reclaim_after``) offers th
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
@@ -258,16 +258,16 @@ class WorkflowsoftProcessInstancesOperator(WorkflowsoftIntegrationWorkerOperator
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        warnings.warn("WorkflowsoftProcessInstancesOperator is deprecated: use WorkflowsoftIntegrationWorkerOperator",
-                      DeprecationWarning, stacklevel=2)
+        warn_deprecated("WorkflowsoftProcessInstancesOperator is deprecated: use WorkflowsoftIntegrationWorkerOperator")
         super().__init__(**kwargs)
 
 
 def __getattr__(name: str) -> Any:
-    # The engine's names, importable from here as in 0.1.
+    # The engine's names, importable from here as in 0.1, with a deprecation warning.
     if name in ("BatchEngine", "failure_message", "normalise_instances", "process_instances"):
         from airflow_provider_workflowsoft.worker import engine
 
+        warn_deprecated(f"{__name__}.{name} is deprecated: import it from {engine.__name__}")
         return getattr(engine, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

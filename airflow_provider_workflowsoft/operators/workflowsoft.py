@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.api.protocol import coerce_id
 from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
+from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import (
@@ -537,10 +537,8 @@ class WorkflowsoftClaimsOperator(_ClaimsOperator):
 
     def __init__(self, *, action: str = "list", integration_diagram_id: Any = None, instance_ids: Any = None,
                  include_done: bool = False, **kwargs: Any) -> None:
-        warnings.warn(
-            "WorkflowsoftClaimsOperator is deprecated: use WorkflowsoftListClaimsOperator or "
-            "WorkflowsoftReleaseClaimsOperator", DeprecationWarning, stacklevel=2,
-        )
+        warn_deprecated("WorkflowsoftClaimsOperator is deprecated: use WorkflowsoftListClaimsOperator, "
+                        "WorkflowsoftReleaseClaimsOperator or WorkflowsoftParkClaimsOperator")
         super().__init__(**kwargs)
         self.action = action
         self.integration_diagram_id = integration_diagram_id
@@ -581,9 +579,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The batch operator lives in its own module; it is re-exported here, loaded on first use only.
+    # The batch operator lives in its own module: importable from here as before, with a deprecation warning.
     if name in ("WorkflowsoftIntegrationWorkerOperator", "WorkflowsoftProcessInstancesOperator"):
         from airflow_provider_workflowsoft.operators import batch
 
+        warn_deprecated(f"{__name__}.{name} is deprecated: import it from {batch.__name__}")
         return getattr(batch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, ClaimsLedger, checked_max_offers
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         super().__init__()
         for old, new in (("conn_id", "workflowsoft_conn_id"), ("integration_diagram_id", "integration_step_id")):
             if locals()[old] is not None:
-                warnings.warn(f"WorkflowsoftIntegrationTrigger({old}=...) is deprecated: use {new}",
-                              DeprecationWarning, stacklevel=2)
+                warn_deprecated(f"WorkflowsoftIntegrationTrigger({old}=...) is deprecated: use {new}")
         self.workflowsoft_conn_id = conn_id if conn_id is not None else workflowsoft_conn_id
         step = integration_step_id if integration_step_id is not None else integration_diagram_id
         if step is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import airflow
 from airflow.exceptions import AirflowProviderDeprecationWarning
@@ -52,4 +53,27 @@ def warn_deprecated(message: str) -> None:
     warnings.warn(message, WorkflowsoftDeprecationWarning, stacklevel=level)
 
 
-__all__ = ["WorkflowsoftDeprecationWarning", "warn_deprecated"]
+class RenamedAttribute:
+    """A class attribute under its old name: reading it returns the new one's value, with a deprecation warning.
+
+    .. code-block:: python
+
+        class WorkflowsoftIntegrationSensor(...):
+            integration_diagram_id = RenamedAttribute("integration_step_id")
+    """
+
+    def __init__(self, new: str) -> None:
+        self.new = new
+        self.old = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.old = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        warn_deprecated(f"{type(obj).__name__}.{self.old} is deprecated: use {self.new}")
+        return getattr(obj, self.new)
+
+
+__all__ = ["RenamedAttribute", "WorkflowsoftDeprecationWarning", "warn_deprecated"]

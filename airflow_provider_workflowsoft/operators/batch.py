@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
-from airflow_provider_workflowsoft.deprecation import warn_deprecated
+from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
@@ -150,10 +150,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         # One pooled connection per worker and per poller: no connection is ever opened twice.
         return {"pool_size": self.max_workers + self.pollers}
 
-    @property
-    def integration_diagram_id(self) -> Any:
-        """The 0.1 name of :attr:`integration_step_id`."""
-        return self.integration_step_id
+    integration_diagram_id = RenamedAttribute("integration_step_id")  # the 0.1 name
 
     def _step_id(self) -> int | None:
         if self.integration_step_id in (None, "") and not (self.process_diagram_name and self.integration_step_name):

@@ -25,6 +25,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.deprecation import RenamedAttribute
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
@@ -165,10 +166,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                               self.process_diagram_name, self._step_id)
         return self._step_id
 
-    @property
-    def integration_diagram_id(self) -> Any:
-        """The 0.1 name of :attr:`integration_step_id`."""
-        return self.integration_step_id
+    integration_diagram_id = RenamedAttribute("integration_step_id")  # the 0.1 name
 
     @property
     def _lease(self) -> dt.timedelta | None:

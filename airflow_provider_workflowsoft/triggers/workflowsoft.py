@@ -40,7 +40,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.deprecation import warn_deprecated
+from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, ClaimsLedger, checked_max_offers
 
 log = logging.getLogger(__name__)
@@ -207,15 +207,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
             },
         )
 
-    @property
-    def integration_diagram_id(self) -> int:
-        """The 0.1 name of :attr:`integration_step_id`."""
-        return self.integration_step_id
-
-    @property
-    def conn_id(self) -> str:
-        """The 0.1 name of :attr:`workflowsoft_conn_id`."""
-        return self.workflowsoft_conn_id
+    integration_diagram_id = RenamedAttribute("integration_step_id")  # the 0.1 names
+    conn_id = RenamedAttribute("workflowsoft_conn_id")
 
     async def _client(self) -> Any:
         return await async_client(self.workflowsoft_conn_id, self.client_options, self.client_factory)

@@ -570,7 +570,9 @@ def test_0_1_names_still_work_with_a_deprecation_warning() -> None:
 
     with pytest.warns(DeprecationWarning, match="integration_step_id"):
         sensor = WorkflowsoftIntegrationSensor(task_id="old_name", integration_diagram_id=11)
-    assert sensor.integration_step_id == 11 and sensor.integration_diagram_id == 11
+    assert sensor.integration_step_id == 11
+    with pytest.warns(DeprecationWarning, match=r"WorkflowsoftIntegrationSensor.integration_diagram_id is deprecated"):
+        assert sensor.integration_diagram_id == 11
     with pytest.warns(DeprecationWarning, match="WorkflowsoftIntegrationWorkerOperator"):
         worker = WorkflowsoftProcessInstancesOperator(task_id="old_worker", python_callable=lambda f: None,
                                                       integration_step_id=11)
@@ -578,6 +580,8 @@ def test_0_1_names_still_work_with_a_deprecation_warning() -> None:
     with pytest.warns(DeprecationWarning, match="integration_step_id"):
         trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11)
     assert trigger.serialize()[1]["integration_step_id"] == 11
+    with pytest.warns(DeprecationWarning, match="use workflowsoft_conn_id"):
+        assert trigger.conn_id == "workflowsoft_default"
     with pytest.raises(WorkflowsoftInputError, match="both integration_step_id=12 and integration_diagram_id=11"), \
             pytest.warns(DeprecationWarning):
         WorkflowsoftIntegrationSensor(task_id="both", integration_step_id=12, integration_diagram_id=11)

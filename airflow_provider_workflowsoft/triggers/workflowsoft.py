@@ -516,4 +516,4 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                 "instances": [dict(i) for i in instances]}
 
 
-__all__ = ["Drain", "WorkflowsoftIntegrationEventTrigger", "WorkflowsoftIntegrationTrigger"]
+__all__ = ["WorkflowsoftIntegrationEventTrigger", "WorkflowsoftIntegrationTrigger"]

@@ -16,6 +16,7 @@ import pytest
 
 from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
 from airflow_provider_workflowsoft.api.client import ClientConfig
+from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftInputError,
     WorkflowsoftLookupError,
@@ -39,7 +40,7 @@ from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
-from airflow_provider_workflowsoft.triggers.workflowsoft import Drain, WorkflowsoftIntegrationTrigger
+from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 from airflow_provider_workflowsoft.version_compat import AirflowException
 from tests.conftest import fails_without_retries, fake_context
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import hashlib
 import html
 import json
@@ -115,6 +116,29 @@ def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     raise WorkflowsoftInputError(f"{name} must be an integer id, got {value!r}")
+
+
+def poll_seconds(value: Any) -> float:
+    """``poll_interval`` in seconds (a timedelta or a number of seconds), more than 0."""
+    interval = as_timedelta(value, "poll_interval")
+    if interval is None or interval.total_seconds() <= 0:
+        raise WorkflowsoftInputError(f"poll_interval must be more than 0 seconds, got {value!r}")
+    return interval.total_seconds()
+
+
+def as_timedelta(value: Any, name: str) -> dt.timedelta | None:
+    """Return a duration given as a timedelta, a number of seconds, or a numeric string (rendered templates)."""
+    if value is None or isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise WorkflowsoftInputError(f"{name} must not be negative, got {value!r}")
+    return dt.timedelta(seconds=seconds)
 
 
 def call_list_process_diagrams(search_term: str | None, limit: int) -> Call:

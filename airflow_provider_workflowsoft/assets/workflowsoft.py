@@ -44,7 +44,7 @@ from typing import Any
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
-from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.api.protocol import as_timedelta, coerce_id, poll_seconds
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 
 #: The URI scheme of Workflowsoft Assets.
@@ -135,8 +135,6 @@ def integration_step_asset(
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationEventTrigger
 
     limit = _positive_int(max_instances, "max_instances")
-    from airflow_provider_workflowsoft.sensors.workflowsoft import poll_seconds
-
     interval = poll_seconds(poll_interval)
     lease = _seconds(reclaim_after, "reclaim_after")
     if lease <= interval:
@@ -250,8 +248,6 @@ def _positive_int(value: Any, name: str) -> int:
 
 def _seconds(value: Any, name: str) -> float:
     """Return a duration as the sensor reads ``reclaim_after``: a timedelta, or a number of seconds."""
-    from airflow_provider_workflowsoft.sensors.workflowsoft import as_timedelta
-
     duration = as_timedelta(value, name)
     if duration is None:
         raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}")

@@ -25,6 +25,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.api.protocol import as_timedelta, poll_seconds
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
@@ -321,26 +322,3 @@ def _trigger_class() -> Any:
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 
     return WorkflowsoftIntegrationTrigger
-
-
-def poll_seconds(value: Any) -> float:
-    """``poll_interval`` in seconds (a timedelta or a number of seconds), more than 0."""
-    interval = as_timedelta(value, "poll_interval")
-    if interval is None or interval.total_seconds() <= 0:
-        raise WorkflowsoftInputError(f"poll_interval must be more than 0 seconds, got {value!r}")
-    return interval.total_seconds()
-
-
-def as_timedelta(value: Any, name: str) -> dt.timedelta | None:
-    """Return a lease given as a timedelta, a number of seconds, or a numeric string (rendered templates)."""
-    if value is None or isinstance(value, dt.timedelta):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}") from None
-    if seconds < 0:
-        raise WorkflowsoftInputError(f"{name} must not be negative, got {value!r}")
-    return dt.timedelta(seconds=seconds)

@@ -408,10 +408,8 @@ class WorkflowsoftClient(ClientCore):
         ``on_behalf_of`` is the user who creates it, as for :meth:`start_process`.
         """
         user = self.resolve_on_behalf_of(on_behalf_of, needs_user="Creating a task")
-        call = protocol.call_create_task(
-            title, self.resolve_user_id(assigned_user_id) if not _blank(assigned_user_id) else None, description, files,
-            user,
-        )
+        assignee = None if protocol.blank(assigned_user_id) else self.resolve_user_id(assigned_user_id)
+        call = protocol.call_create_task(title, assignee, description, files, user)
         return protocol.normalise_object(self.request(call), call.method, call.path)
 
     def resolve_user_id(self, user: Any) -> int | str:
@@ -439,10 +437,10 @@ class WorkflowsoftClient(ClientCore):
             sends a user's ``Id`` there, and Workflowsoft refuses ``system``): ``system``, given or the
             connection's default, is then refused before anything is sent, with what to pass instead
         """
-        value = self.config.on_behalf_of if _blank(on_behalf_of) else on_behalf_of
+        value = self.config.on_behalf_of if protocol.blank(on_behalf_of) else on_behalf_of
         if isinstance(value, str) and value.strip().casefold() == DEFAULT_ON_BEHALF_OF:
             if needs_user:
-                given = (f"on_behalf_of is {on_behalf_of!r}" if not _blank(on_behalf_of) else
+                given = (f"on_behalf_of is {on_behalf_of!r}" if not protocol.blank(on_behalf_of) else
                          f"on_behalf_of is not set and the connection's on_behalf_of is {value!r}")
                 raise WorkflowsoftValidationError(
                     f"{needs_user} needs on_behalf_of: the Workflowsoft user it is done on behalf of, as a user "
@@ -460,10 +458,6 @@ class WorkflowsoftClient(ClientCore):
         """One cheap authenticated call; returns a short description of what was reached."""
         diagrams = self.list_process_diagrams(limit=1)
         return f"Connected to {self.config.base_url} ({'a' if diagrams else 'no'} process diagram visible)"
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _written(fields: list[Field], wire: dict[str, Any]) -> dict[str, Any]:

@@ -102,6 +102,23 @@ class Call:
         return None if self.body is None else dumps_body(self.body).encode("utf-8")
 
 
+#: Texts read as true and as false (templated booleans, connection extras): trimmed, case-insensitive.
+TRUE_TEXTS = frozenset({"true", "1", "yes", "on"})
+FALSE_TEXTS = frozenset({"false", "0", "no", "off"})
+
+
+def blank(value: Any) -> bool:
+    """Tell whether ``value`` is missing: ``None``, or a string of whitespace only."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def to_bool(value: Any) -> bool:
+    """Return a templated boolean (``"True"``/``"false"`` after rendering) as a bool."""
+    if isinstance(value, str):
+        return value.strip().lower() in TRUE_TEXTS
+    return bool(value)
+
+
 def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
     """Ids are integers on the page.
 

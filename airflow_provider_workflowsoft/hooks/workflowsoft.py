@@ -62,9 +62,9 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
             if isinstance(raw, bool):
                 return raw
             text = str(raw).strip().lower()
-            if text in ("true", "1", "yes", "on"):
+            if text in protocol.TRUE_TEXTS:
                 return True
-            if text in ("false", "0", "no", "off"):
+            if text in protocol.FALSE_TEXTS:
                 return False
             raise ValueError
         return str(raw).strip()

@@ -20,7 +20,7 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, to_bool
 from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
 from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
@@ -70,10 +70,6 @@ def _coerce_fields(value: Any, name: str = "fields") -> dict[str, Any] | None:
     if not isinstance(value, Mapping):
         raise WorkflowsoftInputError(f"{name} must be a mapping of field -> value, got {value!r}")
     return dict(value)
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 class _WorkflowsoftOperator(WorkflowsoftTaskMixin, BaseOperator):
@@ -126,7 +122,7 @@ class _InstanceValuesOperator(_WorkflowsoftOperator):
 
     def _inputs(self) -> tuple[int, dict[str, Any], str | None]:
         """(instance id, values to write, on-behalf-of or None for the connection's), checked."""
-        obo = None if _blank(self.on_behalf_of) else str(self.on_behalf_of)
+        obo = None if blank(self.on_behalf_of) else str(self.on_behalf_of)
         return coerce_instance_id(self.integration_instance_id), _coerce_fields(self.fields) or {}, obo
 
 
@@ -261,7 +257,7 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
                  on_behalf_of: Any = None, fields: Any = None, allow_duplicates: bool = False,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if _blank(process_diagram_id) and _blank(process_diagram_name):
+        if blank(process_diagram_id) and blank(process_diagram_name):
             raise WorkflowsoftInputError("WorkflowsoftStartProcessOperator needs process_diagram_id or "
                                          "process_diagram_name")
         self.process_diagram_id = process_diagram_id
@@ -275,7 +271,7 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
         fields = _coerce_fields(self.fields)
         # Checked (and looked up) before anything is recorded or sent: a start needs a user.
         user = self.hook.client.resolve_on_behalf_of(self.on_behalf_of, needs_user="Starting a process")
-        if not _blank(self.process_diagram_id):
+        if not blank(self.process_diagram_id):
             pid: Any = self.process_diagram_id
             what = f"a process of diagram {pid}"
         else:
@@ -287,7 +283,7 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
             context,
             lambda: client.start_process(pid, fields=fields, on_behalf_of=user),
             what=what,
-            allow_duplicates=_truthy(self.allow_duplicates),
+            allow_duplicates=to_bool(self.allow_duplicates),
         )
         return {"Id": result.get("Id"), "Title": result.get("Title")}
 
@@ -338,7 +334,7 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
 
         def send() -> dict[str, Any]:
             # The assignee defaults to the user creating the task (one lookup of each, cached by the client).
-            assignee = user if _blank(self.assignee) else self.assignee
+            assignee = user if blank(self.assignee) else self.assignee
             return client.create_task(self.title, assigned_user_id=assignee, description=self.description,
                                       files=self.files, on_behalf_of=user)
 
@@ -346,12 +342,12 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
             context,
             send,
             what=f"the task {self.title!r}",
-            allow_duplicates=_truthy(self.allow_duplicates),
+            allow_duplicates=to_bool(self.allow_duplicates),
         )
 
 
 def _step_or_none(value: Any) -> Any:
-    if _blank(value):
+    if blank(value):
         return None
     return int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
 
@@ -396,7 +392,7 @@ class _ClaimsOperator(_WorkflowsoftOperator):
     def _list(self, context: Context, step: Any, include_done: Any) -> list[dict[str, Any]]:
         claims = self.claims_for(context)
         watchers = self._watchers(context)
-        records = claims.list_claims(_step_or_none(step), include_done=_truthy(include_done),
+        records = claims.list_claims(_step_or_none(step), include_done=to_bool(include_done),
                                      records={**claims.read_all(), **watchers})
         for record in records:
             if record["record"] in watchers:
@@ -431,7 +427,7 @@ class _ClaimsOperator(_WorkflowsoftOperator):
         return records
 
     def _release(self, context: Context, instance_ids: Any, forget: Any = False) -> list[dict[str, Any]]:
-        return self._decide(context, FORGET if _truthy(forget) else RELEASE, instance_ids)
+        return self._decide(context, FORGET if to_bool(forget) else RELEASE, instance_ids)
 
 
 class WorkflowsoftListClaimsOperator(_ClaimsOperator):
@@ -555,12 +551,6 @@ class WorkflowsoftClaimsOperator(_ClaimsOperator):
                 raise WorkflowsoftInputError(f"action {action!r} needs instance_ids (see action 'list')")
             return self._decide(context, action, self.instance_ids)
         raise WorkflowsoftInputError(f"action must be 'list', 'release', 'park' or 'forget', got {self.action!r}")
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
 
 
 __all__ = [

@@ -25,7 +25,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.api.protocol import as_timedelta, poll_seconds
+from airflow_provider_workflowsoft.api.protocol import as_timedelta, poll_seconds, to_bool
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
@@ -305,13 +305,6 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         if event.get("warning"):
             self.log.warning("The trigger reported: %s", event["warning"])
         return self._with_fields(instances)
-
-
-def to_bool(value: Any) -> bool:
-    """Return a templated boolean (``"True"``/``"false"`` after rendering) as a bool."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
 
 
 __all__ = ["WorkflowsoftIntegrationSensor"]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.protocol import blank, coerce_id
 from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.records import naming
@@ -160,13 +161,10 @@ class WorkflowsoftTaskMixin:
         ``step_id`` as given (an int or a numeric string), or looked up by the process diagram's and the step's names
         (case-insensitive, one match each).
         """
-        if step_id not in (None, ""):
-            value = step_id.strip() if isinstance(step_id, str) else step_id
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise WorkflowsoftInputError(f"integration_step_id must be an integer id, got {step_id!r}")
-            return value
+        if isinstance(step_id, dict):  # an instance dict names an instance, not a step
+            raise WorkflowsoftInputError(f"integration_step_id must be an integer id, got {step_id!r}")
+        if not blank(step_id):
+            return int(coerce_id(step_id, "integration_step_id"))
         if not (process_diagram_name and integration_step_name):
             raise WorkflowsoftInputError(
                 "Say which integration step: integration_step_id, or process_diagram_name and integration_step_name"

@@ -25,6 +25,7 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftError,
 )
 from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, LEGACY_EXTRA_NAMES
+from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.masking import amask_secret, mask_secret, mask_secret_in_process
 from airflow_provider_workflowsoft.version_compat import BaseHook
 
@@ -101,6 +102,7 @@ def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None
         # "***" is what Airflow 3.3's form stored for the old key (masked as sensitive): the default.
         if extras.get(new) is None and extras.get(old) not in (None, "***"):
             keys[new] = old
+            warn_deprecated(f"The connection's extra {old!r} is deprecated: rename it {new!r} (the same value)")
     values = {name: _cast_extra(name, extras.get(key), key) for name, key in keys.items()}
     credentials: dict[str, Any]
     if login and password:

@@ -48,7 +48,8 @@ def test_uri_connection_with_admin_credentials_and_string_extras(monkeypatch: py
         "workflowsoft://admin%40example.com:admin-PASSWORD-xyz789@api.example.com"
         "?token_lifetime_seconds=600&timeout=12.5&max_retries=2&on_behalf_of=17&verify_ssl=false",
     )
-    config = WorkflowsoftHook().config
+    with pytest.warns(DeprecationWarning, match="'token_lifetime_seconds' is deprecated: rename it 'lifetime_seconds'"):
+        config = WorkflowsoftHook().config  # the extra's older name still works, and says so
     assert config.login == ADMIN_LOGIN and config.password == ADMIN_PASSWORD and config.mints_tokens
     assert config.base_url == "https://api.example.com"
     assert (config.token_lifetime_seconds, config.timeout, config.max_retries, config.on_behalf_of,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft import connection_form, defaults
 from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.config import ClientConfig
 from airflow_provider_workflowsoft.api.errors import (
@@ -24,7 +24,6 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftConnectionError,
     WorkflowsoftError,
 )
-from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, LEGACY_EXTRA_NAMES
 from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.masking import amask_secret, mask_secret, mask_secret_in_process
 from airflow_provider_workflowsoft.version_compat import BaseHook
@@ -40,7 +39,7 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
 
     :param key: the extra's key as stored, when it differs from ``name`` (an older key), for errors
     """
-    spec = EXTRA_FIELDS[name]
+    spec = connection_form.EXTRA_FIELDS[name]
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return spec["default"]
     kind = spec["type"]
@@ -97,8 +96,8 @@ def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None
         raise WorkflowsoftConfigError(f"The connection's port {conn.port!r} is not a number") from None
     login = (conn.login or "").strip() or None
     password = conn.password or None
-    keys = {name: name for name in EXTRA_FIELDS}
-    for old, new in LEGACY_EXTRA_NAMES.items():
+    keys = {name: name for name in connection_form.EXTRA_FIELDS}
+    for old, new in connection_form.LEGACY_EXTRA_NAMES.items():
         # "***" is what Airflow 3.3's form stored for the old key (masked as sensitive): the default.
         if extras.get(new) is None and extras.get(old) not in (None, "***"):
             keys[new] = old
@@ -411,13 +410,9 @@ class WorkflowsoftHook(BaseHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Return the connection form of Airflow 2.11 (Airflow 3.2+ reads ``connection-types`` of the provider info)."""
-        from airflow_provider_workflowsoft import connection_form
-
         return connection_form.hook_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Extra fields of the connection form of Airflow 2.11."""
-        from airflow_provider_workflowsoft import connection_form
-
         return connection_form.form_widgets()

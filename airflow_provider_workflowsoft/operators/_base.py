@@ -12,11 +12,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.api.protocol import blank, coerce_id
 from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+from airflow_provider_workflowsoft.records.creates import CreateLedger, create_store_for
 from airflow_provider_workflowsoft.records.stores import CountingStore, KeyValueStore, VariableStore
 from airflow_provider_workflowsoft.version_compat import AirflowFailException
 
@@ -122,8 +124,6 @@ class WorkflowsoftTaskMixin:
         self, context: Any, send: Callable[[], dict[str, Any]], *, what: str, allow_duplicates: bool = False
     ) -> dict[str, Any]:
         """Send a create at most once per task instance (see :mod:`~airflow_provider_workflowsoft.records.creates`)."""
-        from airflow_provider_workflowsoft.records.creates import CreateLedger, create_store_for
-
         store, key = create_store_for(context, self.ledger_store)
         return CreateLedger(store).run_once(key, send, what=what, allow_duplicates=allow_duplicates)
 
@@ -133,8 +133,6 @@ class WorkflowsoftTaskMixin:
         ``spec`` is ``{"title", "assignee", "description", "on_behalf_of"}`` (each optional; ``title`` defaults to
         ``title``), ``listing`` is added to its description. Returns the task created (JSON-safe).
         """
-        from airflow_provider_workflowsoft.api.fields import to_jsonable
-
         spec = dict(spec or {})
         title = str(spec.get("title") or title)
         description = "\n\n".join(p for p in (spec.get("description"), listing) if p)

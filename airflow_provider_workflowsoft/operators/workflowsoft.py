@@ -23,6 +23,7 @@ from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, to_bool
 from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
 from airflow_provider_workflowsoft.deprecation import warn_deprecated
+from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import (
@@ -216,8 +217,6 @@ class WorkflowsoftCompleteStepOperator(_InstanceValuesOperator):
 
         For example ``inlets=[integration_step_asset(11, watch=False)]``.
         """
-        from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
-
         done = getattr(self, "_lineage", None)
         steps = step_paths(self.inlets)
         if not done or not steps:

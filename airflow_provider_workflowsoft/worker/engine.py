@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.fields import field_values, to_jsonable
 from airflow_provider_workflowsoft.api.protocol import coerce_id
 from airflow_provider_workflowsoft.defaults import DEFAULT_PROGRESS_INTERVAL_SECONDS
+from airflow_provider_workflowsoft.records.claims import checked_max_offers
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
@@ -188,8 +190,6 @@ class BatchEngine:
         clock: Callable[[], float] = time.monotonic,
         max_offers: int | None = None,
     ) -> None:
-        from airflow_provider_workflowsoft.records.claims import checked_max_offers
-
         self.pollers = checked_sizes(max_workers, pollers, max_instances)
         self.progress_interval = checked_interval(progress_interval)
         self.observer = observer if observer is not None else RunObserver()
@@ -219,8 +219,6 @@ class BatchEngine:
 
     def process_one(self, instance: dict[str, Any], *, already_completed_ok: bool = False) -> dict[str, Any]:
         """Read, call, write and complete one instance; returns ``{"IntegrationInstanceId", "fields", ...}``."""
-        from airflow_provider_workflowsoft.api.fields import field_values, to_jsonable
-
         iid = instance["IntegrationInstanceId"]
         fields = self.api.get_fields(iid)
         kwargs = dict(self.op_kwargs)

@@ -1,5 +1,7 @@
-"""Apache Airflow provider for Workflowsoft: hook, sensor, deferrable trigger and operators for
-integration steps, processes and tasks, plus a local emulator of the Workflowsoft API.
+"""Apache Airflow provider for Workflowsoft.
+
+Hook, sensor, deferrable trigger and operators for integration steps, processes and tasks, plus a local emulator of the
+Workflowsoft API.
 
 Layers, each importing only the ones before it (see ``docs/architecture.md``):
 ``api`` (the Workflowsoft API, no Airflow) <- ``records`` (durable claims and create records) <- ``hooks``

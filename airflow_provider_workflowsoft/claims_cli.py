@@ -35,7 +35,7 @@ from airflow_provider_workflowsoft.records.stores import KeyValueStore, Metadata
 
 
 def watcher_records(conn_id: str) -> dict[str, dict[str, Any]]:
-    """The asset watchers' claims records of a connection (key -> record), with the Asset's URI in ``asset_uri``."""
+    """Return the asset watchers' claims records of a connection (key -> record; the Asset's URI in ``asset_uri``)."""
     out: dict[str, dict[str, Any]] = {}
     for uri, key, value in asset_state_entries(naming.claims_prefix(conn_id)):
         if isinstance(value, dict):
@@ -55,7 +55,7 @@ def _ids(values: Sequence[str]) -> list[int | str]:
 
 def run(argv: Sequence[str] | None = None, *, store: KeyValueStore | None = None,
         watchers: dict[str, dict[str, Any]] | None = None, out: Any = None) -> int:
-    """The command line; ``store`` and ``watchers`` replace the metadata database (tests)."""
+    """Run the command line; ``store`` and ``watchers`` replace the metadata database (tests)."""
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog="workflowsoft-claims", description=__doc__.split("\n\n")[0])
     parser.add_argument("--conn", default=defaults.DEFAULT_CONN_ID, help="the Workflowsoft connection id")
@@ -113,7 +113,7 @@ def run(argv: Sequence[str] | None = None, *, store: KeyValueStore | None = None
 
 
 def main() -> None:
-    """The console script."""
+    """Run the console script."""
     raise SystemExit(run())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_workflowsoft import defaults as protocol
+from airflow_provider_workflowsoft import defaults
 
 #: The connection extras: JSON-schema type, default, label, help text.
 #:
@@ -19,27 +19,27 @@ from airflow_provider_workflowsoft import defaults as protocol
 EXTRA_FIELDS: dict[str, dict[str, Any]] = {
     "lifetime_seconds": {
         "type": "integer",
-        "default": protocol.DEFAULT_TOKEN_LIFETIME_SECONDS,
+        "default": defaults.DEFAULT_TOKEN_LIFETIME_SECONDS,
         "label": "Token lifetime (seconds)",
         "description": "Only with administrator credentials: lifetime asked for each API token minted "
         "from them (lifeTimeInSec). Ignored with an API token. Empty: 3600.",
     },
     "timeout": {
         "type": "number",
-        "default": protocol.DEFAULT_TIMEOUT_SECONDS,
+        "default": defaults.DEFAULT_TIMEOUT_SECONDS,
         "label": "Timeout (seconds)",
         "description": "Read timeout of every request, in seconds. Empty: 30.",
     },
     "max_retries": {
         "type": "integer",
-        "default": protocol.DEFAULT_MAX_RETRIES,
+        "default": defaults.DEFAULT_MAX_RETRIES,
         "label": "Max retries",
         "description": "Retries after a connection error, 429 or 5xx, with exponential backoff (0: none). "
         "Empty: 5.",
     },
     "on_behalf_of": {
         "type": "string",
-        "default": protocol.DEFAULT_ON_BEHALF_OF,
+        "default": defaults.DEFAULT_ON_BEHALF_OF,
         "label": "On behalf of (X-OnBehalfOf-Id)",
         "description": "User id sent as X-OnBehalfOf-Id when updating fields and completing steps, and the "
         "default user of process starts and tasks. Empty: system.",
@@ -55,7 +55,7 @@ EXTRA_FIELDS: dict[str, dict[str, Any]] = {
 #: Extra keys used before, still read by the hook when the new key is absent.
 LEGACY_EXTRA_NAMES: dict[str, str] = {"token_lifetime_seconds": "lifetime_seconds"}
 
-HOST_PLACEHOLDER = protocol.DEFAULT_BASE_URL
+HOST_PLACEHOLDER = defaults.DEFAULT_BASE_URL
 
 
 def conn_fields() -> dict[str, Any]:
@@ -94,9 +94,11 @@ def ui_field_behaviour() -> dict[str, Any]:
 
 
 def hook_field_behaviour() -> dict[str, Any]:
-    """:func:`ui_field_behaviour` in the shape a hook's ``get_ui_field_behaviour`` returns (Airflow 2.11
-    validates it against ``customized_form_field_behaviours.schema.json``: ``hidden_fields``, with an
-    underscore; the provider info's ``ui-field-behaviour`` spells it ``hidden-fields``)."""
+    """Return :func:`ui_field_behaviour` in the shape a hook's ``get_ui_field_behaviour`` returns.
+
+    Airflow 2.11 validates it against ``customized_form_field_behaviours.schema.json``: ``hidden_fields``, with an
+    underscore; the provider info's ``ui-field-behaviour`` spells it ``hidden-fields``.
+    """
     behaviour = {key.replace("-", "_"): value for key, value in ui_field_behaviour().items()}
     # Airflow 2.11 takes any placeholder but the five standard fields for an extra's: no description one.
     behaviour["placeholders"] = {k: v for k, v in behaviour["placeholders"].items() if k != "description"}

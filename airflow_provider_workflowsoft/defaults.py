@@ -1,5 +1,8 @@
-"""Default values of the connection and the client, free of imports: Airflow reads the provider info
-(which uses them) while it is still starting, before any other module of this package may load."""
+"""Default values of the connection and the client, free of imports.
+
+Airflow reads the provider info (which uses them) while it is still starting, before any other module of this package
+may load.
+"""
 
 DEFAULT_BASE_URL = "https://api.workflowsoft.com"
 DEFAULT_CONN_ID = "workflowsoft_default"

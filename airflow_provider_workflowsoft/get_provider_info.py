@@ -11,7 +11,7 @@ from airflow_provider_workflowsoft import __version__
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Provider metadata read by Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+    """Return the provider metadata read by Airflow's providers manager (entry point ``apache_airflow_provider``)."""
     from airflow_provider_workflowsoft.connection_form import conn_fields, ui_field_behaviour
 
     return {

@@ -6,17 +6,12 @@
 
 from __future__ import annotations
 
-import warnings
-
+from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
 from airflow_provider_workflowsoft.records.creates import CreateLedger, DuplicateRiskError
 from airflow_provider_workflowsoft.records.stores import KeyValueStore, MemoryStore, VariableStore
 
-warnings.warn(
-    "airflow_provider_workflowsoft.ledger is deprecated: import from airflow_provider_workflowsoft.records",
-    DeprecationWarning,
-    stacklevel=2,
-)
+warn_deprecated("airflow_provider_workflowsoft.ledger is deprecated: import from airflow_provider_workflowsoft.records")
 
 __all__ = ["CLAIMED", "DONE", "ClaimsLedger", "CreateLedger", "DuplicateRiskError", "KeyValueStore", "MemoryStore",
            "VariableStore"]

@@ -14,7 +14,7 @@ from typing import Any
 
 
 def step_paths(inlets: Iterable[Any]) -> list[str]:
-    """The integration steps (``integration-steps/<id>`` or the by-name path) among Workflowsoft Assets."""
+    """Return the integration steps (``integration-steps/<id>`` or the by-name path) among Workflowsoft Assets."""
     from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
 
     paths = []
@@ -26,11 +26,11 @@ def step_paths(inlets: Iterable[Any]) -> list[str]:
 
 
 def completion_lineage(base_url: str, steps: Iterable[str], fields_written: Iterable[str], completed: int) -> Any:
-    """OpenLineage's ``OperatorLineage``: one output dataset per step (namespace ``workflowsoft://<tenant
-    host>``, name ``integration-steps/<id>``), the fields written as its schema, ``completed`` as its row
-    count. ``None`` without the OpenLineage provider."""
-    from airflow_provider_workflowsoft.version_compat import openlineage_classes
+    """OpenLineage's ``OperatorLineage``.
 
+    One output dataset per step (namespace ``workflowsoft://<tenant host>``, name ``integration-steps/<id>``), the
+    fields written as its schema, ``completed`` as its row count. ``None`` without the OpenLineage provider.
+    """
     ol = openlineage_classes()
     if ol is None:
         return None
@@ -51,3 +51,22 @@ def completion_lineage(base_url: str, steps: Iterable[str], fields_written: Iter
 
 
 __all__ = ["completion_lineage", "step_paths"]
+
+
+def openlineage_classes() -> dict[str, Any] | None:
+    """Return the OpenLineage classes completions report with, or ``None`` without the OpenLineage provider."""
+    try:
+        from airflow.providers.common.compat.openlineage.facet import (
+            OutputDataset,
+            OutputStatisticsOutputDatasetFacet,
+            SchemaDatasetFacet,
+            SchemaDatasetFacetFields,
+        )
+        from airflow.providers.openlineage.extractors import OperatorLineage
+    except ImportError:
+        return None
+    if OutputDataset is None:  # common.compat's placeholder when the OpenLineage client is missing
+        return None
+    return {"OperatorLineage": OperatorLineage, "OutputDataset": OutputDataset,
+            "OutputStatisticsOutputDatasetFacet": OutputStatisticsOutputDatasetFacet,
+            "SchemaDatasetFacet": SchemaDatasetFacet, "SchemaDatasetFacetFields": SchemaDatasetFacetFields}

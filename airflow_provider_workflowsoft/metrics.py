@@ -1,11 +1,13 @@
-"""The provider's metrics, sent through Airflow's ``Stats`` (StatsD, Datadog or OpenTelemetry, as Airflow's
-``[metrics]`` section configures them). Every name is built here, and only here; docs/metrics.md lists them.
+"""The provider's metrics.
+
+Sent through Airflow's ``Stats`` (StatsD, Datadog or OpenTelemetry, as Airflow's ``[metrics]`` section configures them).
+Every name is built here, and only here; docs/metrics.md lists them.
 
 The layers below report plain events and know nothing of Airflow: the API clients call an ``on_request``
 observer with a :class:`~airflow_provider_workflowsoft.api.protocol.RequestEvent` per HTTP request, the batch
 engine a :class:`~airflow_provider_workflowsoft.worker.engine.RunObserver`, the claims' store an ``on_call``
 per round trip. :class:`StatsRecorder` turns them into metrics; the hook and the operators wire it in, and only
-when Airflow sends metrics at all (:func:`~airflow_provider_workflowsoft.version_compat.metrics_enabled`), so
+when Airflow sends metrics at all (:func:`metrics_enabled`), so
 that without metrics no request pays for them.
 
 Names never hold an instance id, a user, a token or a connection's address: the endpoint *kind* (``poll``,
@@ -21,12 +23,32 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from airflow.providers.common.compat.sdk import Stats, conf
+
 from airflow_provider_workflowsoft.api.protocol import RequestEvent
 from airflow_provider_workflowsoft.records.claims import parse_time
-from airflow_provider_workflowsoft.version_compat import metrics_enabled, stats
 from airflow_provider_workflowsoft.worker.engine import RunObserver
 
 log = logging.getLogger(__name__)
+
+def stats() -> Any:
+    """Airflow's ``Stats`` (StatsD, Datadog or OpenTelemetry, as ``[metrics]`` configures it).
+
+    The same import on every supported version: ``common.compat.sdk`` maps it to
+    ``airflow.sdk.observability.stats`` on Airflow 3.3 and to ``airflow.stats`` on 2.11; both take
+    ``incr/gauge/timing(stat, ..., tags=...)``.
+    """
+    return Stats
+
+
+def metrics_enabled() -> bool:
+    """Tell whether Airflow sends metrics from this process's configuration.
+
+    Any of ``[metrics] statsd_on``, ``statsd_datadog_enabled`` or ``otel_on``; without them, nothing is measured at all.
+    """
+    return any(conf.getboolean("metrics", option, fallback=False)
+               for option in ("statsd_on", "statsd_datadog_enabled", "otel_on"))
+
 
 PREFIX = "workflowsoft"
 
@@ -81,9 +103,12 @@ class StatsRecorder(RunObserver):
             self.stats.incr(f"{PREFIX}.instances.reclaimed", count, tags=_step_tags(step))
 
     def drain_prepared(self, step: Any, parked: Sequence[Any], interrupted: Sequence[Mapping[str, Any]]) -> None:
-        """What preparing a drain found (``ClaimsLedger.prepare_drain``: its ``parked`` and ``interrupted``):
-        the instances it parked, and the traces of drains killed while polling, each with the most poll
-        answers it may have lost (its ``up_to``), tagged with the step that drain polled."""
+        """Count what preparing a drain found: the instances it parked and the killed drains' traces.
+
+        From ``ClaimsLedger.prepare_drain``'s ``parked`` and ``interrupted``: the instances it parked, and the
+        traces of drains killed while polling, each with the most poll answers it may have lost (its
+        ``up_to``), tagged with the step that drain polled.
+        """
         if parked:
             self.stats.incr(f"{PREFIX}.instances.parked", len(parked), tags=_step_tags(step))
         for trace in interrupted:
@@ -103,8 +128,10 @@ class StatsRecorder(RunObserver):
 
     def open_claims(self, claims: Iterable[Mapping[str, Any]], steps: Iterable[Any] = (),
                     now: dt.datetime | None = None) -> dict[str, tuple[int, float]]:
-        """Gauges of the open claims per step, from ``ClaimsLedger.list_claims()``: how many, and the age in
-        seconds of the oldest (since it was first claimed). ``steps`` always get a value (0 when none is open).
+        """Send gauges of the open claims per step, from ``ClaimsLedger.list_claims()``.
+
+        How many, and the age in seconds of the oldest (since it was first claimed). ``steps`` always get a value (0
+        when none is open).
 
         :return: ``{step: (open, oldest age)}``, as sent
         """
@@ -124,9 +151,12 @@ class StatsRecorder(RunObserver):
         return per_step
 
     def claims_after_drain(self, claims: Any, step: Any, reclaimed: int = 0) -> None:
-        """After a drain of ``step`` (by the sensor, the batch worker or a trigger): the instances offered again,
-        and the gauges of :meth:`open_claims` from ``claims`` (a ``ClaimsLedger``; one read of its records).
-        Never raises: metrics never fail a task or a trigger."""
+        """Send the metrics of a finished drain of ``step``: reclaimed instances and the open-claims gauges.
+
+        After a drain by the sensor, the batch worker or a trigger: the instances offered again, and the gauges
+        of :meth:`open_claims` from ``claims`` (a ``ClaimsLedger``; one read of its records).
+        Never raises: metrics never fail a task or a trigger.
+        """
         try:
             self.reclaimed(step, reclaimed)
             self.open_claims(claims.list_claims(), steps=[step])
@@ -135,7 +165,7 @@ class StatsRecorder(RunObserver):
 
 
 def recorder() -> StatsRecorder | None:
-    """A recorder when Airflow sends metrics from this process, else ``None`` (nothing measured)."""
+    """Return a recorder when Airflow sends metrics from this process, else ``None`` (nothing measured)."""
     return StatsRecorder() if metrics_enabled() else None
 
 

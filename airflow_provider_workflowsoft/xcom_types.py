@@ -39,6 +39,8 @@ class ProcessInstance(TypedDict):
 
 
 class FailedInstance(TypedDict):
+    """An instance the batch worker could not complete, with the error."""
+
     IntegrationInstanceId: int | str
     error: str
 

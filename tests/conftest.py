@@ -13,6 +13,7 @@ Per-directory conftests hold only what is local to them (``tests/emulator``: the
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -181,3 +182,14 @@ def fake_context(task_id: str = "task", run_id: str = "run1", map_index: int = -
     """A task context: its ``ti`` (a :class:`FakeTI`) and ``run_id``."""
     ti = FakeTI(task_id=task_id, dag_id=dag_id, run_id=run_id, map_index=map_index, try_number=try_number)
     return {"ti": ti, "run_id": run_id}
+
+
+@contextlib.contextmanager
+def fails_without_retries(error: type[BaseException], match: str | None = None) -> Iterator[Any]:
+    """Expect a task method to fail without retries: Airflow's ``AirflowFailException``, caused by ``error``."""
+    from airflow_provider_workflowsoft.version_compat import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=match) as info:
+        yield info
+    assert type(info.value) is AirflowFailException  # plainly Airflow's exception, no class built for it
+    assert isinstance(info.value.__cause__, error), info.value.__cause__

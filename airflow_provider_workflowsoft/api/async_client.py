@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def classify_httpx_failure(exc: httpx.HTTPError) -> str:
-    """Did a failed request surely not reach the server (``NOT_SENT``), or may it have (``MAYBE_SENT``)?"""
+    """Classify a failed request: surely not sent to the server (``NOT_SENT``), or maybe sent (``MAYBE_SENT``)."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout | httpx.UnsupportedProtocol):
         return protocol.NOT_SENT
     return protocol.MAYBE_SENT
@@ -157,7 +157,7 @@ class AsyncWorkflowsoftClient(ClientCore):
         return {"Authorization": f"Bearer {await self.token()}"}
 
     async def token(self) -> str:
-        """The bearer token: the configured one, or a minted one from the cache (minting when needed)."""
+        """Return the bearer token: the configured one, or a minted one from the cache (minting when needed)."""
         token = self._cached_token()
         if token:
             return token
@@ -178,7 +178,7 @@ class AsyncWorkflowsoftClient(ClientCore):
     # -- calls --------------------------------------------------------------------------------------
 
     async def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
-        """The next new integration instance of a step, or ``None`` when there is none."""
+        """Return the next new integration instance of a step, or ``None`` when there is none."""
         data = await self.request(protocol.call_poll_new_integration(integration_diagram_id))
         return protocol.normalise_poll(data)
 
@@ -188,8 +188,11 @@ class AsyncWorkflowsoftClient(ClientCore):
         return [protocol.normalise_object(item, call.method, call.path) for item in items]
 
     async def find_integration_step_id(self, process_diagram_name: str, integration_step_name: str) -> int:
-        """The id of the integration step titled ``integration_step_name`` in the process diagram titled
-        ``process_diagram_name`` (case-insensitive, one match each: the sync client's rule)."""
+        """Return the id of an integration step, looked up by its title and its process diagram's title.
+
+        ``integration_step_name`` in the process diagram ``process_diagram_name``: case-insensitive, one match each (the
+        sync client's rule).
+        """
         found = await self._process_diagrams(process_diagram_name)
         where = "among the diagrams matching the search"
         if not protocol.has_title(found, process_diagram_name):
@@ -203,7 +206,7 @@ class AsyncWorkflowsoftClient(ClientCore):
         return int(step["Id"])
 
     async def get_fields(self, integration_instance_id: Any) -> list[Field]:
-        """The fields of an integration instance, values parsed by type."""
+        """Return the fields of an integration instance, values parsed by type."""
         data = await self.request(protocol.call_get_fields(integration_instance_id))
         return parse_fields(data, instance_id=integration_instance_id)
 

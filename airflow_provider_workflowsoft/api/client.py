@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 def classify_requests_failure(exc: requests.RequestException) -> str:
-    """Did a failed request surely not reach the server (``NOT_SENT``), or may it have (``MAYBE_SENT``)?"""
+    """Classify a failed request: surely not sent to the server (``NOT_SENT``), or maybe sent (``MAYBE_SENT``)."""
     if isinstance(exc, requests.ConnectTimeout):
         return protocol.NOT_SENT
     if isinstance(exc, requests.exceptions.SSLError | requests.exceptions.ProxyError):
@@ -189,7 +189,7 @@ class WorkflowsoftClient(ClientCore):
         return {"Authorization": f"Bearer {self.token()}"}
 
     def token(self) -> str:
-        """The bearer token: the configured one, or a minted one from the cache (minting when needed)."""
+        """Return the bearer token: the configured one, or a minted one from the cache (minting when needed)."""
         token = self._cached_token()
         if token:
             return token
@@ -216,7 +216,7 @@ class WorkflowsoftClient(ClientCore):
         return [protocol.normalise_object(item, call.method, call.path) for item in items]
 
     def find_process_diagram(self, name: str) -> dict[str, Any]:
-        """The one process diagram titled ``name`` (case-insensitive)."""
+        """Return the one process diagram titled ``name`` (case-insensitive)."""
         found = self.list_process_diagrams(search_term=name, limit=100)
         if protocol.has_title(found, name):
             return protocol.one_by_title(found, name, "process diagram", "among the diagrams matching the search")
@@ -224,18 +224,18 @@ class WorkflowsoftClient(ClientCore):
                                      protocol.ALL_DIAGRAMS)
 
     def find_integration_step(self, process_diagram_id: int | str, name: str) -> dict[str, Any]:
-        """The one integration step titled ``name`` (case-insensitive) in a process diagram."""
+        """Return the one integration step titled ``name`` (case-insensitive) in a process diagram."""
         found = self.list_integration_steps(process_diagram_id)
         return protocol.one_by_title(found, name, "integration step", f"in process diagram {process_diagram_id}")
 
     # -- integration instances ----------------------------------------------------------------------
 
     def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
-        """The next new integration instance of a step, or ``None`` when there is none."""
+        """Return the next new integration instance of a step, or ``None`` when there is none."""
         return protocol.normalise_poll(self.request(protocol.call_poll_new_integration(integration_diagram_id)))
 
     def get_fields(self, integration_instance_id: Any) -> list[Field]:
-        """The fields of an integration instance, values parsed by type."""
+        """Return the fields of an integration instance, values parsed by type."""
         call = protocol.call_get_fields(integration_instance_id)
         return parse_fields(self.request(call), instance_id=integration_instance_id)
 
@@ -299,9 +299,9 @@ class WorkflowsoftClient(ClientCore):
         on_behalf_of: str | None = None,
         already_completed_ok: bool = False,
     ) -> dict[str, Any]:
-        """The completion sequence, the one every caller uses (operators, batch worker): validate everything
-        first (values, then required fields after them), then write, then complete.
+        """Run the completion sequence, the one every caller uses (operators, batch worker).
 
+        Validate everything first (values, then required fields after them), then write, then complete.
         Nothing is sent when anything is wrong, so an instance is never left half-written. With
         ``already_completed_ok`` (the caller knows an earlier attempt of its own may have completed the
         instance), a write or a completion refused as "already completed" is that attempt's success: the
@@ -384,11 +384,13 @@ class WorkflowsoftClient(ClientCore):
         fields: Mapping[str, Any] | None = None,
         on_behalf_of: str | int | None = None,
     ) -> dict[str, Any]:
-        """Start a process; return the process instance (``Id``, ``Title``). Sent again only when the
-        server surely did not act (see :class:`~.protocol.RetryPolicy`).
+        """Start a process; return the process instance (``Id``, ``Title``).
+
+        Sent again only when the server surely did not act (see :class:`~.protocol.RetryPolicy`).
 
         ``on_behalf_of`` is the user who starts it (an id, an email or a full name; default: the connection's
-        ``on_behalf_of`` when that is a user): refused before sending when it is ``system``."""
+        ``on_behalf_of`` when that is a user): refused before sending when it is ``system``.
+        """
         user = self.resolve_on_behalf_of(on_behalf_of, needs_user="Starting a process")
         call = protocol.call_start_process(process_diagram_id, fields, user)
         return protocol.normalise_object(self.request(call), call.method, call.path)
@@ -403,17 +405,18 @@ class WorkflowsoftClient(ClientCore):
     ) -> dict[str, Any]:
         """Create a task; return the task object (``Id``, ``Title``, ``Description``).
 
-        ``on_behalf_of`` is the user who creates it, as for :meth:`start_process`."""
+        ``on_behalf_of`` is the user who creates it, as for :meth:`start_process`.
+        """
         user = self.resolve_on_behalf_of(on_behalf_of, needs_user="Creating a task")
-        call = protocol.call_create_task(
-            title, self.resolve_user_id(assigned_user_id) if not _blank(assigned_user_id) else None, description, files,
-            user,
-        )
+        assignee = None if protocol.blank(assigned_user_id) else self.resolve_user_id(assigned_user_id)
+        call = protocol.call_create_task(title, assignee, description, files, user)
         return protocol.normalise_object(self.request(call), call.method, call.path)
 
     def resolve_user_id(self, user: Any) -> int | str:
-        """A user id from an id (int or numeric string, used as is), an email or a full name (looked up
-        once per client)."""
+        """Return the user id of an id (an int or numeric string, as is), an email or a full name.
+
+        An email or a name is looked up once per client.
+        """
         if isinstance(user, int) and not isinstance(user, bool):
             return user
         text = str(user).strip()
@@ -425,7 +428,7 @@ class WorkflowsoftClient(ClientCore):
             return self._user_ids[text.casefold()]
 
     def resolve_on_behalf_of(self, on_behalf_of: Any = None, *, needs_user: str | None = None) -> str:
-        """The ``X-OnBehalfOf-Id`` header of a request: one meaning everywhere.
+        """Return the ``X-OnBehalfOf-Id`` header of a request: one meaning everywhere.
 
         Empty means the connection's default; ``system`` is sent as it is; an id is sent as it is; an
         email or a full name is looked up (once per client) and sent as that user's id.
@@ -434,10 +437,10 @@ class WorkflowsoftClient(ClientCore):
             sends a user's ``Id`` there, and Workflowsoft refuses ``system``): ``system``, given or the
             connection's default, is then refused before anything is sent, with what to pass instead
         """
-        value = self.config.on_behalf_of if _blank(on_behalf_of) else on_behalf_of
+        value = self.config.on_behalf_of if protocol.blank(on_behalf_of) else on_behalf_of
         if isinstance(value, str) and value.strip().casefold() == DEFAULT_ON_BEHALF_OF:
             if needs_user:
-                given = (f"on_behalf_of is {on_behalf_of!r}" if not _blank(on_behalf_of) else
+                given = (f"on_behalf_of is {on_behalf_of!r}" if not protocol.blank(on_behalf_of) else
                          f"on_behalf_of is not set and the connection's on_behalf_of is {value!r}")
                 raise WorkflowsoftValidationError(
                     f"{needs_user} needs on_behalf_of: the Workflowsoft user it is done on behalf of, as a user "
@@ -455,10 +458,6 @@ class WorkflowsoftClient(ClientCore):
         """One cheap authenticated call; returns a short description of what was reached."""
         diagrams = self.list_process_diagrams(limit=1)
         return f"Connected to {self.config.base_url} ({'a' if diagrams else 'no'} process diagram visible)"
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _written(fields: list[Field], wire: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""What the sync and the async client share, free of any transport: settings, the token cache,
-redaction of secrets, the retry state of a call, and what to do with a token answer.
+"""What the sync and the async client share, free of any transport.
+
+Settings, the token cache, redaction of secrets, the retry state of a call, and what to do with a token answer.
 
 :class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient` (requests) and
 :class:`~airflow_provider_workflowsoft.api.async_client.AsyncWorkflowsoftClient` (httpx) add only sending.
@@ -49,7 +50,7 @@ class ClientCore:
         return f"{type(self).__name__}(base_url={self.config.base_url!r})"
 
     def _cached_token(self) -> str | None:
-        """The configured token, or a minted one still fresh in the cache; ``None`` means: mint one."""
+        """Return the configured token, or a minted one still fresh in the cache; ``None`` means: mint one."""
         if self.config.api_token:
             return self.config.api_token
         return self._token_cache.get(self.config.token_cache_key())
@@ -67,13 +68,13 @@ class ClientCore:
         )
 
     def _mint_call(self) -> tuple[protocol.Call, dict[str, str], float]:
-        """The token request, its Basic authorization header, and the time it is sent."""
+        """Return the token request, its Basic authorization header, and the time it is sent."""
         call = protocol.call_mint_token(self.config.token_lifetime_seconds)
         basic = protocol.basic_auth_header(self.config.login or "", self.config.password or "")
         return call, {"Authorization": basic}, self._token_cache.clock()
 
     def _minted(self, call: protocol.Call, answer: protocol.Answer, minted_at: float) -> str:
-        """The token of a token answer, masked and cached; or the error of a refused one."""
+        """Return the token of a token answer, masked and cached; or the error of a refused one."""
         if answer.status >= 400:
             message = self._redact(protocol.extract_message(answer.text, answer.content_type))
             raise protocol.mint_error(call, answer, message, self.config.label)

@@ -5,7 +5,7 @@ One base class, :class:`WorkflowsoftError`, for everything. Two families under i
 * :class:`WorkflowsoftInputError` - the request can never succeed as given (bad field values, unknown
   labels, a connection that is not set up, a lookup that finds nothing). Operators and sensors turn
   these into "fail the task without retries" at their boundary, in one place
-  (:func:`airflow_provider_workflowsoft.version_compat.fail_fast`).
+  (:func:`airflow_provider_workflowsoft.operators._base.fails_without_retries`).
 * everything else (:class:`WorkflowsoftAPIError` and its transient subclasses) stays retryable, so
   Airflow's task retries can ride out an outage.
 
@@ -23,8 +23,11 @@ class WorkflowsoftError(Exception):
 
 
 class WorkflowsoftInputError(WorkflowsoftError, ValueError):
-    """The input can never succeed as given; nothing was sent. Operators and sensors fail the task
-    without retries on it (see :func:`airflow_provider_workflowsoft.version_compat.fail_fast`)."""
+    """The input can never succeed as given; nothing was sent.
+
+    Operators and sensors fail the task without retries on it (see
+    :func:`airflow_provider_workflowsoft.operators._base.fails_without_retries`).
+    """
 
 
 class WorkflowsoftConfigError(WorkflowsoftInputError):
@@ -113,8 +116,10 @@ class WorkflowsoftConnectionError(WorkflowsoftError):
 
 
 class WorkflowsoftUnknownOutcomeError(WorkflowsoftError):
-    """A request that creates something was sent, but its answer was lost (read timeout, dropped
-    connection, 500/502/504). The server may or may not have acted, so it is not resent."""
+    """A create was sent, but its answer was lost (read timeout, dropped connection, 500/502/504).
+
+    The server may or may not have acted, so it is not resent.
+    """
 
     def __init__(self, method: str, path: str, reason: str) -> None:
         self.method = method
@@ -128,7 +133,7 @@ class WorkflowsoftUnknownOutcomeError(WorkflowsoftError):
 
 def status_error(status: int, method: str, path: str, server_message: str,
                  credentials_of: str = "") -> WorkflowsoftAPIError:
-    """The error class that fits an HTTP error status (``credentials_of``: see :class:`WorkflowsoftAuthError`)."""
+    """Return the error that fits an HTTP error status (``credentials_of``: see :class:`WorkflowsoftAuthError`)."""
     cls: type[WorkflowsoftAPIError]
     if status in (401, 403):
         return WorkflowsoftAuthError(status, method, path, server_message, credentials_of)

@@ -41,12 +41,12 @@ _INTEGER_TYPES = {"int", "int16", "int32", "int64", "integer", "long", "short", 
 
 
 def param_key(key: str) -> str:
-    """The page's name of a field in an update body: ``9aae87b4-...`` -> ``field_9aae87b4_...``."""
+    """Return the page's name of a field in an update body: ``9aae87b4-...`` -> ``field_9aae87b4_...``."""
     return FIELD_PARAM_PREFIX + key.replace("-", "_")
 
 
 def key_from_param(name: str) -> str:
-    """The inverse of :func:`param_key` for uuid keys (which contain no ``_`` of their own)."""
+    """Return the inverse of :func:`param_key` for uuid keys (which contain no ``_`` of their own)."""
     if not name.startswith(FIELD_PARAM_PREFIX):
         raise ValueError(f"{name!r} does not start with {FIELD_PARAM_PREFIX!r}")
     return name[len(FIELD_PARAM_PREFIX) :].replace("_", "-")
@@ -94,8 +94,11 @@ def _kind(base: str) -> str:
 
 
 def _normalise_options(raw: Any) -> list[Any] | None:
-    """Options as a list of allowed values. Accepts a list of scalars, a list of objects (every scalar
-    of an object is an allowed spelling), or the same as a JSON text. ``None``/empty -> no restriction."""
+    """Options as a list of allowed values.
+
+    Accepts a list of scalars, a list of objects (every scalar of an object is an allowed spelling), or the same as a
+    JSON text. ``None``/empty -> no restriction.
+    """
     if raw is None:
         return None
     if isinstance(raw, str):
@@ -154,7 +157,7 @@ class Field:
         return is_empty_value(self.value)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict of this field (value made JSON-safe with :func:`to_jsonable`)."""
+        """Return a JSON-safe dict of this field (value made JSON-safe with :func:`to_jsonable`)."""
         return {
             "label": self.label,
             "key": self.key,
@@ -274,7 +277,7 @@ def parse_field(data: Mapping[str, Any], *, instance_id: Any = None) -> Field:
 
 
 def parse_fields(data: Any, *, instance_id: Any = None) -> list[Field]:
-    """The server's field list (or an object wrapping it) -> list of :class:`Field`."""
+    """Return the server's field list (or an object wrapping it) -> list of :class:`Field`."""
     if isinstance(data, Mapping):
         inner = _lookup(data, "fields", "variables", "items", "data", default=None)
         data = inner if isinstance(inner, list) else data
@@ -378,8 +381,11 @@ def format_datetime(value: dt.datetime) -> str:
 
 
 def to_jsonable(value: Any) -> Any:
-    """A JSON-safe copy of a field value: datetimes -> ISO 8601 UTC ``Z`` strings, Decimals -> exact
-    strings (``Decimal("1640.10")`` -> ``"1640.10"``), recursing into lists and dicts."""
+    """Return a JSON-safe copy of a field value.
+
+    Datetimes -> ISO 8601 UTC ``Z`` strings, Decimals -> exact strings (``Decimal("1640.10")`` -> ``"1640.10"``),
+    recursing into lists and dicts.
+    """
     if isinstance(value, dt.datetime):
         return format_datetime(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
     if isinstance(value, dt.date):
@@ -399,8 +405,10 @@ def to_jsonable(value: Any) -> Any:
 
 
 def to_wire_json(value: Any) -> Any:
-    """Like :func:`to_jsonable`, but Decimals (at any depth) stay Decimals, so the request body
-    writes them as JSON numbers digit for digit instead of strings."""
+    """Return a JSON-safe copy like :func:`to_jsonable`, but with Decimals (at any depth) kept.
+
+    The request body then writes them as JSON numbers digit for digit instead of strings.
+    """
     if isinstance(value, Decimal):
         return value
     if isinstance(value, Mapping):
@@ -411,8 +419,11 @@ def to_wire_json(value: Any) -> Any:
 
 
 def to_wire(value: Any, field: Field) -> Any:
-    """The JSON value to send for ``value`` in ``field`` (Decimals stay Decimals: the client writes
-    them as JSON numbers digit for digit). Raises ``ValueError``/``TypeError`` with the reason."""
+    """Return the JSON value to send for ``value`` in ``field``.
+
+    Decimals stay Decimals: the client writes them as JSON numbers digit for digit. Raises ``ValueError``/``TypeError``
+    with the reason.
+    """
     if value is None or (isinstance(value, str) and not value.strip() and field.kind not in ("string", "unknown")):
         if not field.nullable:
             raise ValueError(f"the type {field.type!r} does not allow an empty value")
@@ -456,8 +467,10 @@ def _same_option(wire: Any, option: Any) -> bool:
 
 
 def resolve_field(name: str, fields: list[Field]) -> Field | None:
-    """The field ``name`` designates: its label, key or ``field_`` form (exact first, then label
-    case-insensitively when that picks exactly one field)."""
+    """Return the field ``name`` designates.
+
+    Its label, key or ``field_`` form (exact first, then label case-insensitively when that picks exactly one field).
+    """
     for field in fields:
         if name == field.label:
             return field
@@ -470,8 +483,10 @@ def resolve_field(name: str, fields: list[Field]) -> Field | None:
 
 
 def did_you_mean(name: str, known: list[str]) -> str:
-    """``"; did you mean 'X'?"`` for the known name closest to a wrong one, or ``""``: the one suggestion
-    rule (field labels, process diagram and integration step titles)."""
+    """``"; did you mean 'X'?"`` for the known name closest to a wrong one, or ``""``.
+
+    The one suggestion rule (field labels, process diagram and integration step titles).
+    """
     import difflib  # only when a name is wrong: keeps DAG-file imports light
 
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
@@ -490,9 +505,11 @@ def _unknown_field_message(name: str, fields: list[Field]) -> str:
 def prepare_update(
     fields: list[Field], values: Mapping[str, Any], *, instance_id: Any = None
 ) -> dict[str, Any]:
-    """Check ``values`` (names -> Python values) against ``fields`` and return the update body's
-    ``Fields`` map (``field_<key>`` -> wire value). Every problem is collected into one
-    :class:`WorkflowsoftValidationError`; nothing is returned unless everything is valid."""
+    """Check ``values`` (names -> Python values) against ``fields``; return the update body's ``Fields``.
+
+    The map is ``field_<key>`` -> wire value. Every problem is collected into one :class:`WorkflowsoftValidationError`;
+    nothing is returned unless everything is valid.
+    """
     if not isinstance(values, Mapping):
         raise WorkflowsoftValidationError(
             f"field values must be a mapping of label/key -> value, got {type(values).__name__}",
@@ -549,7 +566,7 @@ def _short(value: Any) -> str:
 
 
 def required_error(instance_id: Any, missing: list[str]) -> WorkflowsoftValidationError:
-    """The error that refuses a completion while required fields are empty (nothing was sent)."""
+    """Return the error that refuses a completion while required fields are empty (nothing was sent)."""
     problems = [f"{label!r}: the field is required and empty" for label in missing]
     return WorkflowsoftValidationError(
         f"Cannot complete integration instance {instance_id}: required field(s) empty: "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import hashlib
 import html
 import json
@@ -48,7 +49,8 @@ TOKEN_KEYS = ("token", "access_token", "accessToken", "apiToken", "api_token", "
 def normalise_base_url(host: str | None, port: int | None = None) -> str:
     """``api.example.com/`` -> ``https://api.example.com``; an empty host gives the public API.
 
-    A port is added when the host has none (the Airflow form keeps host and port apart)."""
+    A port is added when the host has none (the Airflow form keeps host and port apart).
+    """
     text = (host or "").strip()
     if not text:
         text = DEFAULT_BASE_URL
@@ -77,7 +79,8 @@ class Call:
 
     ``creates`` marks requests that create something (start a process, create a task): they are resent
     only when the server surely did not act on them. ``kind`` names the endpoint without any id in it
-    (``poll``, ``get_fields``, ...): what request observers (metrics) group by."""
+    (``poll``, ``get_fields``, ...): what request observers (metrics) group by.
+    """
 
     method: str
     path: str
@@ -99,9 +102,28 @@ class Call:
         return None if self.body is None else dumps_body(self.body).encode("utf-8")
 
 
+#: Texts read as true and as false (templated booleans, connection extras): trimmed, case-insensitive.
+TRUE_TEXTS = frozenset({"true", "1", "yes", "on"})
+FALSE_TEXTS = frozenset({"false", "0", "no", "off"})
+
+
+def blank(value: Any) -> bool:
+    """Tell whether ``value`` is missing: ``None``, or a string of whitespace only."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def to_bool(value: Any) -> bool:
+    """Return a templated boolean (``"True"``/``"false"`` after rendering) as a bool."""
+    if isinstance(value, str):
+        return value.strip().lower() in TRUE_TEXTS
+    return bool(value)
+
+
 def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
-    """Ids are integers on the page; a numeric string, or an instance dict of a poll, is accepted,
-    anything else is refused."""
+    """Ids are integers on the page.
+
+    A numeric string, or an instance dict of a poll, is accepted, anything else is refused.
+    """
     if isinstance(value, Mapping) and "IntegrationInstanceId" in value:
         value = value["IntegrationInstanceId"]
     if isinstance(value, bool) or value is None:
@@ -111,6 +133,29 @@ def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
     raise WorkflowsoftInputError(f"{name} must be an integer id, got {value!r}")
+
+
+def poll_seconds(value: Any) -> float:
+    """``poll_interval`` in seconds (a timedelta or a number of seconds), more than 0."""
+    interval = as_timedelta(value, "poll_interval")
+    if interval is None or interval.total_seconds() <= 0:
+        raise WorkflowsoftInputError(f"poll_interval must be more than 0 seconds, got {value!r}")
+    return interval.total_seconds()
+
+
+def as_timedelta(value: Any, name: str) -> dt.timedelta | None:
+    """Return a duration given as a timedelta, a number of seconds, or a numeric string (rendered templates)."""
+    if value is None or isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise WorkflowsoftInputError(f"{name} must not be negative, got {value!r}")
+    return dt.timedelta(seconds=seconds)
 
 
 def call_list_process_diagrams(search_term: str | None, limit: int) -> Call:
@@ -187,7 +232,7 @@ def call_create_task(
 
 
 def basic_auth_header(login: str, password: str) -> str:
-    """``Basic <base64(login:password)>``: how the token endpoint is assumed to authenticate."""
+    """Return ``Basic <base64(login:password)>``: how the token endpoint is assumed to authenticate."""
     return "Basic " + base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
 
 
@@ -199,8 +244,11 @@ _UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 
 
 def process_fields(fields: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``Fields`` of a process start: a uuid key becomes ``field_<key>``, other names pass as they
-    are; values are made JSON-safe (Decimals stay exact numbers, datetimes become ISO 8601 UTC)."""
+    """Return the ``Fields`` of a process start.
+
+    A uuid key becomes ``field_<key>``, other names pass as they are; values are made JSON-safe (Decimals stay exact
+    numbers, datetimes become ISO 8601 UTC).
+    """
     if fields is None:
         return {}
     if not isinstance(fields, Mapping):
@@ -218,7 +266,8 @@ def dumps_body(body: Any) -> str:
     """JSON text of a request body, with Decimals written as JSON numbers digit for digit.
 
     ``json`` cannot write a Decimal as a number, and going through ``float`` loses digits; each
-    Decimal is replaced by a unique placeholder string, then the placeholder by the exact digits."""
+    Decimal is replaced by a unique placeholder string, then the placeholder by the exact digits.
+    """
     import uuid  # lazily: DAG files import this module through the operators
 
     placeholders: dict[str, str] = {}
@@ -256,7 +305,7 @@ def _looks_like_html(text: str, content_type: str) -> bool:
 
 
 def decode_json(text: str, content_type: str, method: str, path: str) -> Any:
-    """The JSON value of a 2xx answer; ``None`` for an empty body. HTML or broken JSON is a clear error."""
+    """Return the JSON value of a 2xx answer; ``None`` for an empty body. HTML or broken JSON is a clear error."""
     if not text.strip():
         return None
     if _looks_like_html(text, content_type):
@@ -274,8 +323,10 @@ def decode_json(text: str, content_type: str, method: str, path: str) -> Any:
 
 
 def extract_message(text: str, content_type: str = "", limit: int = 300) -> str:
-    """The server's error message: JSON ``Message``/``message``/``error``/``detail``/``title``, the
-    title of an HTML page, or the start of a text body."""
+    """Return the server's error message.
+
+    JSON ``Message``/``message``/``error``/``detail``/``title``, the title of an HTML page, or the start of a text body.
+    """
     text = text or ""
     stripped = text.strip()
     if not stripped:
@@ -321,8 +372,11 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def parse_token(text: str, content_type: str = "") -> str:
-    """The token of an ``apitoken`` answer: a JSON string, a JSON object with a token field (any of
-    :data:`TOKEN_KEYS`, any case, also one level down), or the plain text of the body."""
+    """Return the token of an ``apitoken`` answer.
+
+    A JSON string, a JSON object with a token field (any of :data:`TOKEN_KEYS`, any case, also one level down), or the
+    plain text of the body.
+    """
     stripped = (text or "").strip()
     if not stripped:
         raise WorkflowsoftResponseError("the token endpoint answered with an empty body")
@@ -358,7 +412,7 @@ def _token_from(data: Any) -> str | None:
 
 
 def unwrap_list(data: Any, what: str, method: str, path: str) -> list[Any]:
-    """A list answer, also when wrapped in an object (``items``, ``data``, ``results``, ``value``)."""
+    """Return a list answer, also when wrapped in an object (``items``, ``data``, ``results``, ``value``)."""
     if data is None:
         return []
     if isinstance(data, list):
@@ -384,9 +438,11 @@ def _id_value(value: Any) -> Any:
 
 
 def normalise_poll(data: Any) -> dict[str, Any] | None:
-    """A poll answer -> ``{"IntegrationInstanceId", "ProcessInstanceId"}``, or ``None`` for every
-    "nothing new" shape: no body, ``null``, ``{}``, ``[]``, an object whose instance id is null or 0.
-    A list is read as instances, oldest first: its first element is taken."""
+    """Return a poll answer as ``{"IntegrationInstanceId", "ProcessInstanceId"}``, or ``None``.
+
+    ``None`` stands for every "nothing new" shape: no body, ``null``, ``{}``, ``[]``, an object whose instance id is
+    null or 0. A list is read as instances, oldest first: its first element is taken.
+    """
     if isinstance(data, list):
         data = next((item for item in data if normalise_poll(item) is not None), None)
     if not isinstance(data, Mapping) or not data:
@@ -399,7 +455,7 @@ def normalise_poll(data: Any) -> dict[str, Any] | None:
 
 
 def normalise_object(data: Any, method: str, path: str) -> dict[str, Any]:
-    """An object answer (process instance, task), JSON-safe; ``Id`` read case-insensitively."""
+    """Return an object answer (process instance, task), JSON-safe; ``Id`` read case-insensitively."""
     if isinstance(data, list) and len(data) == 1:
         data = data[0]
     if not isinstance(data, Mapping):
@@ -419,7 +475,7 @@ def normalise_object(data: Any, method: str, path: str) -> dict[str, Any]:
 
 
 def looks_already_completed(status: int, message: str) -> bool:
-    """Does an error answer to a completion say "this instance is already completed"?"""
+    """Tell whether an error answer to a completion says "this instance is already completed"."""
     if status == 409:
         return True
     return status in (400, 422) and bool(re.search(r"already|complet|closed|finished|not (open|active)", message, re.I))
@@ -439,7 +495,8 @@ class RetryPolicy:
     """Exponential backoff with full jitter; honours ``Retry-After`` up to ``retry_after_max``.
 
     Reads and idempotent writes are retried on transport failures, 429 and 5xx. Creates are retried
-    only when the server surely did not act: not sent, 429, 503. Other 4xx are never retried."""
+    only when the server surely did not act: not sent, 429, 503. Other 4xx are never retried.
+    """
 
     max_retries: int = DEFAULT_MAX_RETRIES
     backoff_base: float = 0.5
@@ -500,7 +557,8 @@ class TokenCache:
     """Minted tokens, per process, keyed by (base URL, login, password digest, lifetime).
 
     A token is reused until ``min(60 s, 10 % of its lifetime)`` before it runs out, so a process asks
-    for one token per lifetime whatever the number of hooks it builds."""
+    for one token per lifetime whatever the number of hooks it builds.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._tokens: dict[tuple[str, str, str, int], _CachedToken] = {}
@@ -592,8 +650,10 @@ RequestObserver = Callable[[RequestEvent], None]
 
 
 class Attempts:
-    """The attempts of one call. A transport loops: send, then ask :meth:`failed` or :meth:`answered`
-    what to do next (wait that many seconds and resend, renew the token and resend, or stop).
+    """The attempts of one call.
+
+    A transport loops: send, then ask :meth:`failed` or :meth:`answered` what to do next (wait that many seconds and
+    resend, renew the token and resend, or stop).
 
     :param can_refresh: a 401 may be answered by renewing a minted token once
     :param redact: removes secrets from texts that go into logs and errors
@@ -641,7 +701,7 @@ class Attempts:
             log.debug("A request observer failed: %s", exc)
 
     def failed(self, failure: str, reason: str) -> float:
-        """The transport failed (``NOT_SENT`` or ``MAYBE_SENT``): seconds to wait, or the final error."""
+        """Decide what follows a failed send (``NOT_SENT`` or ``MAYBE_SENT``): seconds to wait, or the final error."""
         self._report(None)
         call = self.call
         reason = self.redact(reason)
@@ -656,8 +716,11 @@ class Attempts:
         raise WorkflowsoftConnectionError(call.method, call.path, reason, sent=failure == MAYBE_SENT)
 
     def answered(self, answer: Answer) -> float | str:
-        """The server answered: :data:`DONE` (hand the answer back), :data:`REFRESH_TOKEN` (renew the
-        token and resend, once), or seconds to wait before resending."""
+        """Decide what follows an answer of the server.
+
+        :data:`DONE` (hand the answer back), :data:`REFRESH_TOKEN` (renew the token and resend, once), or seconds to
+        wait before resending.
+        """
         self._report(answer.status)
         answer.earlier_attempt_maybe_applied = self.maybe_applied
         if answer.status == 401 and self.can_refresh:
@@ -685,15 +748,18 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
 
 
 def answer_error(call: Call, answer: Answer, message: str, credentials_of: str = "") -> WorkflowsoftError:
-    """The error for an error answer. A create answered 500/502/504 may have been acted on; 401/403 say
-    whose credentials were refused (``credentials_of``, the client's ``ClientConfig.label``)."""
+    """Return the error for an error answer.
+
+    A create answered 500/502/504 may have been acted on; 401/403 say whose credentials were refused
+    (``credentials_of``, the client's ``ClientConfig.label``).
+    """
     if call.creates and answer.status in (500, 502, 504):
         return WorkflowsoftUnknownOutcomeError(call.method, call.path, f"HTTP {answer.status}: {message}")
     return status_error(answer.status, call.method, call.path, message, credentials_of)
 
 
 def mint_error(call: Call, answer: Answer, message: str, credentials_of: str = "") -> WorkflowsoftError:
-    """The error for a refused token request; 401/403 name the administrator credentials (and whose)."""
+    """Return the error for a refused token request; 401/403 name the administrator credentials (and whose)."""
     if answer.status in (401, 403):
         return WorkflowsoftAuthError(
             answer.status, call.method, call.path,
@@ -703,7 +769,7 @@ def mint_error(call: Call, answer: Answer, message: str, credentials_of: str = "
 
 
 def decode_answer(call: Call, answer: Answer, redact_text: Callable[[str], str], credentials_of: str = "") -> Any:
-    """The decoded JSON of a final answer (``None`` for 204 or an empty body), or its error."""
+    """Return the decoded JSON of a final answer (``None`` for 204 or an empty body), or its error."""
     if answer.status >= 400:
         raise answer_error(call, answer, redact_text(extract_message(answer.text, answer.content_type)),
                            credentials_of)
@@ -724,7 +790,7 @@ ALL_DIAGRAMS = "among the process diagrams"
 
 
 def one_by_title(items: list[dict[str, Any]], name: str, what: str, where: str) -> dict[str, Any]:
-    """The one item titled ``name`` (case-insensitive), else a lookup error naming what was found."""
+    """Return the one item titled ``name`` (case-insensitive), else a lookup error naming what was found."""
     if not isinstance(name, str) or not name.strip():
         raise WorkflowsoftLookupError(f"Cannot look up a {what}: the name {name!r} is empty")
     folded = name.strip().casefold()

@@ -44,7 +44,7 @@ from typing import Any
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
-from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.api.protocol import as_timedelta, coerce_id, poll_seconds
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 
 #: The URI scheme of Workflowsoft Assets.
@@ -60,10 +60,11 @@ def integration_step_uri(
     integration_step_name: str | None = None,
     workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
 ) -> str:
-    """The stable URI (also the name) of an integration step's Asset:
-    ``workflowsoft://<conn id>/integration-steps/<id>``, or
-    ``workflowsoft://<conn id>/process-diagrams/<diagram name>/integration-steps/<step name>`` (names
-    percent-encoded) when the step is given by name."""
+    """Return the stable URI (also the name) of an integration step's Asset.
+
+    ``workflowsoft://<conn id>/integration-steps/<id>``, or ``workflowsoft://<conn id>/process-diagrams/<diagram
+    name>/integration-steps/<step name>`` (names percent-encoded) when the step is given by name.
+    """
     conn = _conn_id(workflowsoft_conn_id)
     if integration_step_id not in (None, ""):
         return f"{SCHEME}://{conn}/integration-steps/{_step_id(integration_step_id)}"
@@ -91,7 +92,7 @@ def integration_step_asset(
     watch: bool = True,
     max_offers: int | None = DEFAULT_MAX_OFFERS,
 ) -> Any:
-    """The Asset of an integration step, watched in the triggerer: put it in a DAG's ``schedule``.
+    """Return the Asset of an integration step, watched in the triggerer: put it in a DAG's ``schedule``.
 
     :param integration_step_id: the integration step (``IntegrationDiagramID`` in the API)
     :param process_diagram_name: with ``integration_step_name``, the step by name (looked up in the triggerer)
@@ -134,8 +135,6 @@ def integration_step_asset(
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationEventTrigger
 
     limit = _positive_int(max_instances, "max_instances")
-    from airflow_provider_workflowsoft.sensors.workflowsoft import poll_seconds
-
     interval = poll_seconds(poll_interval)
     lease = _seconds(reclaim_after, "reclaim_after")
     if lease <= interval:
@@ -159,7 +158,7 @@ def integration_step_asset(
 
 
 def instances_from_events(triggering_asset_events: Any, asset: Any = None) -> list[dict[str, Any]]:
-    """The integration instances carried by a run's asset events, in the sensor's shape.
+    """Return the integration instances carried by a run's asset events, in the sensor's shape.
 
     One DAG run may consume several events (Airflow starts one run for every event since the previous
     run): all of them are read, oldest first, and an instance carried twice is returned once.
@@ -236,7 +235,7 @@ def _conn_id(conn_id: Any) -> str:
 
 
 def _step_id(value: Any) -> int:
-    """An integration step id: the API's one rule for ids (an int or a numeric string)."""
+    """Return an integration step id: the API's one rule for ids (an int or a numeric string)."""
     return int(coerce_id(value, "integration_step_id"))
 
 
@@ -248,9 +247,7 @@ def _positive_int(value: Any, name: str) -> int:
 
 
 def _seconds(value: Any, name: str) -> float:
-    """A duration as the sensor reads ``reclaim_after``: a timedelta, or a number of seconds."""
-    from airflow_provider_workflowsoft.sensors.workflowsoft import as_timedelta
-
+    """Return a duration as the sensor reads ``reclaim_after``: a timedelta, or a number of seconds."""
     duration = as_timedelta(value, name)
     if duration is None:
         raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}")

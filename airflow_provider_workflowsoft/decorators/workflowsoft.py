@@ -30,16 +30,20 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
-from airflow_provider_workflowsoft.version_compat import task_decorator_base
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
 
-DecoratedOperator, task_decorator_factory = task_decorator_base()
+if AIRFLOW_V_3_0_PLUS:
+    from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+else:  # Airflow 2.11
+    from airflow.decorators.base import DecoratedOperator, task_decorator_factory  # type: ignore[no-redef]
 
 
 def _binding_shim(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` with its per-instance parameters (the first one and ``instance``) made optional.
 
     Airflow checks at parse time that the decorated function can be called with the arguments given to
-    it; the worker supplies ``fields`` and ``instance`` itself at run time, once per instance."""
+    it; the worker supplies ``fields`` and ``instance`` itself at run time, once per instance.
+    """
     signature = inspect.signature(func)
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     params = list(signature.parameters.values())

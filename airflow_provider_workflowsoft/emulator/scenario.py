@@ -158,6 +158,8 @@ class DiagramSpec:
 
 @dataclass(frozen=True)
 class UserSpec:
+    """A user of the scenario: id, full name, email."""
+
     id: int
     full_name: str
     email: str

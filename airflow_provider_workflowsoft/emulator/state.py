@@ -190,6 +190,8 @@ NO_FAULT = FaultDecision()
 
 @dataclass
 class IntegrationInstance:
+    """One integration instance of the emulated tenant: its step, fields and status."""
+
     id: int
     process_instance_id: int
     integration_step_id: int

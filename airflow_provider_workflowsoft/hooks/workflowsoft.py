@@ -2,18 +2,20 @@
 
 The hook is thin. It reads the connection (host, API token or administrator credentials, extras),
 builds one :class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient` lazily, masks every token
-with Airflow's secrets masker as soon as it is known, and exposes every call of the API as a method.
+with Airflow's secrets masker as soon as it is known, and hands every call of the API on to it, one
+explicit method each.
 The HTTP work, retries and token handling live in the client; the field model in
 :mod:`airflow_provider_workflowsoft.api.fields`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft import connection_form, defaults
 from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.config import ClientConfig
 from airflow_provider_workflowsoft.api.errors import (
@@ -22,20 +24,22 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftConnectionError,
     WorkflowsoftError,
 )
-from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, LEGACY_EXTRA_NAMES
-from airflow_provider_workflowsoft.version_compat import BaseHook, mask_secret, mask_secret_in_process
+from airflow_provider_workflowsoft.deprecation import warn_deprecated
+from airflow_provider_workflowsoft.masking import amask_secret, mask_secret, mask_secret_in_process
+from airflow_provider_workflowsoft.version_compat import BaseHook
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
     from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+    from airflow_provider_workflowsoft.api.fields import Field
 
 
 def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
-    """An extra's value in its type; ``None``/empty (as the UI stores untouched fields) means the default.
+    """Return an extra's value in its type; ``None``/empty (as the UI stores untouched fields) means the default.
 
     :param key: the extra's key as stored, when it differs from ``name`` (an older key), for errors
     """
-    spec = EXTRA_FIELDS[name]
+    spec = connection_form.EXTRA_FIELDS[name]
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         return spec["default"]
     kind = spec["type"]
@@ -58,9 +62,9 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
             if isinstance(raw, bool):
                 return raw
             text = str(raw).strip().lower()
-            if text in ("true", "1", "yes", "on"):
+            if text in protocol.TRUE_TEXTS:
                 return True
-            if text in ("false", "0", "no", "off"):
+            if text in protocol.FALSE_TEXTS:
                 return False
             raise ValueError
         return str(raw).strip()
@@ -72,7 +76,7 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
 
 
 def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None, **overrides: Any) -> ClientConfig:
-    """A :class:`ClientConfig` from an Airflow ``Connection`` (or anything with the same attributes).
+    """Return a :class:`ClientConfig` from an Airflow ``Connection`` (or anything with the same attributes).
 
     :param extras: the connection's extras when already read (a trigger reads them asynchronously)
     :param overrides: ``ClientConfig`` fields that win over the connection (for example ``pool_size``)
@@ -92,11 +96,12 @@ def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None
         raise WorkflowsoftConfigError(f"The connection's port {conn.port!r} is not a number") from None
     login = (conn.login or "").strip() or None
     password = conn.password or None
-    keys = {name: name for name in EXTRA_FIELDS}
-    for old, new in LEGACY_EXTRA_NAMES.items():
+    keys = {name: name for name in connection_form.EXTRA_FIELDS}
+    for old, new in connection_form.LEGACY_EXTRA_NAMES.items():
         # "***" is what Airflow 3.3's form stored for the old key (masked as sensitive): the default.
         if extras.get(new) is None and extras.get(old) not in (None, "***"):
             keys[new] = old
+            warn_deprecated(f"The connection's extra {old!r} is deprecated: rename it {new!r} (the same value)")
     values = {name: _cast_extra(name, extras.get(key), key) for name, key in keys.items()}
     credentials: dict[str, Any]
     if login and password:
@@ -137,14 +142,49 @@ def _metrics_kwargs() -> dict[str, Any]:
     return {"on_request": found.request} if found is not None else {}
 
 
-#: The calls of the API a hook hands on to its client (documented on
-#: :class:`~airflow_provider_workflowsoft.api.client.WorkflowsoftClient`).
-API_METHODS = frozenset({
-    "list_process_diagrams", "list_integration_steps", "find_process_diagram", "find_integration_step",
-    "poll_new_integration", "get_fields", "get_field_values", "update_fields", "complete_step",
-    "update_and_complete", "search_users", "find_user", "resolve_user_id", "resolve_on_behalf_of",
-    "start_process", "create_task",
-})
+# -- reading a connection from a trigger's event loop -------------------------------------------------
+
+
+def supervisor_answers_only_sync() -> bool:
+    """Whether this process's supervisor channel answers synchronous requests only.
+
+    ``airflow dags test`` runs a deferred task's trigger in-process with ``InProcessSupervisorComms``, which
+    has ``send`` but no ``asend``. The Task SDK's async connection read (``Connection.async_get``, through
+    ``ExecutionAPISecretsBackend.aget_connection``) calls ``asend``, swallows the ``AttributeError`` as
+    "not found here" and falls through to the environment-variable backend: a connection stored in the
+    metadata database then raises ``AirflowNotFoundException``. The real triggerer's channel has ``asend``.
+    """
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:  # Airflow 2: no supervisor channel; connections come from the database directly
+        return False
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    return comms is not None and not callable(getattr(comms, "asend", None))
+
+
+async def aget_connection(conn_id: str) -> Any:
+    """Return a connection read from a trigger's event loop, the async-safe way on every version.
+
+    In the real triggerer it is the async read (nothing on the event loop waits for the supervisor). Where
+    the supervisor channel has no async requests (``airflow dags test``'s in-process trigger run, see
+    :func:`supervisor_answers_only_sync`), the synchronous read runs in a worker thread instead, so a
+    connection stored in the metadata database is found there too.
+    """
+    try:
+        from airflow.providers.common.compat.connection import get_async_connection
+    except ImportError:  # pragma: no cover - older common.compat
+        return await asyncio.to_thread(BaseHook.get_connection, conn_id)
+    if supervisor_answers_only_sync():
+        return await asyncio.to_thread(BaseHook.get_connection, conn_id)
+    return await get_async_connection(conn_id)
+
+
+async def aconnection_extras(conn: Any) -> Any:
+    """Return a connection's extras, read without a synchronous supervisor call on the event loop."""
+    aextra = getattr(conn, "aextra_dejson", None)
+    if aextra is not None:
+        return await aextra()
+    return conn.extra_dejson
 
 
 class WorkflowsoftHook(BaseHook):
@@ -195,10 +235,7 @@ class WorkflowsoftHook(BaseHook):
     def config(self) -> ClientConfig:
         """The client settings read from the connection."""
         conn = self.get_connection(self.workflowsoft_conn_id)
-        try:
-            config = config_from_connection(conn, **self._client_options)
-        except AttributeError as exc:  # not hidden behind __getattr__ as "no attribute 'config'"
-            raise RuntimeError(f"Reading the connection {self.workflowsoft_conn_id!r} failed: {exc}") from exc
+        config = config_from_connection(conn, **self._client_options)
         for secret in config.secrets():
             mask_secret(secret)
         return config
@@ -213,12 +250,12 @@ class WorkflowsoftHook(BaseHook):
         return WorkflowsoftClient(self.config, **kwargs)
 
     async def get_async_client(self, **client_options: Any) -> AsyncWorkflowsoftClient:
-        """A new async client for a trigger: the connection and its extras are read, and every secret
-        registered with the masker, the async-safe way (nothing on the event loop waits for the supervisor).
-        The caller closes it (``await client.aclose()``)."""
-        from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
-        from airflow_provider_workflowsoft.version_compat import aconnection_extras, aget_connection, amask_secret
+        """Return a new async client for a trigger.
 
+        The connection and its extras are read, and every secret registered with the masker, the async-safe way (nothing
+        on the event loop waits for the supervisor). The caller closes it (``await client.aclose()``).
+        """
+        from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
         conn = await aget_connection(self.workflowsoft_conn_id)
         extras = await aconnection_extras(conn)
         config = config_from_connection(conn, extras=extras, **{**self._client_options, **client_options})
@@ -229,27 +266,120 @@ class WorkflowsoftHook(BaseHook):
         return AsyncWorkflowsoftClient(config, **kwargs)
 
     def get_conn(self) -> WorkflowsoftClient:
-        """The API client (the Airflow name for it)."""
+        """Return the API client (the Airflow name for it)."""
         return self.client
 
-    # -- every call of the API: the client's own methods, handed on ------------------------------
+    # -- every call of the API: the client's methods, each handed on explicitly ---------------------
+    # (documented on WorkflowsoftClient; a new call of the API gets a method here too)
 
-    def __getattr__(self, name: str) -> Any:
-        # ``hook.poll_new_integration(...)`` and the other calls of the API are the client's methods; the
-        # hook does not wrap them one by one (see API_METHODS and the client's documentation).
-        if name in API_METHODS:
-            return getattr(self.client, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def list_process_diagrams(self, search_term: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """List process diagrams (``Id``, ``Title``), optionally only those matching ``search_term``."""
+        return self.client.list_process_diagrams(search_term, limit)
 
-    def __dir__(self) -> list[str]:
-        return sorted({*super().__dir__(), *API_METHODS})
+    def list_integration_steps(self, process_diagram_id: int | str) -> list[dict[str, Any]]:
+        """List the integration steps (``Id``, ``Title``) of a process diagram."""
+        return self.client.list_integration_steps(process_diagram_id)
+
+    def find_process_diagram(self, name: str) -> dict[str, Any]:
+        """Return the one process diagram titled ``name`` (case-insensitive)."""
+        return self.client.find_process_diagram(name)
+
+    def find_integration_step(self, process_diagram_id: int | str, name: str) -> dict[str, Any]:
+        """Return the one integration step titled ``name`` (case-insensitive) in a process diagram."""
+        return self.client.find_integration_step(process_diagram_id, name)
+
+    def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
+        """Return the next new integration instance of a step, or ``None`` when there is none."""
+        return self.client.poll_new_integration(integration_diagram_id)
+
+    def get_fields(self, integration_instance_id: Any) -> list[Field]:
+        """Return the fields of an integration instance, values parsed by type."""
+        return self.client.get_fields(integration_instance_id)
+
+    def get_field_values(self, integration_instance_id: Any) -> dict[str, Any]:
+        """Return ``{label: value}`` of an integration instance."""
+        return self.client.get_field_values(integration_instance_id)
+
+    def update_fields(
+        self,
+        integration_instance_id: Any,
+        values: Mapping[str, Any],
+        *,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+    ) -> dict[str, Any]:
+        """Write ``values`` after validating all of them (see :meth:`WorkflowsoftClient.update_fields`)."""
+        return self.client.update_fields(integration_instance_id, values, fields=fields, on_behalf_of=on_behalf_of)
+
+    def complete_step(
+        self,
+        integration_instance_id: Any,
+        *,
+        validate: bool = True,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+        already_completed_ok: bool = False,
+    ) -> dict[str, Any]:
+        """Complete an integration instance (see :meth:`WorkflowsoftClient.complete_step`)."""
+        return self.client.complete_step(integration_instance_id, validate=validate, fields=fields,
+                                         on_behalf_of=on_behalf_of, already_completed_ok=already_completed_ok)
+
+    def update_and_complete(
+        self,
+        integration_instance_id: Any,
+        values: Mapping[str, Any] | None,
+        *,
+        fields: list[Field] | None = None,
+        on_behalf_of: str | None = None,
+        already_completed_ok: bool = False,
+    ) -> dict[str, Any]:
+        """Validate, write, then complete (see :meth:`WorkflowsoftClient.update_and_complete`)."""
+        return self.client.update_and_complete(integration_instance_id, values, fields=fields,
+                                               on_behalf_of=on_behalf_of, already_completed_ok=already_completed_ok)
+
+    def search_users(self, query: str, limit: int = 15) -> list[dict[str, Any]]:
+        """Search users whose name or email matches ``query`` (``Id``, ``FullName``, ``Email``)."""
+        return self.client.search_users(query, limit)
+
+    def find_user(self, query: Any) -> dict[str, Any]:
+        """Return exactly one user whose id, email or full name equals ``query`` (case-insensitive)."""
+        return self.client.find_user(query)
+
+    def resolve_user_id(self, user: Any) -> int | str:
+        """Return a user id from an id, an email or a full name."""
+        return self.client.resolve_user_id(user)
+
+    def resolve_on_behalf_of(self, on_behalf_of: Any = None, *, needs_user: str | None = None) -> str:
+        """Return the ``X-OnBehalfOf-Id`` header of a request (see :meth:`WorkflowsoftClient.resolve_on_behalf_of`)."""
+        return self.client.resolve_on_behalf_of(on_behalf_of, needs_user=needs_user)
+
+    def start_process(
+        self,
+        process_diagram_id: int | str,
+        fields: Mapping[str, Any] | None = None,
+        on_behalf_of: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Start a process; return the process instance (``Id``, ``Title``)."""
+        return self.client.start_process(process_diagram_id, fields, on_behalf_of)
+
+    def create_task(
+        self,
+        title: str,
+        assigned_user_id: int | str | None = None,
+        description: str | None = None,
+        files: list[Any] | None = None,
+        on_behalf_of: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Create a task; return the task object (``Id``, ``Title``, ``Description``)."""
+        return self.client.create_task(title, assigned_user_id, description, files, on_behalf_of)
 
     # -- connection test and form -------------------------------------------------------------------
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call (list one process diagram), without retries.
 
-        Returns ``(True, message)`` or ``(False, reason)``; no secret is ever part of the message."""
+        Returns ``(True, message)`` or ``(False, reason)``; no secret is ever part of the message.
+        """
         try:
             config = config_from_connection(
                 self.get_connection(self.workflowsoft_conn_id), max_retries=0, connect_timeout=5.0
@@ -279,14 +409,10 @@ class WorkflowsoftHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form of Airflow 2.11 (Airflow 3.2+ reads ``connection-types`` of the provider info)."""
-        from airflow_provider_workflowsoft import connection_form
-
+        """Return the connection form of Airflow 2.11 (Airflow 3.2+ reads ``connection-types`` of the provider info)."""
         return connection_form.hook_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Extra fields of the connection form of Airflow 2.11."""
-        from airflow_provider_workflowsoft import connection_form
-
         return connection_form.form_widgets()

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.api.protocol import blank
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.version_compat import BaseNotifier
 
@@ -69,17 +70,13 @@ class WorkflowsoftNotifier(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         hook = self.hook
-        assignee = None if _blank(self.assignee) else hook.resolve_user_id(self.assignee)
-        creator = assignee if _blank(self.on_behalf_of) else hook.resolve_user_id(self.on_behalf_of)
+        assignee = None if blank(self.assignee) else hook.client.resolve_user_id(self.assignee)
+        creator = assignee if blank(self.on_behalf_of) else hook.client.resolve_user_id(self.on_behalf_of)
         title = str(self.title or "").strip()[:250] or "Airflow task failed"
-        self.created = hook.create_task(
+        self.created = hook.client.create_task(
             title, assigned_user_id=assignee, description=self.description, on_behalf_of=creator
         )
         self.log.info("Created Workflowsoft task %s: %r", self.created.get("Id"), title)
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 __all__ = ["WorkflowsoftNotifier"]

@@ -1,28 +1,51 @@
-"""What every Workflowsoft operator and sensor shares: the connection id, one hook, the records of the
-running task instance, and the rule that bad input fails a task without retries."""
+"""What every Workflowsoft operator and sensor shares.
+
+The connection id, one hook, the records of the running task instance, and the rule that bad input fails a task without
+retries.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
-import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.api.protocol import blank, coerce_id
+from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+from airflow_provider_workflowsoft.records.creates import CreateLedger, create_store_for
 from airflow_provider_workflowsoft.records.stores import CountingStore, KeyValueStore, VariableStore
-from airflow_provider_workflowsoft.version_compat import fails_fast_on_bad_input
+from airflow_provider_workflowsoft.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.metrics import StatsRecorder
 
 log = logging.getLogger(__name__)
 
-#: The methods through which Airflow runs a task: a WorkflowsoftInputError raised in them fails the task
-#: without retries (see version_compat.fail_fast).
-_TASK_ENTRY_POINTS = ("execute", "execute_complete", "poke")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fails_without_retries(method: F) -> F:
+    """Fail the task without retries when ``method`` raises a :class:`WorkflowsoftInputError`.
+
+    Applied to every ``execute``, ``poke`` and ``execute_complete``: bad input can never succeed, so it
+    becomes Airflow's ``AirflowFailException`` with the same message; the original error is its cause
+    (``__cause__``), shown in the task's log.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except WorkflowsoftInputError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 class WorkflowsoftTaskMixin:
@@ -38,13 +61,6 @@ class WorkflowsoftTaskMixin:
     _hook: WorkflowsoftHook | None = None
     _counting: CountingStore | None = None
     _metrics: StatsRecorder | Literal[False] | None = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        for name in _TASK_ENTRY_POINTS:
-            method = cls.__dict__.get(name)
-            if method is not None and not getattr(method, "__wrapped_fails_fast__", False):
-                setattr(cls, name, fails_fast_on_bad_input(method))
 
     def _take_ledger_store(self, kwargs: dict[str, Any]) -> None:
         """Take the test-only ``ledger_store`` out of a constructor's keyword arguments."""
@@ -63,7 +79,7 @@ class WorkflowsoftTaskMixin:
         return self._hook
 
     def metrics(self) -> StatsRecorder | None:
-        """What sends this task's metrics (``None`` when Airflow sends none)."""
+        """Return what sends this task's metrics (``None`` when Airflow sends none)."""
         if self._metrics is None:
             from airflow_provider_workflowsoft.metrics import recorder
 
@@ -71,7 +87,7 @@ class WorkflowsoftTaskMixin:
         return self._metrics or None
 
     def _store(self) -> CountingStore:
-        """The records' store, wrapped to count round trips (reported by the batch worker, and as metrics)."""
+        """Return the records' store, wrapped to count round trips (reported by the batch worker, and as metrics)."""
         inner: KeyValueStore = self.ledger_store if self.ledger_store is not None else VariableStore()
         if self._counting is None or (self._counting.inner is not inner and self.ledger_store is not None):
             metrics = self.metrics()
@@ -79,8 +95,11 @@ class WorkflowsoftTaskMixin:
         return self._counting
 
     def report_claims(self, claims: ClaimsLedger, step: Any, reclaimed: int = 0) -> None:
-        """Metrics of the claims after a drain: the instances offered again, the open claims per step and the
-        oldest one's age (one extra read of the records, made only when Airflow sends metrics)."""
+        """Send the metrics of the claims after a drain.
+
+        The instances offered again, the open claims per step and the oldest one's age (one extra read of the records,
+        made only when Airflow sends metrics).
+        """
         metrics = self.metrics()
         if metrics is not None:
             metrics.claims_after_drain(claims, step, reclaimed)
@@ -95,28 +114,26 @@ class WorkflowsoftTaskMixin:
         return self._counting.round_trips if self._counting is not None else 0
 
     def store_write_ms(self) -> float:
-        """The mean duration of one record write in this task (the claim window's length), in ms."""
+        """Return the mean duration of one record write in this task (the claim window's length), in ms."""
         return round(self._counting.mean_ms("set"), 2) if self._counting is not None else 0.0
 
     def claims_for(self, context: Any) -> ClaimsLedger:
-        """The claims ledger of the running task instance."""
+        """Return the claims ledger of the running task instance."""
         return ClaimsLedger(self.workflowsoft_conn_id, self._store(), owner=naming.owner_from_context(context))
 
     def run_create_once(
         self, context: Any, send: Callable[[], dict[str, Any]], *, what: str, allow_duplicates: bool = False
     ) -> dict[str, Any]:
         """Send a create at most once per task instance (see :mod:`~airflow_provider_workflowsoft.records.creates`)."""
-        from airflow_provider_workflowsoft.records.creates import CreateLedger, create_store_for
-
         store, key = create_store_for(context, self.ledger_store)
         return CreateLedger(store).run_once(key, send, what=what, allow_duplicates=allow_duplicates)
 
     def create_notice(self, context: Any, spec: Any, *, title: str, listing: str) -> dict[str, Any]:
-        """Create one Workflowsoft task for a person (at most once per task instance): ``spec`` is
-        ``{"title", "assignee", "description", "on_behalf_of"}`` (each optional; ``title`` defaults to
-        ``title``), ``listing`` is added to its description. Returns the task created (JSON-safe)."""
-        from airflow_provider_workflowsoft.api.fields import to_jsonable
+        """Create one Workflowsoft task for a person (at most once per task instance).
 
+        ``spec`` is ``{"title", "assignee", "description", "on_behalf_of"}`` (each optional; ``title`` defaults to
+        ``title``), ``listing`` is added to its description. Returns the task created (JSON-safe).
+        """
         spec = dict(checked_notice(spec, "the notice", rendered=True) or {})
         title = str(spec.get("title") or title)
         description = "\n\n".join(p for p in (spec.get("description"), listing) if p)
@@ -138,15 +155,15 @@ class WorkflowsoftTaskMixin:
                                 old="integration_diagram_id", owner=type(self).__name__)
 
     def resolve_integration_step(self, step_id: Any, process_diagram_name: Any, integration_step_name: Any) -> int:
-        """The integration step's id: ``step_id`` as given (an int or a numeric string), or looked up by the
-        process diagram's and the step's names (case-insensitive, one match each)."""
-        if step_id not in (None, ""):
-            value = step_id.strip() if isinstance(step_id, str) else step_id
-            if isinstance(value, str) and value.isdigit():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise WorkflowsoftInputError(f"integration_step_id must be an integer id, got {step_id!r}")
-            return value
+        """Return the integration step's id.
+
+        ``step_id`` as given (an int or a numeric string), or looked up by the process diagram's and the step's names
+        (case-insensitive, one match each).
+        """
+        if isinstance(step_id, dict):  # an instance dict names an instance, not a step
+            raise WorkflowsoftInputError(f"integration_step_id must be an integer id, got {step_id!r}")
+        if not blank(step_id):
+            return int(coerce_id(step_id, "integration_step_id"))
         if not (process_diagram_name and integration_step_name):
             raise WorkflowsoftInputError(
                 "Say which integration step: integration_step_id, or process_diagram_name and integration_step_name"
@@ -161,9 +178,12 @@ NOTICE_KEYS = ("title", "assignee", "description", "on_behalf_of")
 
 
 def checked_notice(value: Any, name: str, *, rendered: bool = False) -> Any:
-    """A notice's spec checked before anything is sent: ``None``, a template string (until ``rendered``: checked
+    """Check a notice's spec before anything is sent.
+
+    The spec is ``None``, a template string (until ``rendered``: checked
     again when the task runs), or a dict of :data:`NOTICE_KEYS` (a misspelt key would silently leave the task
-    unassigned)."""
+    unassigned).
+    """
     if value is None or (isinstance(value, str) and not rendered):
         return value
     if not isinstance(value, dict):
@@ -178,10 +198,10 @@ def checked_notice(value: Any, name: str, *, rendered: bool = False) -> Any:
 
 
 def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:
-    """An argument that was renamed: the old name still works, with a deprecation warning."""
+    """Return the value of a renamed argument: the old name still works, with a deprecation warning."""
     if old_value is None:
         return new_value
-    warnings.warn(f"{owner}({old}=...) is deprecated: use {new}=...", DeprecationWarning, stacklevel=4)
+    warn_deprecated(f"{owner}({old}=...) is deprecated: use {new}=...")
     if new_value is not None and new_value != old_value:
         raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
     return old_value

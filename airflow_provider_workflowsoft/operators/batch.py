@@ -35,13 +35,13 @@ the failed ones stay claimed, so a later run (after ``reclaim_after``) offers th
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice, fails_without_retries
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
 
@@ -150,10 +150,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         # One pooled connection per worker and per poller: no connection is ever opened twice.
         return {"pool_size": self.max_workers + self.pollers}
 
-    @property
-    def integration_diagram_id(self) -> Any:
-        """The 0.1 name of :attr:`integration_step_id`."""
-        return self.integration_step_id
+    integration_diagram_id = RenamedAttribute("integration_step_id")  # the 0.1 name
 
     def _step_id(self) -> int | None:
         if self.integration_step_id in (None, "") and not (self.process_diagram_name and self.integration_step_name):
@@ -161,6 +158,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         return self.resolve_integration_step(self.integration_step_id, self.process_diagram_name,
                                              self.integration_step_name)
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_workflowsoft.worker.engine import BatchEngine, failure_message
 
@@ -243,7 +241,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
 
 
 def parked_listing(parked: list[Any], max_offers: Any) -> str:
-    """The part of a notice that names parked instances and what to do about them."""
+    """Return the part of a notice that names parked instances and what to do about them."""
     return (f"Parked integration instances (handed out {max_offers} times without being completed; not offered "
             f"again until released): {', '.join(str(i) for i in parked)}.\nCheck them in Workflowsoft, then release "
             "them (WorkflowsoftReleaseClaimsOperator, or `workflowsoft-claims release <id>`) to offer them again, or "
@@ -251,20 +249,22 @@ def parked_listing(parked: list[Any], max_offers: Any) -> str:
 
 
 class WorkflowsoftProcessInstancesOperator(WorkflowsoftIntegrationWorkerOperator):
-    """Deprecated: the 0.1 name of :class:`WorkflowsoftIntegrationWorkerOperator` (it processes integration
-    instances, not process instances)."""
+    """Deprecated: the 0.1 name of :class:`WorkflowsoftIntegrationWorkerOperator`.
+
+    It processes integration instances, not process instances.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
-        warnings.warn("WorkflowsoftProcessInstancesOperator is deprecated: use WorkflowsoftIntegrationWorkerOperator",
-                      DeprecationWarning, stacklevel=2)
+        warn_deprecated("WorkflowsoftProcessInstancesOperator is deprecated: use WorkflowsoftIntegrationWorkerOperator")
         super().__init__(**kwargs)
 
 
 def __getattr__(name: str) -> Any:
-    # The engine's names, importable from here as in 0.1.
+    # The engine's names, importable from here as in 0.1, with a deprecation warning.
     if name in ("BatchEngine", "failure_message", "normalise_instances", "process_instances"):
         from airflow_provider_workflowsoft.worker import engine
 
+        warn_deprecated(f"{__name__}.{name} is deprecated: import it from {engine.__name__}")
         return getattr(engine, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

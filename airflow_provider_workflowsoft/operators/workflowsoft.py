@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, to_bool
 from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin
+from airflow_provider_workflowsoft.deprecation import warn_deprecated
+from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import (
     ACTIONS,
@@ -38,7 +39,7 @@ from airflow_provider_workflowsoft.version_compat import BaseOperator, Context
 
 
 def coerce_instance_id(value: Any) -> int:
-    """An integration instance id from an int, a numeric string, an instance dict (or its JSON text)."""
+    """Return an integration instance id from an int, a numeric string, an instance dict (or its JSON text)."""
     original = value
     if isinstance(value, str) and value.strip().startswith("{"):
         with contextlib.suppress(ValueError):
@@ -72,10 +73,6 @@ def _coerce_fields(value: Any, name: str = "fields") -> dict[str, Any] | None:
     return dict(value)
 
 
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
 class _WorkflowsoftOperator(WorkflowsoftTaskMixin, BaseOperator):
     """Shared plumbing: the hook and the ledgers' store (see :class:`WorkflowsoftTaskMixin`)."""
 
@@ -88,8 +85,9 @@ class _WorkflowsoftOperator(WorkflowsoftTaskMixin, BaseOperator):
 
 
 class WorkflowsoftGetFieldsOperator(_WorkflowsoftOperator):
-    """Reads the fields of an integration instance; returns ``{label: value}`` (JSON-safe: datetimes
-    as ISO strings ending in ``Z``, decimals as exact strings).
+    """Reads the fields of an integration instance.
+
+    Returns ``{label: value}`` (JSON-safe: datetimes as ISO strings ending in ``Z``, decimals as exact strings).
 
     .. code-block:: python
 
@@ -105,6 +103,7 @@ class WorkflowsoftGetFieldsOperator(_WorkflowsoftOperator):
         super().__init__(**kwargs)
         self.integration_instance_id = integration_instance_id
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         iid = coerce_instance_id(self.integration_instance_id)
         return to_jsonable(self.hook.client.get_field_values(iid))  # type: ignore[no-any-return]
@@ -124,13 +123,14 @@ class _InstanceValuesOperator(_WorkflowsoftOperator):
 
     def _inputs(self) -> tuple[int, dict[str, Any], str | None]:
         """(instance id, values to write, on-behalf-of or None for the connection's), checked."""
-        obo = None if _blank(self.on_behalf_of) else str(self.on_behalf_of)
+        obo = None if blank(self.on_behalf_of) else str(self.on_behalf_of)
         return coerce_instance_id(self.integration_instance_id), _coerce_fields(self.fields) or {}, obo
 
 
 class WorkflowsoftUpdateFieldsOperator(_InstanceValuesOperator):
-    """Validates then writes field values of an integration instance (all or nothing); returns
-    ``{label: value written}``.
+    """Validates then writes field values of an integration instance (all or nothing).
+
+    Returns ``{label: value written}``.
 
     .. code-block:: python
 
@@ -150,6 +150,7 @@ class WorkflowsoftUpdateFieldsOperator(_InstanceValuesOperator):
         super().__init__(integration_instance_id=integration_instance_id, fields=fields, on_behalf_of=on_behalf_of,
                          **kwargs)
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         iid, values, obo = self._inputs()
         return self.hook.client.update_fields(iid, values, on_behalf_of=obo)
@@ -187,6 +188,7 @@ class WorkflowsoftCompleteStepOperator(_InstanceValuesOperator):
     :return: ``{"IntegrationInstanceId", "completed", "already_completed", "fields": {label: written}}``
     """
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         iid, values, obo = self._inputs()
         claims = self.claims_for(context)
@@ -211,10 +213,10 @@ class WorkflowsoftCompleteStepOperator(_InstanceValuesOperator):
 
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage: the fields written to the step given as a Workflowsoft Asset in ``inlets`` (for example
-        ``inlets=[integration_step_asset(11, watch=False)]``)."""
-        from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
+        """Return OpenLineage's facets: the fields written to the step given as a Workflowsoft Asset in ``inlets``.
 
+        For example ``inlets=[integration_step_asset(11, watch=False)]``.
+        """
         done = getattr(self, "_lineage", None)
         steps = step_paths(self.inlets)
         if not done or not steps:
@@ -254,7 +256,7 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
                  on_behalf_of: Any = None, fields: Any = None, allow_duplicates: bool = False,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if _blank(process_diagram_id) and _blank(process_diagram_name):
+        if blank(process_diagram_id) and blank(process_diagram_name):
             raise WorkflowsoftInputError("WorkflowsoftStartProcessOperator needs process_diagram_id or "
                                          "process_diagram_name")
         self.process_diagram_id = process_diagram_id
@@ -263,11 +265,12 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
         self.fields = fields
         self.allow_duplicates = allow_duplicates
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         fields = _coerce_fields(self.fields)
         # Checked (and looked up) before anything is recorded or sent: a start needs a user.
         user = self.hook.client.resolve_on_behalf_of(self.on_behalf_of, needs_user="Starting a process")
-        if not _blank(self.process_diagram_id):
+        if not blank(self.process_diagram_id):
             pid: Any = self.process_diagram_id
             what = f"a process of diagram {pid}"
         else:
@@ -279,7 +282,7 @@ class WorkflowsoftStartProcessOperator(_WorkflowsoftOperator):
             context,
             lambda: client.start_process(pid, fields=fields, on_behalf_of=user),
             what=what,
-            allow_duplicates=_truthy(self.allow_duplicates),
+            allow_duplicates=to_bool(self.allow_duplicates),
         )
         return {"Id": result.get("Id"), "Title": result.get("Title")}
 
@@ -322,6 +325,7 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
         self.files = files
         self.allow_duplicates = allow_duplicates
 
+    @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.client
         # Checked (and looked up) before anything is recorded or sent: a task is created by a user.
@@ -329,7 +333,7 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
 
         def send() -> dict[str, Any]:
             # The assignee defaults to the user creating the task (one lookup of each, cached by the client).
-            assignee = user if _blank(self.assignee) else self.assignee
+            assignee = user if blank(self.assignee) else self.assignee
             return client.create_task(self.title, assigned_user_id=assignee, description=self.description,
                                       files=self.files, on_behalf_of=user)
 
@@ -337,12 +341,12 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
             context,
             send,
             what=f"the task {self.title!r}",
-            allow_duplicates=_truthy(self.allow_duplicates),
+            allow_duplicates=to_bool(self.allow_duplicates),
         )
 
 
 def _step_or_none(value: Any) -> Any:
-    if _blank(value):
+    if blank(value):
         return None
     return int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
 
@@ -361,10 +365,11 @@ class _ClaimsOperator(_WorkflowsoftOperator):
 
     Besides the records in Variables, they reach the claims of the asset watchers of the step Assets given in
     ``inlets`` (Airflow 3.3: the task reads those Assets' state stores; a watcher's record is changed through
-    a command the watcher applies at its next round)."""
+    a command the watcher applies at its next round).
+    """
 
     def _watchers(self, context: Context) -> dict[str, dict[str, Any]]:
-        """The claims records of the watchers of this task's Workflowsoft inlets (key -> record)."""
+        """Return the claims records of the watchers of this task's Workflowsoft inlets (key -> record)."""
         accessors = context.get("asset_state_store") if hasattr(context, "get") else None
         out: dict[str, dict[str, Any]] = {}
         if accessors is None:
@@ -386,7 +391,7 @@ class _ClaimsOperator(_WorkflowsoftOperator):
     def _list(self, context: Context, step: Any, include_done: Any) -> list[dict[str, Any]]:
         claims = self.claims_for(context)
         watchers = self._watchers(context)
-        records = claims.list_claims(_step_or_none(step), include_done=_truthy(include_done),
+        records = claims.list_claims(_step_or_none(step), include_done=to_bool(include_done),
                                      records={**claims.read_all(), **watchers})
         for record in records:
             if record["record"] in watchers:
@@ -397,8 +402,10 @@ class _ClaimsOperator(_WorkflowsoftOperator):
         return records
 
     def _decide(self, context: Context, action: str, instance_ids: Any) -> list[dict[str, Any]]:
-        """Release (put back), park or forget instances by id, wherever they are claimed (Variables, and the
-        watchers of this task's inlets); returns their entries as they were."""
+        """Release (put back), park or forget instances by id, wherever they are claimed.
+
+        That is in Variables, and in the watchers of this task's inlets. Returns their entries as they were.
+        """
         wanted = _instance_ids(instance_ids)
         if not wanted:
             raise WorkflowsoftInputError(f"instance_ids names no instance to {action}, got {instance_ids!r}")
@@ -419,7 +426,7 @@ class _ClaimsOperator(_WorkflowsoftOperator):
         return records
 
     def _release(self, context: Context, instance_ids: Any, forget: Any = False) -> list[dict[str, Any]]:
-        return self._decide(context, FORGET if _truthy(forget) else RELEASE, instance_ids)
+        return self._decide(context, FORGET if to_bool(forget) else RELEASE, instance_ids)
 
 
 class WorkflowsoftListClaimsOperator(_ClaimsOperator):
@@ -449,15 +456,18 @@ class WorkflowsoftListClaimsOperator(_ClaimsOperator):
         self.integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         self.include_done = include_done
 
+    @fails_without_retries
     def execute(self, context: Context) -> list[dict[str, Any]]:
         return self._list(context, self.integration_step_id, self.include_done)
 
 
 class WorkflowsoftReleaseClaimsOperator(_ClaimsOperator):
-    """Releases claims: puts the instances back, so that the next drain of their step (sensor, batch worker)
-    offers them again at once, whatever the lease, with their offers counted from 0. Parked instances are
-    released the same way. ``forget=True`` drops them instead: they are not offered again (on a server that
-    hands instances out once they are then lost to Airflow: handle them in Workflowsoft).
+    """Releases claims: puts the instances back.
+
+    So that the next drain of their step (sensor, batch worker) offers them again at once, whatever the lease, with
+    their offers counted from 0. Parked instances are released the same way. ``forget=True`` drops them instead: they
+    are not offered again (on a server that hands instances out once they are then lost to Airflow: handle them in
+    Workflowsoft).
 
     .. code-block:: python
 
@@ -477,13 +487,15 @@ class WorkflowsoftReleaseClaimsOperator(_ClaimsOperator):
         self.instance_ids = instance_ids
         self.forget = forget
 
+    @fails_without_retries
     def execute(self, context: Context) -> list[dict[str, Any]]:
         return self._release(context, self.instance_ids, self.forget)
 
 
 class WorkflowsoftParkClaimsOperator(_ClaimsOperator):
-    """Parks claimed instances by hand: they are not offered again until released
-    (:class:`WorkflowsoftReleaseClaimsOperator`).
+    """Parks claimed instances by hand.
+
+    They are not offered again until released (:class:`WorkflowsoftReleaseClaimsOperator`).
 
     .. code-block:: python
 
@@ -500,12 +512,15 @@ class WorkflowsoftParkClaimsOperator(_ClaimsOperator):
         super().__init__(**kwargs)
         self.instance_ids = instance_ids
 
+    @fails_without_retries
     def execute(self, context: Context) -> list[dict[str, Any]]:
         return self._decide(context, PARK, self.instance_ids)
 
 
 class WorkflowsoftClaimsOperator(_ClaimsOperator):
-    """Deprecated: use :class:`WorkflowsoftListClaimsOperator`, :class:`WorkflowsoftReleaseClaimsOperator` or
+    """Deprecated: use the list, release or park claims operator.
+
+    :class:`WorkflowsoftListClaimsOperator`, :class:`WorkflowsoftReleaseClaimsOperator` or
     :class:`WorkflowsoftParkClaimsOperator`.
 
     :param action: ``"list"``, ``"release"`` (puts back), ``"park"`` or ``"forget"``
@@ -517,16 +532,15 @@ class WorkflowsoftClaimsOperator(_ClaimsOperator):
 
     def __init__(self, *, action: str = "list", integration_diagram_id: Any = None, instance_ids: Any = None,
                  include_done: bool = False, **kwargs: Any) -> None:
-        warnings.warn(
-            "WorkflowsoftClaimsOperator is deprecated: use WorkflowsoftListClaimsOperator or "
-            "WorkflowsoftReleaseClaimsOperator", DeprecationWarning, stacklevel=2,
-        )
+        warn_deprecated("WorkflowsoftClaimsOperator is deprecated: use WorkflowsoftListClaimsOperator, "
+                        "WorkflowsoftReleaseClaimsOperator or WorkflowsoftParkClaimsOperator")
         super().__init__(**kwargs)
         self.action = action
         self.integration_diagram_id = integration_diagram_id
         self.instance_ids = instance_ids
         self.include_done = include_done
 
+    @fails_without_retries
     def execute(self, context: Context) -> list[dict[str, Any]]:
         action = str(self.action).strip().lower()
         if action == "list":
@@ -536,12 +550,6 @@ class WorkflowsoftClaimsOperator(_ClaimsOperator):
                 raise WorkflowsoftInputError(f"action {action!r} needs instance_ids (see action 'list')")
             return self._decide(context, action, self.instance_ids)
         raise WorkflowsoftInputError(f"action must be 'list', 'release', 'park' or 'forget', got {self.action!r}")
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
 
 
 __all__ = [
@@ -560,9 +568,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The batch operator lives in its own module; it is re-exported here, loaded on first use only.
+    # The batch operator lives in its own module: importable from here as before, with a deprecation warning.
     if name in ("WorkflowsoftIntegrationWorkerOperator", "WorkflowsoftProcessInstancesOperator"):
         from airflow_provider_workflowsoft.operators import batch
 
+        warn_deprecated(f"{__name__}.{name} is deprecated: import it from {batch.__name__}")
         return getattr(batch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

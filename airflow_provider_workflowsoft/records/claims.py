@@ -68,7 +68,7 @@ def parse_time(value: Any) -> dt.datetime | None:
 
 
 def read_record(raw: Any, owner: str = "") -> dict[str, Any]:
-    """A record read from the store, in shape (anything else read as empty)."""
+    """Return a record read from the store, in shape (anything else read as empty)."""
     record = raw if isinstance(raw, dict) else {}
     claims: dict[str, Any] = record["claims"] if isinstance(record.get("claims"), dict) else {}
     done: dict[str, Any] = record["done"] if isinstance(record.get("done"), dict) else {}
@@ -98,8 +98,9 @@ def _instance(iid: str, claim: Mapping[str, Any], *, reclaimed: bool) -> dict[st
 
 
 class ClaimsLedger:
-    """The claims of one task instance (``owner``) on one Workflowsoft connection, and what it sees of the
-    others. Thread-safe: a batch run's pollers and workers share one ledger.
+    """The claims of one task instance (``owner``) on one Workflowsoft connection, and what it sees of the others.
+
+    Thread-safe: a batch run's pollers and workers share one ledger.
 
     :param conn_id: the Workflowsoft connection id (instance ids are unique per tenant)
     :param store: where records live (Airflow Variables by default)
@@ -157,7 +158,7 @@ class ClaimsLedger:
         self._stored = True
 
     def own_claim(self, instance_id: Any) -> dict[str, Any] | None:
-        """This task instance's open claim of an instance (read once per ledger object)."""
+        """Return this task instance's open claim of an instance (read once per ledger object)."""
         with self._lock:
             claim = self._own()["claims"].get(str(_id(instance_id)))
             return dict(claim) if claim else None
@@ -196,8 +197,11 @@ class ClaimsLedger:
             self._write()
 
     def mark_done(self, completed: Mapping[Any, Any] | Iterable[Any], *, write: bool = True) -> None:
-        """Record instances as completed. ``write=False`` keeps the marks for the next write (a lost done
-        mark costs only a re-offer, which the completion answers as "already completed")."""
+        """Record instances as completed.
+
+        ``write=False`` keeps the marks for the next write (a lost done mark costs only a re-offer, which the completion
+        answers as "already completed").
+        """
         ids = list(completed.keys() if isinstance(completed, Mapping) else completed)
         if not ids:
             return
@@ -219,8 +223,10 @@ class ClaimsLedger:
                 self._write()
 
     def close(self) -> None:
-        """This task instance will not write its record again: readers may tidy it as soon as it is
-        resolved. Deletes the record when nothing in it matters any more."""
+        """Close this task instance's record: it is not written again, and readers may tidy it once resolved.
+
+        Deletes the record when nothing in it matters any more.
+        """
         with self._lock:
             mine = self._own()
             mine["closed"] = True
@@ -230,18 +236,21 @@ class ClaimsLedger:
     # -- the trace of polls in flight --------------------------------------------------------------
 
     def start_polling(self, integration_diagram_id: Any, up_to: int) -> None:
-        """Before the first poll of a drain: record that this task instance polls ``integration_diagram_id``
-        with at most ``up_to`` answers unclaimed at any moment (one write). Claim writes keep it (the record's
-        ``updated_at`` then dates the last durable claim); :meth:`stop_polling` (or :meth:`close`) clears it. A
-        run killed in between leaves the trace, and the next reader reports it (:attr:`interrupted`): what a
-        person looks for in Workflowsoft when the server hands instances out once."""
+        """Record, before the first poll of a drain, that this task instance polls a step (one write).
+
+        The trace names ``integration_diagram_id`` and ``up_to``, the most answers unclaimed at any moment. Claim
+        writes keep it (the record's ``updated_at`` then dates the last durable claim);
+        :meth:`stop_polling` (or :meth:`close`) clears it. A run killed in between leaves the trace, and the next reader
+        reports it (:attr:`interrupted`): what a person looks for in Workflowsoft when the server hands instances out
+        once.
+        """
         with self._lock:
             mine = self._own()
             mine["polling"] = {"step": integration_diagram_id, "since": _iso(self.clock()), "up_to": int(up_to)}
             self._write()
 
     def stop_polling(self) -> None:
-        """The drain ended and everything it received is claimed: clear the trace (one write, if it was set)."""
+        """Clear the polling trace: the drain ended and everything it received is claimed (one write, if set)."""
         with self._lock:
             mine = self._own()
             if mine.pop("polling", None) is not None:
@@ -250,8 +259,11 @@ class ClaimsLedger:
     # -- what everyone holds -----------------------------------------------------------------------
 
     def claimed_steps(self, instance_ids: Iterable[Any]) -> dict[int | str, Any]:
-        """The integration step of each instance's newest open claim, whoever holds it (for instances handed
-        over without their step, so that their new claim is offered again like the old one)."""
+        """Return the integration step of each instance's newest open claim.
+
+        Whoever holds it: for instances handed over without their step, so that their new claim is offered again like
+        the old one.
+        """
         wanted = {str(_id(i)) for i in instance_ids}
         newest: dict[str, tuple[str, Any]] = {}
         with self._lock:
@@ -267,7 +279,7 @@ class ClaimsLedger:
         return self._read_listing()[0]
 
     def _read_listing(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-        """The records, and the commands (see :meth:`command`) listed with them in the same listing."""
+        """Return the records, and the commands (see :meth:`command`) listed with them in the same listing."""
         records: dict[str, dict[str, Any]] = {}
         commands: dict[str, dict[str, Any]] = {}
         command_prefix = naming.claims_command_prefix(self.conn_id)
@@ -409,8 +421,11 @@ class ClaimsLedger:
         return entry
 
     def _interrupted(self, records: dict[str, dict[str, Any]], lease: dt.timedelta | None) -> list[dict[str, Any]]:
-        """Traces of drains whose poller died while polling: our own record's (an earlier try) and those of
-        records whose owner will not write again. Each is logged once and cleared."""
+        """Traces of drains whose poller died while polling.
+
+        Our own record's (an earlier try) and those of records whose owner will not write again. Each is logged once and
+        cleared.
+        """
         found: list[dict[str, Any]] = []
         now = self.clock()
         for key, record in records.items():
@@ -447,7 +462,8 @@ class ClaimsLedger:
         older than the lease: its owner then writes it no more, so no claim can be lost. What such a record
         still holds besides open claims (done marks kept for one lease, parked instances) is carried over into
         this task instance's record (when it lives among the others), so the records stay few: one carrier
-        instead of one record per run."""
+        instead of one record per run.
+        """
         now = self.clock()
         mine = self._own()
 
@@ -536,8 +552,9 @@ class ClaimsLedger:
 
     def list_claims(self, integration_diagram_id: Any = None, *, include_done: bool = False,
                     records: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        """Open claims, parked instances (and, with ``include_done``, done marks) of one step or of every step,
-        newest entry per instance, each as ``{"integration_instance_id", "state", "owner", "integration_diagram_id",
+        """Open claims, parked instances (and, with ``include_done``, done marks) of one step or of every step.
+
+        Newest entry per instance, each as ``{"integration_instance_id", "state", "owner", "integration_diagram_id",
         "record", ...}`` (``state``: ``"claimed"``, ``"parked"`` or ``"done"``; ``record``: the key holding it).
 
         :param records: read these records (key -> record) instead of this connection's Variables (the command
@@ -578,14 +595,16 @@ class ClaimsLedger:
     # -- a person's decisions ----------------------------------------------------------------------
 
     def release(self, instance_ids: Iterable[Any], *, forget: bool = False) -> list[int | str]:
-        """Put instances back (claimed or parked, whoever holds them): the next drain of their step offers them
-        again at once, whatever the lease, with their offers counted from 0. ``forget=True`` drops them
-        instead (they are not offered again: on a server that hands instances out once they are then lost to
-        Airflow; complete or handle them in Workflowsoft). Returns the ids found.
+        """Put instances back (claimed or parked, whoever holds them).
+
+        The next drain of their step offers them again at once, whatever the lease, with their offers counted from 0.
+        ``forget=True`` drops them instead (they are not offered again: on a server that hands instances out once they
+        are then lost to Airflow; complete or handle them in Workflowsoft). Returns the ids found.
 
         Records in the Variables are rewritten here (a user's decision: it rewrites other task instances'
         records; a record whose owner is still running may write its own copy back). An asset watcher's record
-        is changed through a command the watcher applies at its next round (:meth:`command`)."""
+        is changed through a command the watcher applies at its next round (:meth:`command`).
+        """
         return self._decide(FORGET if forget else RELEASE, instance_ids)
 
     def forget(self, instance_ids: Iterable[Any]) -> list[int | str]:
@@ -598,10 +617,12 @@ class ClaimsLedger:
 
     def act(self, action: str, instance_ids: Iterable[Any],
             watchers: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[int | str], dict[str, list[str]]]:
-        """A person's ``release``, ``park`` or ``forget`` of instances wherever they are claimed: in the records
-        among the Variables (rewritten at once) and in the given asset watchers' records (key -> record, read
-        from their Assets' state stores: each gets a :meth:`command`). Returns the ids found in the Variables,
-        and the ids asked of each watcher's record."""
+        """Apply a person's ``release``, ``park`` or ``forget`` of instances wherever they are claimed.
+
+        In the records among the Variables (rewritten at once) and in the given asset watchers' records (key -> record,
+        read from their Assets' state stores: each gets a :meth:`command`). Returns the ids found in the Variables, and
+        the ids asked of each watcher's record.
+        """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
         ids = [_id(i) for i in instance_ids]
@@ -632,9 +653,12 @@ class ClaimsLedger:
         return sorted((_id(i) for i in found), key=str)
 
     def command(self, target_key: str, action: str, instance_ids: Iterable[Any], *, by: str = "") -> str:
-        """Ask the owner of the record ``target_key`` (an asset watcher, whose record only it may write) to
-        release, park or forget instances: one Variable under this connection's claims prefix, applied and
-        deleted by that owner at its next :meth:`prepare_drain` (a watcher's next round). Returns its key."""
+        """Ask the owner of the record ``target_key`` to release, park or forget instances.
+
+        The owner is an asset watcher, whose record only it may write: one Variable under this connection's claims
+        prefix, applied and deleted by that owner at its next :meth:`prepare_drain` (a watcher's next round). Returns
+        its key.
+        """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
         ids = sorted({str(_id(i)) for i in instance_ids})

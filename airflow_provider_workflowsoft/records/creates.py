@@ -25,7 +25,13 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftUnknownOutcomeError,
 )
 from airflow_provider_workflowsoft.records import naming
-from airflow_provider_workflowsoft.records.stores import KeyValueStore, describe
+from airflow_provider_workflowsoft.records.stores import (
+    KeyValueStore,
+    TaskStateStore,
+    VariableStore,
+    describe,
+    task_state_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +125,6 @@ def create_store_for(context: Any, fallback: KeyValueStore | None = None) -> tup
     Airflow 3.3+: its ``task_state_store`` under :data:`TASK_STATE_KEY`; otherwise ``fallback`` (Airflow
     Variables by default) under :func:`~.naming.create_key`.
     """
-    from airflow_provider_workflowsoft.records.stores import TaskStateStore, VariableStore
-    from airflow_provider_workflowsoft.version_compat import task_state_store
-
     owner = naming.owner_from_context(context)
     accessor = task_state_store(context)
     if fallback is None and accessor is not None:

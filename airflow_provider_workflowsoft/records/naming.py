@@ -15,7 +15,7 @@ PREFIX = "workflowsoft"
 
 
 def safe(part: Any, limit: int = 60) -> str:
-    """A key part of letters, digits and ``._-`` only (run ids hold ``:`` and ``+``), at most ``limit`` long."""
+    """Return a key part of letters, digits and ``._-`` only (run ids hold ``:`` and ``+``), at most ``limit`` long."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(part))[:limit]
 
 
@@ -25,7 +25,7 @@ def owner_name(dag_id: str, run_id: str, task_id: str, map_index: int | None) ->
 
 
 def owner_from_context(context: Any) -> str:
-    """The owner name of the running task instance (``""`` outside a task)."""
+    """Return the owner name of the running task instance (``""`` outside a task)."""
     ti = context.get("ti") if isinstance(context, dict) or hasattr(context, "get") else None
     if ti is None:
         return ""
@@ -37,13 +37,15 @@ WATCHER = "asset-watcher:"
 
 
 def watcher_owner(asset_uri: str) -> str:
-    """The owner name of the asset watcher of an integration step's Asset: ``asset-watcher:<uri>``."""
+    """Return the owner name of the asset watcher of an integration step's Asset: ``asset-watcher:<uri>``."""
     return WATCHER + asset_uri
 
 
 def owner_key(owner: str) -> str:
-    """A short, stable, key-safe form of an owner name: ``<dag>.<task>.<map index>.<hash>`` for a task
-    instance, ``asset-watcher.<hash>`` for an asset watcher."""
+    """Return a short, stable, key-safe form of an owner name.
+
+    ``<dag>.<task>.<map index>.<hash>`` for a task instance, ``asset-watcher.<hash>`` for an asset watcher.
+    """
     digest = hashlib.sha1(owner.encode()).hexdigest()[:12]
     if owner.startswith(WATCHER):
         return f"asset-watcher.{digest}"
@@ -55,8 +57,10 @@ def owner_key(owner: str) -> str:
 
 
 def create_key(owner: str) -> str:
-    """The create-idempotency key of a task instance in Airflow Variables (older Airflow):
-    ``workflowsoft.create.<dag>.<run>.<task>.<map index>``."""
+    """Return the create-idempotency key of a task instance in Airflow Variables (older Airflow).
+
+    ``workflowsoft.create.<dag>.<run>.<task>.<map index>``.
+    """
     parts = [safe(p, 80) for p in owner.split("/")]
     return ".".join([PREFIX, "create", *parts])
 
@@ -67,12 +71,12 @@ def claims_prefix(conn_id: str) -> str:
 
 
 def claims_key(conn_id: str, owner: str) -> str:
-    """The claims record of one task instance (its single writer)."""
+    """Return the claims record of one task instance (its single writer)."""
     return claims_prefix(conn_id) + owner_key(owner)
 
 
 def try_number(context: Any) -> int:
-    """The running try of the task instance (1 outside a task)."""
+    """Return the running try of the task instance (1 outside a task)."""
     ti = context.get("ti") if hasattr(context, "get") else None
     try:
         return int(getattr(ti, "try_number", 1) or 1)
@@ -81,13 +85,15 @@ def try_number(context: Any) -> int:
 
 
 def claims_command_prefix(conn_id: str) -> str:
-    """Commands to a record's owner (a person's release, park or forget) start with this; listed with the
-    records (same prefix), so that reading them costs no extra round trip."""
+    """Commands to a record's owner (a person's release, park or forget) start with this.
+
+    Listed with the records (same prefix), so that reading them costs no extra round trip.
+    """
     return claims_prefix(conn_id) + "~command."
 
 
 def claims_command_key(conn_id: str) -> str:
-    """A new command's key: one Variable per command, so that two people never overwrite each other's."""
+    """Return a new command's key: one Variable per command, so that two people never overwrite each other's."""
     import uuid
 
     return claims_command_prefix(conn_id) + uuid.uuid4().hex[:16]

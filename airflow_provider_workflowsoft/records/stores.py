@@ -20,6 +20,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from airflow.providers.common.compat.sdk import Variable
+
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
+
 log = logging.getLogger(__name__)
 
 
@@ -39,27 +43,29 @@ class VariableStore:
     """Airflow Variables as a JSON key-value store (the default store of the claims)."""
 
     def get(self, key: str) -> Any:
-        from airflow_provider_workflowsoft.version_compat import variable_get_json
-
-        return variable_get_json(key)
+        """Return the JSON Variable ``key``, or ``None`` when it does not exist."""
+        if AIRFLOW_V_3_0_PLUS:
+            return Variable.get(key, default=None, deserialize_json=True)
+        return Variable.get(key, default_var=None, deserialize_json=True)  # type: ignore[call-arg]
 
     def set(self, key: str, value: Any) -> None:
-        from airflow_provider_workflowsoft.version_compat import variable_set_json
-
-        variable_set_json(key, value)
+        Variable.set(key, value, serialize_json=True)
 
     def delete(self, key: str) -> None:
-        from airflow_provider_workflowsoft.version_compat import variable_delete
-
         try:
-            variable_delete(key)
+            Variable.delete(key)
         except Exception as exc:  # deleting what is already gone is not an error here
             log.debug("Variable %s not deleted: %s", key, exc)
 
     def keys(self, prefix: str) -> list[str]:
-        from airflow_provider_workflowsoft.version_compat import variable_keys
+        """Return the keys starting with ``prefix``.
 
-        return variable_keys(prefix)
+        The Task SDK's ``Variable.keys`` on 3.x; a query of the metadata database on 2.11, where tasks still reach it.
+        """
+        listing = getattr(Variable, "keys", None)
+        if listing is not None:
+            return sorted(k for k in listing(prefix=prefix) if k.startswith(prefix))
+        return _metadata_variable_keys(prefix)
 
     def describe(self, key: str) -> str:
         return f"the Airflow Variable {key!r} (airflow variables delete {key})"
@@ -84,8 +90,10 @@ class _AccessorStore:
 
 
 class TaskStateStore(_AccessorStore):
-    """Airflow 3.3's per-task-instance store (``context["task_state_store"]``): survives retries and
-    deferrals, is not shown among Variables, and expires after ``[state_store] default_retention_days``.
+    """Airflow 3.3's per-task-instance store (``context["task_state_store"]``).
+
+    Survives retries and deferrals, is not shown among Variables, and expires after ``[state_store]
+    default_retention_days``.
 
     :param accessor: ``context["task_state_store"]``
     :param where: how a user reaches this task instance's store (for error messages)
@@ -103,9 +111,10 @@ class TaskStateStore(_AccessorStore):
 
 
 class AssetStateStore(_AccessorStore):
-    """Airflow 3.3's per-Asset store, as an asset watcher's trigger gets it (``self.asset_state_store``):
-    kept across runs and restarts of the triggerer, gone when no DAG references the Asset any more. An
-    asset watcher keeps its claims record here.
+    """Airflow 3.3's per-Asset store, as an asset watcher's trigger gets it (``self.asset_state_store``).
+
+    Kept across runs and restarts of the triggerer, gone when no DAG references the Asset any more. An asset watcher
+    keeps its claims record here.
 
     :param accessor: the accessor of one Asset (``get``/``set``/``delete``)
     :param asset_name: the Asset's name (for error messages)
@@ -182,7 +191,7 @@ class CountingStore:
         return sum(self.calls.values())
 
     def mean_ms(self, op: str) -> float:
-        """The mean duration of one ``op`` round trip, in milliseconds (0 when none was made)."""
+        """Return the mean duration of one ``op`` round trip, in milliseconds (0 when none was made)."""
         return 1000 * self.seconds.get(op, 0.0) / self.calls[op] if self.calls[op] else 0.0
 
     def get(self, key: str) -> Any:
@@ -208,42 +217,85 @@ def describe(store: Any, key: str) -> str:
 
 
 class MetadataVariableStore:
-    """Airflow Variables read and written through the metadata database, outside any task (the command line,
-    where ``airflow variables ...`` runs): a task goes through :class:`VariableStore` instead."""
+    """Airflow Variables read and written through the metadata database.
+
+    Outside any task (the command line, where ``airflow variables ...`` runs): a task goes through
+    :class:`VariableStore` instead.
+    """
+
+    # The metadata database's models are imported only here, when the command line runs: a DAG file or a
+    # task never loads them.
 
     def get(self, key: str) -> Any:
-        from airflow_provider_workflowsoft.version_compat import metadata_variable_get_json
+        from airflow.models.variable import Variable as VariableModel
 
-        return metadata_variable_get_json(key)
+        return VariableModel.get(key, default_var=None, deserialize_json=True)
 
     def set(self, key: str, value: Any) -> None:
-        from airflow_provider_workflowsoft.version_compat import metadata_variable_set_json
+        from airflow.models.variable import Variable as VariableModel
 
-        metadata_variable_set_json(key, value)
+        VariableModel.set(key, value, serialize_json=True)
 
     def delete(self, key: str) -> None:
-        from airflow_provider_workflowsoft.version_compat import metadata_variable_delete
+        from airflow.models.variable import Variable as VariableModel
 
-        metadata_variable_delete(key)
+        VariableModel.delete(key)
 
     def keys(self, prefix: str) -> list[str]:
-        from airflow_provider_workflowsoft.version_compat import metadata_variable_keys
-
-        return metadata_variable_keys(prefix)
+        return _metadata_variable_keys(prefix)
 
     def describe(self, key: str) -> str:
         return f"the Airflow Variable {key!r} (airflow variables delete {key})"
 
 
 def asset_state_entries(prefix: str) -> list[tuple[str, str, Any]]:
-    """``(asset URI, key, value)`` of every Asset state-store entry whose key starts with ``prefix``, read from
-    the metadata database (Airflow 3.3+; ``[]`` before). For the command line: a task cannot list these."""
-    from airflow_provider_workflowsoft.version_compat import metadata_asset_state_rows
+    """``(asset URI, key, value)`` of every Asset state-store entry whose key starts with ``prefix``.
 
+    Read from the metadata database (Airflow 3.3+; ``[]`` before). For the command line: a task cannot list these.
+    """
     out: list[tuple[str, str, Any]] = []
-    for uri, key, value in metadata_asset_state_rows(prefix):
+    for uri, key, value in _metadata_asset_state_rows(prefix):
         try:
             out.append((uri, key, json.loads(value)))
         except (TypeError, ValueError):
             log.warning("The state-store entry %s of the Asset %s is not JSON; skipped", key, uri)
     return sorted(out)
+
+
+def task_state_store(context: Any) -> Any:
+    """Return the running task instance's ``context["task_state_store"]`` (AIP-103, Airflow 3.3+).
+
+    ``None`` where Airflow has none (before 3.3; callers then keep their records in Variables).
+    """
+    if not AIRFLOW_V_3_3_PLUS:
+        return None
+    getter = getattr(context, "get", None)
+    return getter("task_state_store") if getter is not None else None
+
+
+def _metadata_variable_keys(prefix: str) -> list[str]:
+    """Return the keys of the Variables starting with ``prefix``, read from the metadata database."""
+    from airflow.models.variable import Variable as VariableModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(VariableModel.key).filter(VariableModel.key.startswith(prefix)).all()
+    return sorted(row[0] for row in rows)
+
+
+def _metadata_asset_state_rows(prefix: str) -> list[tuple[str, str, str]]:
+    """Return ``(asset URI, key, JSON text)`` of the Asset state-store entries whose key starts with ``prefix``.
+
+    Airflow 3.3's ``asset_state_store`` table; ``[]`` before 3.3, which has none.
+    """
+    if not AIRFLOW_V_3_3_PLUS:
+        return []
+    from airflow.models.asset import AssetModel
+    from airflow.models.asset_state_store import AssetStateStoreModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (session.query(AssetModel.uri, AssetStateStoreModel.key, AssetStateStoreModel.value)
+                .join(AssetModel, AssetModel.id == AssetStateStoreModel.asset_id)
+                .filter(AssetStateStoreModel.key.startswith(prefix)).all())
+    return [(str(uri), str(key), str(value)) for uri, key, value in rows]

@@ -19,11 +19,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from airflow.providers.common.compat.sdk import conf
+
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice
+from airflow_provider_workflowsoft.api.protocol import as_timedelta, poll_seconds, to_bool
+from airflow_provider_workflowsoft.deprecation import RenamedAttribute
+from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import (
@@ -31,7 +35,6 @@ from airflow_provider_workflowsoft.version_compat import (
     BaseSensorOperator,
     Context,
     PokeReturnValue,
-    default_deferrable,
 )
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         self.max_instances = max_instances
         self.fetch_fields = fetch_fields
         self.reclaim_after = reclaim_after
-        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.deferrable = (conf.getboolean("operators", "default_deferrable", fallback=False) if deferrable is None
+                           else bool(deferrable))
         self.max_consecutive_failures = max_consecutive_failures
         self.workflowsoft_conn_id = workflowsoft_conn_id
         if poll_interval is None and poke_given:
@@ -154,7 +158,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         return limit
 
     def step_id(self) -> int:
-        """The integration step id, resolved by name once per task run when not given."""
+        """Return the integration step id, resolved by name once per task run when not given."""
         if self._step_id is None:
             self._step_id = self.resolve_integration_step(
                 self.integration_step_id, self.process_diagram_name, self.integration_step_name)
@@ -163,10 +167,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                               self.process_diagram_name, self._step_id)
         return self._step_id
 
-    @property
-    def integration_diagram_id(self) -> Any:
-        """The 0.1 name of :attr:`integration_step_id`."""
-        return self.integration_step_id
+    integration_diagram_id = RenamedAttribute("integration_step_id")  # the 0.1 name
 
     @property
     def _lease(self) -> dt.timedelta | None:
@@ -247,10 +248,12 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
 
     # -- sensor -------------------------------------------------------------------------------------
 
+    @fails_without_retries
     def poke(self, context: Context) -> PokeReturnValue:
         instances = self.drain(context)
         return PokeReturnValue(is_done=bool(instances), xcom_value=instances)
 
+    @fails_without_retries
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
@@ -282,6 +285,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             timeout=dt.timedelta(seconds=float(timeout)) if timeout is not None else None,
         )
 
+    @fails_without_retries
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Resume after the trigger: claim the event's instances, then return them (or fail clearly)."""
         if not isinstance(event, dict):
@@ -305,13 +309,6 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         return self._with_fields(instances)
 
 
-def to_bool(value: Any) -> bool:
-    """A templated boolean (``"True"``/``"false"`` after rendering) as a bool."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
-
-
 __all__ = ["WorkflowsoftIntegrationSensor"]
 
 
@@ -320,26 +317,3 @@ def _trigger_class() -> Any:
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 
     return WorkflowsoftIntegrationTrigger
-
-
-def poll_seconds(value: Any) -> float:
-    """``poll_interval`` in seconds (a timedelta or a number of seconds), more than 0."""
-    interval = as_timedelta(value, "poll_interval")
-    if interval is None or interval.total_seconds() <= 0:
-        raise WorkflowsoftInputError(f"poll_interval must be more than 0 seconds, got {value!r}")
-    return interval.total_seconds()
-
-
-def as_timedelta(value: Any, name: str) -> dt.timedelta | None:
-    """A lease given as a timedelta, a number of seconds, or a numeric string (rendered templates)."""
-    if value is None or isinstance(value, dt.timedelta):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}") from None
-    if seconds < 0:
-        raise WorkflowsoftInputError(f"{name} must not be negative, got {value!r}")
-    return dt.timedelta(seconds=seconds)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, ClaimsLedger, checked_max_offers
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,10 @@ class RecordsUnavailableError(OSError):
 
 
 async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a records call (synchronous round trips to Airflow) off the event loop; its failure becomes
-    :class:`RecordsUnavailableError`."""
+    """Run a records call (synchronous round trips to Airflow) off the event loop.
+
+    Its failure becomes :class:`RecordsUnavailableError`.
+    """
     try:
         return await asyncio.to_thread(call, *args, **kwargs)
     except Exception as exc:
@@ -63,8 +65,10 @@ async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def failure_wait(poll_interval: float, failures: int, longest: float) -> float:
-    """The wait after ``failures`` failed rounds in a row: the poll interval (at least 1 s), doubled per
-    failure, at most ``longest``."""
+    """Return the wait after ``failures`` failed rounds in a row.
+
+    The poll interval (at least 1 s), doubled per failure, at most ``longest``.
+    """
     return min(longest, max(poll_interval, 1.0) * (2 ** min(failures - 1, 16)))
 
 
@@ -89,10 +93,12 @@ async def drain_and_claim(
 
 
 class DrainMetrics:
-    """A trigger's claims metrics, the same as the sensor's and the batch worker's (through
-    :class:`~airflow_provider_workflowsoft.metrics.StatsRecorder`), sent only when Airflow sends metrics from the
-    triggerer. The sends are UDP datagrams (or OpenTelemetry's buffered instruments); the read of the claims
-    records behind the gauges runs in a worker thread, off the event loop. Metrics never fail a round."""
+    """Send a trigger's claims metrics, the same as the sensor's and the batch worker's.
+
+    Through :class:`~airflow_provider_workflowsoft.metrics.StatsRecorder`, sent only when Airflow sends metrics
+    from the triggerer. The sends are UDP datagrams (or OpenTelemetry's buffered instruments); the read of the claims
+    records behind the gauges runs in a worker thread, off the event loop. Metrics never fail a round.
+    """
 
     def __init__(self) -> None:
         from airflow_provider_workflowsoft.metrics import recorder
@@ -104,7 +110,7 @@ class DrainMetrics:
             self.recorder = None
 
     def prepared(self, claims: ClaimsLedger, step: Any, offered: int) -> None:
-        """What ``claims.prepare_drain`` found: instances offered again, parked, drains killed while polling."""
+        """Count what ``claims.prepare_drain`` found: instances offered again, parked, drains killed while polling."""
         if self.recorder is None:
             return
         try:
@@ -114,7 +120,7 @@ class DrainMetrics:
             log.warning("Could not send the claims metrics: %s", exc)
 
     async def drained(self, claims: ClaimsLedger, step: Any) -> None:
-        """The open claims of ``step`` and the oldest one's age, after a drain (one read of the records)."""
+        """Gauge the open claims of ``step`` and the oldest one's age after a drain (one read of the records)."""
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.claims_after_drain, claims, step)
 
@@ -122,13 +128,16 @@ class DrainMetrics:
 async def async_client(
     conn_id: str, client_options: dict[str, Any], client_factory: Callable[[Any], Any] | None
 ) -> Any:
-    """The async client of a connection, read with the triggerer's async-safe calls."""
+    """Return the async client of a connection, read with the triggerer's async-safe calls."""
     from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 
     hook = WorkflowsoftHook(conn_id, client_options=client_options)
     if client_factory is not None:  # tests inject a transport
-        from airflow_provider_workflowsoft.hooks.workflowsoft import config_from_connection
-        from airflow_provider_workflowsoft.version_compat import aconnection_extras, aget_connection
+        from airflow_provider_workflowsoft.hooks.workflowsoft import (
+            aconnection_extras,
+            aget_connection,
+            config_from_connection,
+        )
 
         conn = await aget_connection(conn_id)
         return client_factory(
@@ -188,8 +197,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         super().__init__()
         for old, new in (("conn_id", "workflowsoft_conn_id"), ("integration_diagram_id", "integration_step_id")):
             if locals()[old] is not None:
-                warnings.warn(f"WorkflowsoftIntegrationTrigger({old}=...) is deprecated: use {new}",
-                              DeprecationWarning, stacklevel=2)
+                warn_deprecated(f"WorkflowsoftIntegrationTrigger({old}=...) is deprecated: use {new}")
         self.workflowsoft_conn_id = conn_id if conn_id is not None else workflowsoft_conn_id
         step = integration_step_id if integration_step_id is not None else integration_diagram_id
         if step is None:
@@ -233,15 +241,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
             },
         )
 
-    @property
-    def integration_diagram_id(self) -> int:
-        """The 0.1 name of :attr:`integration_step_id`."""
-        return self.integration_step_id
-
-    @property
-    def conn_id(self) -> str:
-        """The 0.1 name of :attr:`workflowsoft_conn_id`."""
-        return self.workflowsoft_conn_id
+    integration_diagram_id = RenamedAttribute("integration_step_id")  # the 0.1 names
+    conn_id = RenamedAttribute("workflowsoft_conn_id")
 
     async def _client(self) -> Any:
         return await async_client(self.workflowsoft_conn_id, self.client_options, self.client_factory)
@@ -255,7 +256,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         return failure_wait(self.poll_interval, failures, self.failure_backoff_max)
 
     def _claims(self) -> ClaimsLedger | None:
-        """The deferred task instance's claims ledger, when the trigger keeps claims."""
+        """Return the deferred task instance's claims ledger, when the trigger keeps claims."""
         if self.claims_owner is None:
             return None
         if self.claims_store is None:
@@ -266,8 +267,11 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=self.claims_owner)
 
     async def _start_drain(self, claims: ClaimsLedger | None, received: list[dict[str, Any]]) -> Drain:
-        """The drain of one round: what is already received, then (with claims) this task instance's open
-        claims and expired claims of others, leaving alone what other runs hold."""
+        """Return the drain of one round.
+
+        What is already received, then (with claims) this task instance's open claims and expired claims of others,
+        leaving alone what other runs hold.
+        """
         taken = list(received)
         if claims is not None and not received:
             lease = None if self.reclaim_after is None else dt.timedelta(seconds=self.reclaim_after)
@@ -444,8 +448,10 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         return await async_client(self.workflowsoft_conn_id, self.client_options, self.client_factory)
 
     def _own_store(self) -> Any:
-        """Where the watcher's own claims record lives: its Asset's state store (Airflow 3.3), else with
-        the others in Variables."""
+        """Where the watcher's own claims record lives.
+
+        Its Asset's state store (Airflow 3.3), else with the others in Variables.
+        """
         if self.own_store is not None:
             return self.own_store
         from airflow_provider_workflowsoft.records.stores import AssetStateStore
@@ -555,4 +561,4 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                 "instances": [dict(i) for i in instances]}
 
 
-__all__ = ["Drain", "WorkflowsoftIntegrationEventTrigger", "WorkflowsoftIntegrationTrigger"]
+__all__ = ["WorkflowsoftIntegrationEventTrigger", "WorkflowsoftIntegrationTrigger"]

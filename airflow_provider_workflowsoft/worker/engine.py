@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.api.fields import field_values, to_jsonable
 from airflow_provider_workflowsoft.api.protocol import coerce_id
 from airflow_provider_workflowsoft.defaults import DEFAULT_PROGRESS_INTERVAL_SECONDS
+from airflow_provider_workflowsoft.records.claims import checked_max_offers
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
@@ -54,8 +56,10 @@ DEFAULT_PROGRESS_INTERVAL = DEFAULT_PROGRESS_INTERVAL_SECONDS
 
 
 class RunObserver:
-    """What a batch run reports while it runs (the operator passes one sending Airflow metrics); this
-    base class ignores everything. Called from worker threads: methods must be quick and thread-safe."""
+    """What a batch run reports while it runs (the operator passes one sending Airflow metrics).
+
+    This base class ignores everything. Called from worker threads: methods must be quick and thread-safe.
+    """
 
     def instance_finished(self, step: Any, completed: bool, seconds: float) -> None:
         """One instance was completed (``completed``) or failed, after ``seconds`` of processing."""
@@ -64,7 +68,7 @@ class RunObserver:
         """``count`` claims of earlier runs (or tries) were offered again."""
 
     def drain_prepared(self, step: Any, parked: Sequence[Any], interrupted: Sequence[Mapping[str, Any]]) -> None:
-        """Preparing the drain parked ``parked`` and found ``interrupted`` traces of drains killed while polling."""
+        """Hear that preparing the drain parked ``parked`` and found ``interrupted`` traces of killed drains."""
 
 
 def checked_interval(progress_interval: Any) -> float | None:
@@ -85,7 +89,8 @@ def checked_sizes(max_workers: int, pollers: int | None, max_instances: int) -> 
     """Refuse impossible sizes (naming the argument and its value); return the number of pollers.
 
     ``pollers`` defaults to ``max_workers``: one poller alone caps throughput at one poll round trip per
-    instance, whatever the number of workers."""
+    instance, whatever the number of workers.
+    """
     pollers = max_workers if pollers is None else pollers
     for name, value, least in (("max_workers", max_workers, 1), ("pollers", pollers, 1),
                                ("max_instances", max_instances, 0)):
@@ -188,8 +193,6 @@ class BatchEngine:
         clock: Callable[[], float] = time.monotonic,
         max_offers: int | None = None,
     ) -> None:
-        from airflow_provider_workflowsoft.records.claims import checked_max_offers
-
         self.pollers = checked_sizes(max_workers, pollers, max_instances)
         self.progress_interval = checked_interval(progress_interval)
         self.observer = observer if observer is not None else RunObserver()
@@ -219,8 +222,6 @@ class BatchEngine:
 
     def process_one(self, instance: dict[str, Any], *, already_completed_ok: bool = False) -> dict[str, Any]:
         """Read, call, write and complete one instance; returns ``{"IntegrationInstanceId", "fields", ...}``."""
-        from airflow_provider_workflowsoft.api.fields import field_values, to_jsonable
-
         iid = instance["IntegrationInstanceId"]
         fields = self.api.get_fields(iid)
         kwargs = dict(self.op_kwargs)
@@ -263,7 +264,7 @@ class BatchEngine:
             log.debug("The run observer failed: %s", exc)
 
     def progress_line(self, started: float) -> str:
-        """The progress of the run so far, in one line."""
+        """Return the progress of the run so far, in one line."""
         with self._lock:
             counts = dict(self._counts)
         elapsed = max(self.clock() - started, 0.0)
@@ -358,7 +359,7 @@ class BatchEngine:
                 log.warning("Writing done marks failed (%s); they are written with the next write", error_text(exc))
 
     def _finish(self) -> None:
-        """The last write of this task instance's record: done marks, then closed (or deleted if empty)."""
+        """Return the last write of this task instance's record: done marks, then closed (or deleted if empty)."""
         if self.claims is None:
             return
         with self._lock:
@@ -371,8 +372,10 @@ class BatchEngine:
                       "and their completion then answers \"already completed\"", error_text(exc))
 
     def _offer_given(self, given: list[dict[str, Any]], submit: Callable[..., None], report: dict[str, Any]) -> int:
-        """Instances handed over (a sensor's XCom): taken over in one claim write, then processed. Each
-        was claimed before by whoever polled it, so "already completed" is an earlier attempt's success."""
+        """Instances handed over (a sensor's XCom): taken over in one claim write, then processed.
+
+        Each was claimed before by whoever polled it, so "already completed" is an earlier attempt's success.
+        """
         todo = []
         for instance in given:
             if self.claims is not None and self.claims.own_state(instance["IntegrationInstanceId"]) == "done":
@@ -396,8 +399,10 @@ class BatchEngine:
         return len(given)
 
     def _drain(self, submit: Callable[..., None], errors: list[str], report: dict[str, Any]) -> int:
-        """Re-offered claims first, then concurrent polls under the drain's stop rules, claimed by group
-        commit before they are processed."""
+        """Re-offered claims first, then concurrent polls under the drain's stop rules.
+
+        Claimed by group commit before they are processed.
+        """
         step = self.integration_diagram_id
         if step is None:
             raise WorkflowsoftInputError("Nothing to poll: set integration_diagram_id (or the diagram and step names)")
@@ -537,7 +542,7 @@ def process_instances(api: WorkflowsoftClient, python_callable: Callable[..., An
 
 
 def failure_message(report: Mapping[str, Any]) -> str:
-    """The task's error: every failed instance with its error."""
+    """Return the task's error: every failed instance with its error."""
     lines = [f"{len(report['failed'])} of {report['processed']} integration instance(s) failed "
              "(they stay claimed and are offered again by a later run):"]
     lines += [f"  - {f['IntegrationInstanceId']}: {f['error']}" for f in report["failed"]]

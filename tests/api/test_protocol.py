@@ -196,3 +196,15 @@ def test_token_cache_renews_before_expiry() -> None:
     cache.discard(short, "other")
     cache.clear()
     assert cache.get(key) is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [("True", True), (" yes ", True), ("on", True), ("1", True), (1, True),
+                                                 ("false", False), ("0", False), ("", False), (None, False),
+                                                 ("nope", False), (0, False)])
+def test_one_reading_of_templated_booleans(value: object, expected: bool) -> None:
+    assert P.to_bool(value) is expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, True), ("", True), ("  ", True), ("x", False), (0, False)])
+def test_blank_means_none_or_whitespace(value: object, expected: bool) -> None:
+    assert P.blank(value) is expected

@@ -206,19 +206,25 @@ def _split_arguments(text: str) -> list[str]:
     return [p for p in [*parts, current.strip()] if p]
 
 
+def hook_api_methods() -> list[str]:
+    """The calls of the API the hook hands on to its client: its own public methods the client also has."""
+    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+    from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+
+    return sorted(name for name, value in vars(WorkflowsoftHook).items()
+                  if callable(value) and not name.startswith("_") and hasattr(WorkflowsoftClient, name))
+
+
 def _reference_target(name: str) -> Any:
     """The class, function or hook method a Reference row names, or None for any other code."""
     import importlib
 
-    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
-    from airflow_provider_workflowsoft.hooks.workflowsoft import API_METHODS, WorkflowsoftHook
+    from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 
     if name == "WorkflowsoftHook":
         return WorkflowsoftHook
-    if name == "test_connection":
-        return WorkflowsoftHook.test_connection
-    if name in API_METHODS:
-        return getattr(WorkflowsoftClient, name)
+    if name == "test_connection" or name in hook_api_methods():
+        return getattr(WorkflowsoftHook, name)
     module, _, attribute = name.rpartition(".")
     if not module or name.startswith("."):
         return None
@@ -266,10 +272,8 @@ def test_reference_tables_name_every_parameter() -> None:
     for name, arguments in _SIGNATURE.findall(reference):
         if _reference_target(name) is not None:
             shown.setdefault(name, _split_arguments(arguments))
-    from airflow_provider_workflowsoft.hooks.workflowsoft import API_METHODS
-
     problems = [f"{name}: not in the Reference with its parameters"
-                for name in (*REFERENCE_NAMES, *sorted(API_METHODS)) if name not in shown]
+                for name in (*REFERENCE_NAMES, *hook_api_methods()) if name not in shown]
     for name, arguments in shown.items():
         actual = _parameters(_reference_target(name))
         given: dict[str, str | None] = {}

@@ -12,14 +12,11 @@ from typing import Any
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from airflow_provider_workflowsoft.operators.batch import (
-    BatchEngine,
-    WorkflowsoftProcessInstancesOperator,
-    normalise_instances,
-)
+from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
+from airflow_provider_workflowsoft.worker.engine import BatchEngine, normalise_instances
 from tests.conftest import FakeTI
 
 STEP = 11

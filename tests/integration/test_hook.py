@@ -48,7 +48,8 @@ def test_uri_connection_with_admin_credentials_and_string_extras(monkeypatch: py
         "workflowsoft://admin%40example.com:admin-PASSWORD-xyz789@api.example.com"
         "?token_lifetime_seconds=600&timeout=12.5&max_retries=2&on_behalf_of=17&verify_ssl=false",
     )
-    config = WorkflowsoftHook().config
+    with pytest.warns(DeprecationWarning, match="'token_lifetime_seconds' is deprecated: rename it 'lifetime_seconds'"):
+        config = WorkflowsoftHook().config  # the extra's older name still works, and says so
     assert config.login == ADMIN_LOGIN and config.password == ADMIN_PASSWORD and config.mints_tokens
     assert config.base_url == "https://api.example.com"
     assert (config.token_lifetime_seconds, config.timeout, config.max_retries, config.on_behalf_of,
@@ -214,6 +215,28 @@ def test_hook_delegates_calls(monkeypatch: pytest.MonkeyPatch, rm: Any) -> None:
     assert hook.resolve_user_id("a@x.com") == 4
     assert hook.start_process(3, on_behalf_of=4) == {"Id": 8, "Title": "Run"}
     assert rm.request_history[-1].headers["X-OnBehalfOf-Id"] == "4"
+
+
+def test_hook_methods_are_explicit_with_the_clients_signatures() -> None:
+    """Every call of the API is a method of the hook class itself (seen by mypy, IDEs and autodoc, not
+    forwarded through ``__getattr__``), taking exactly the client's parameters."""
+    import inspect
+
+    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
+
+    calls = ["list_process_diagrams", "list_integration_steps", "find_process_diagram", "find_integration_step",
+             "poll_new_integration", "get_fields", "get_field_values", "update_fields", "complete_step",
+             "update_and_complete", "search_users", "find_user", "resolve_user_id", "resolve_on_behalf_of",
+             "start_process", "create_task"]
+    assert "__getattr__" not in vars(WorkflowsoftHook)
+    for name in calls:
+        assert name in vars(WorkflowsoftHook), name
+        hook_params = inspect.signature(vars(WorkflowsoftHook)[name]).parameters
+        client_params = inspect.signature(getattr(WorkflowsoftClient, name)).parameters
+        assert [(p.name, p.kind, p.default) for p in hook_params.values()] == \
+            [(p.name, p.kind, p.default) for p in client_params.values()], name
+    with pytest.raises(AttributeError):
+        WorkflowsoftHook().no_such_call  # noqa: B018
 
 
 def test_provider_info() -> None:

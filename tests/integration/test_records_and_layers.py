@@ -174,7 +174,7 @@ def test_api_client_and_fields_import_without_airflow() -> None:
 
 
 def test_trigger_reads_the_connection_with_the_async_helpers(emu, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_workflowsoft import version_compat
+    from airflow_provider_workflowsoft.hooks import workflowsoft as hook_module
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 
     read: list[str] = []
@@ -197,8 +197,8 @@ def test_trigger_reads_the_connection_with_the_async_helpers(emu, monkeypatch: p
     def no_sync(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the connection was read synchronously on the event loop")
 
-    monkeypatch.setattr(version_compat, "aget_connection", aget_connection)
-    monkeypatch.setattr(version_compat.BaseHook, "get_connection", no_sync)
+    monkeypatch.setattr(hook_module, "aget_connection", aget_connection)
+    monkeypatch.setattr(hook_module.BaseHook, "get_connection", no_sync)
     emu.create_instances(STEP)
 
     async def first_event() -> dict[str, Any]:
@@ -328,28 +328,58 @@ def test_max_unclaimed_must_be_a_whole_number_of_one_or_more(client) -> None:
 # -- g) versions: one module knows them ---------------------------------------------------------------------
 
 
-def test_only_version_compat_imports_airflow() -> None:
-    """Every Airflow name reaches the package through version_compat (the trigger's base class from
-    ``airflow.triggers.base`` excepted, as in the official providers): one place to change per version."""
+#: Who may import Airflow, and what (docs/architecture.md, "Who imports Airflow"). Every module may take
+#: Airflow's names from common.compat (the official providers' way); other Airflow imports are version- or
+#: process-specific and live in the one module whose concern they are. api/ and the emulator import none.
+AIRFLOW_IMPORTS: dict[str, set[str]] = {
+    "version_compat.py": {"airflow", "airflow.sdk"},
+    "triggers/workflowsoft.py": {"airflow.triggers.base"},
+    "decorators/workflowsoft.py": {"airflow.sdk.bases.decorator", "airflow.decorators.base"},
+    "records/stores.py": {"airflow.models.variable", "airflow.models.asset", "airflow.models.asset_state_store",
+                          "airflow.utils.session"},
+    "masking.py": {"airflow.sdk._shared.secrets_masker.secrets_masker", "airflow.sdk.log"},
+    "hooks/workflowsoft.py": {"airflow.sdk.execution_time"},
+    "lineage.py": {"airflow.providers.openlineage.extractors"},
+    "deprecation.py": {"airflow", "airflow.exceptions"},
+}
+
+
+def test_who_imports_airflow() -> None:
+    """Airflow reaches the package through common.compat, plus the few version-specific imports each in the
+    one module that owns them; the API layer and the emulator import nothing from Airflow."""
     import ast
     from pathlib import Path
 
     import airflow_provider_workflowsoft
 
     package = Path(airflow_provider_workflowsoft.__file__).parent
-    allowed = {"version_compat.py": None, "triggers/workflowsoft.py": {"airflow.triggers.base"}}
     found: list[str] = []
     for path in sorted(package.rglob("*.py")):
         name = path.relative_to(package).as_posix()
-        if name in allowed and allowed[name] is None:
-            continue
+        free_of_airflow = name.startswith(("api/", "emulator/"))
         for node in ast.walk(ast.parse(path.read_text())):
             modules = ([node.module] if isinstance(node, ast.ImportFrom) and node.module
                        else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             for module in modules:
-                if (module == "airflow" or module.startswith("airflow.")) and module not in (allowed.get(name) or ()):
+                if not (module == "airflow" or module.startswith("airflow.")):
+                    continue
+                if free_of_airflow or not (module.startswith("airflow.providers.common.compat")
+                                           or module in AIRFLOW_IMPORTS.get(name, ())):
                     found.append(f"{name}:{node.lineno} imports {module}")
     assert found == []
+
+
+def test_version_compat_holds_version_facts_only() -> None:
+    """version_compat has the flags, the running version and the names it re-exports: no behaviour."""
+    import inspect
+
+    from airflow_provider_workflowsoft import version_compat
+
+    functions = sorted(name for name, value in vars(version_compat).items()
+                       if inspect.isfunction(value) and value.__module__ == version_compat.__name__)
+    assert functions == ["_airflow_version", "airflow_version", "asset_classes"]
+    assert not hasattr(version_compat, "AIRFLOW_V_3_4_PLUS")
+    assert "__getattr__" not in vars(version_compat)
 
 
 class FakeTaskStateStore:
@@ -383,16 +413,6 @@ def test_create_records_in_the_task_state_store_from_3_3_else_in_variables() -> 
         assert "/api/v2/dags/d/dagRuns/manual__1/taskInstances/start/state-store" in store.describe(key)
     else:  # no such store before 3.3, whatever the context holds
         assert (type(store), key) == (VariableStore, "workflowsoft.create.d.manual__1.start.-1")
-
-
-def test_event_trigger_base_says_which_airflow_it_needs() -> None:
-    from airflow_provider_workflowsoft import version_compat
-
-    if version_compat.AIRFLOW_V_3_0_PLUS:
-        assert version_compat.BaseEventTrigger.__name__ == "BaseEventTrigger"
-    else:
-        with pytest.raises(ImportError, match=r"needs Airflow 3\.0 or later; this is Airflow 2\.11"):
-            from airflow_provider_workflowsoft.version_compat import BaseEventTrigger  # noqa: F401
 
 
 @pytest.mark.timeout(60)

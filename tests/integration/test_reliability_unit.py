@@ -31,8 +31,7 @@ from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
 from airflow_provider_workflowsoft.records.creates import SENDING, CreateLedger, DuplicateRiskError
 from airflow_provider_workflowsoft.records.stores import MemoryStore, VariableStore
-from airflow_provider_workflowsoft.version_compat import AirflowFailException
-from tests.conftest import fake_context
+from tests.conftest import fails_without_retries, fake_context
 
 BASE = "https://api.workflowsoft.com"
 TOKEN = "tok-unit-reliability"
@@ -157,9 +156,8 @@ def test_already_completed_without_any_earlier_try_is_a_failure(rm: Any, store: 
     rm.get(FIELDS, json=fields("HALL-A"))
     rm.patch(ACTION, status_code=409, json=ALREADY)
 
-    with pytest.raises(WorkflowsoftConflictError, match="already completed") as info:
+    with fails_without_retries(WorkflowsoftConflictError, match="already completed"):
         complete_operator(store).execute(ctx())
-    assert isinstance(info.value, AirflowFailException)  # fails without retries
     assert own_state(store) is None  # not recorded as done
 
 
@@ -168,7 +166,7 @@ def test_invalid_values_send_nothing_and_leave_the_claim(rm: Any, store: MemoryS
                                                                      "ProcessInstanceId": 7}])
     rm.get(FIELDS, json=fields())
 
-    with pytest.raises(WorkflowsoftValidationError, match="Venue code"):
+    with fails_without_retries(WorkflowsoftValidationError, match="Venue code"):
         complete_operator(store).execute(ctx())  # required field left empty
     assert sent(rm) == [f"GET /api/v2/workflows/instances/tasks/{IID}/variables"]
     listed = ClaimsLedger(CONN, store, owner="reader").list_claims(11)
@@ -282,7 +280,7 @@ def test_create_task_operator_dropped_answer_sends_once(rm: Any, store: MemorySt
     rm.get(f"{BASE}/api/users/search", json=[{"Id": 1, "FullName": "John Doe", "Email": "john.doe@example.com"}])
 
     for _ in range(3):  # the first try and two retries
-        with pytest.raises(DuplicateRiskError):
+        with fails_without_retries(DuplicateRiskError):
             op.execute(fake_context("create_task", run_id="manual__1"))  # type: ignore[arg-type]
     assert sent(rm).count("POST /api/v2/tasks") == 1
 

@@ -16,6 +16,7 @@ import pytest
 
 from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
 from airflow_provider_workflowsoft.api.client import ClientConfig
+from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftInputError,
     WorkflowsoftLookupError,
@@ -39,9 +40,9 @@ from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
-from airflow_provider_workflowsoft.triggers.workflowsoft import Drain, WorkflowsoftIntegrationTrigger
+from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 from airflow_provider_workflowsoft.version_compat import AirflowException
-from tests.conftest import fake_context
+from tests.conftest import fails_without_retries, fake_context
 
 try:
     from airflow.sdk.exceptions import TaskDeferred
@@ -155,7 +156,7 @@ def test_names_resolved_at_run_time(emu, store) -> None:
     assert ids(s.poke(context()).xcom_value) == [5001]
     bad = WorkflowsoftIntegrationSensor(task_id="w", process_diagram_name="Event registration",
                                         integration_step_name="Nope", ledger_store=store, deferrable=False)
-    with pytest.raises(WorkflowsoftLookupError):
+    with fails_without_retries(WorkflowsoftLookupError):
         bad.poke(context())
     with pytest.raises(WorkflowsoftInputError):
         WorkflowsoftIntegrationSensor(task_id="w", process_diagram_name="x")
@@ -353,7 +354,7 @@ def test_trigger_keeps_received_instances_when_a_later_poll_fails() -> None:
         return SimpleNamespace(conn_id=conn_id, host="http://wfs.test", schema=None, port=None, login=None,
                                password="tok-123456", extra_dejson={})
 
-    import airflow_provider_workflowsoft.version_compat as module
+    import airflow_provider_workflowsoft.hooks.workflowsoft as module
 
     original = module.aget_connection
     module.aget_connection = fake_conn
@@ -470,11 +471,11 @@ def test_complete_step_validates_everything_before_any_write(emu, store) -> None
     (instance,) = emu.create_instances(11)
     missing = WorkflowsoftCompleteStepOperator(task_id="c", integration_instance_id=instance, ledger_store=store,
                                                fields={"Attendees": 3})
-    with pytest.raises(WorkflowsoftValidationError, match="Venue code"):
+    with fails_without_retries(WorkflowsoftValidationError, match="Venue code"):
         missing.execute(context("c"))
     bad = WorkflowsoftCompleteStepOperator(task_id="c", integration_instance_id=instance, ledger_store=store,
                                            fields={"Venue code": "X", "Category": "Party"})
-    with pytest.raises(WorkflowsoftValidationError):
+    with fails_without_retries(WorkflowsoftValidationError):
         bad.execute(context("c"))
     assert writes(emu) == []
     assert own_state(store, context("c"), instance["IntegrationInstanceId"]) is None
@@ -517,7 +518,7 @@ def test_create_task_resolves_people(emu, store) -> None:
     assert task["Title"] == "Check"
     (stored,) = emu.snapshot()["tasks"]
     assert stored["assigned_user_id"] == 3 and stored["created_by"] == 1
-    with pytest.raises(WorkflowsoftLookupError):
+    with fails_without_retries(WorkflowsoftLookupError):
         WorkflowsoftCreateTaskOperator(task_id="t2", title="x", assignee="nobody@nowhere",
                                        on_behalf_of=1, ledger_store=store).execute(context("t2"))
 
@@ -540,9 +541,9 @@ def test_claims_operator_lists_and_releases(store) -> None:
     WorkflowsoftReleaseClaimsOperator(task_id="r", instance_ids="1", forget=True,
                                       ledger_store=store).execute(context("r"))
     assert [r["integration_instance_id"] for r in ClaimsLedger(CONN, store, owner="reader").list_claims(11)] == [3]
-    with pytest.raises(WorkflowsoftInputError):
+    with fails_without_retries(WorkflowsoftInputError):
         WorkflowsoftReleaseClaimsOperator(task_id="x", instance_ids="", ledger_store=store).execute({})
-    with pytest.warns(DeprecationWarning), pytest.raises(WorkflowsoftInputError):
+    with pytest.warns(DeprecationWarning), fails_without_retries(WorkflowsoftInputError):
         WorkflowsoftClaimsOperator(task_id="x", action="drop", ledger_store=store).execute({})
 
 
@@ -570,7 +571,9 @@ def test_0_1_names_still_work_with_a_deprecation_warning() -> None:
 
     with pytest.warns(DeprecationWarning, match="integration_step_id"):
         sensor = WorkflowsoftIntegrationSensor(task_id="old_name", integration_diagram_id=11)
-    assert sensor.integration_step_id == 11 and sensor.integration_diagram_id == 11
+    assert sensor.integration_step_id == 11
+    with pytest.warns(DeprecationWarning, match=r"WorkflowsoftIntegrationSensor.integration_diagram_id is deprecated"):
+        assert sensor.integration_diagram_id == 11
     with pytest.warns(DeprecationWarning, match="WorkflowsoftIntegrationWorkerOperator"):
         worker = WorkflowsoftProcessInstancesOperator(task_id="old_worker", python_callable=lambda f: None,
                                                       integration_step_id=11)
@@ -578,6 +581,8 @@ def test_0_1_names_still_work_with_a_deprecation_warning() -> None:
     with pytest.warns(DeprecationWarning, match="integration_step_id"):
         trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11)
     assert trigger.serialize()[1]["integration_step_id"] == 11
+    with pytest.warns(DeprecationWarning, match="use workflowsoft_conn_id"):
+        assert trigger.conn_id == "workflowsoft_default"
     with pytest.raises(WorkflowsoftInputError, match="both integration_step_id=12 and integration_diagram_id=11"), \
             pytest.warns(DeprecationWarning):
         WorkflowsoftIntegrationSensor(task_id="both", integration_step_id=12, integration_diagram_id=11)

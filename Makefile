@@ -11,7 +11,7 @@ COMMON_COMPAT_211 ?= apache-airflow-providers-common-compat>=1.23.0
 VENV211 ?= .venv211
 PY211 := $(VENV211)/bin/python
 
-.PHONY: install test test-fast test-browser test-deployment test-airflow-2.11 lint demo bench emulator clean
+.PHONY: install test test-fast test-browser test-deployment test-airflow-2.11 package-check lint demo bench emulator clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,12 @@ $(VENV211)/.installed: pyproject.toml
 test-airflow-2.11: $(VENV211)/.installed
 	$(PY211) -m pytest -q -m "not browser" tests --ignore=tests/browser --ignore=tests/deployment -p no:cacheprovider
 
+# The release package: sdist and wheel built and checked (twine, LICENSE, license expression), the wheel installed
+# into a fresh venv with its runtime dependencies and Airflow $(AIRFLOW_VERSION); Airflow registers the provider and
+# the example DAGs import (.ci/package-check).
+package-check: install
+	PY=$(PY) PYTHON=$(PYTHON) AIRFLOW_VERSION=$(AIRFLOW_VERSION) .ci/package-check
+
 lint: install
 	$(VENV)/bin/ruff check airflow_provider_workflowsoft dags tests bench
 	$(VENV)/bin/mypy
@@ -63,4 +69,4 @@ emulator: install
 	$(VENV)/bin/workflowsoft-emulator --port 8765
 
 clean:
-	rm -rf $(VENV) $(VENV211) .demo .pytest_cache .mypy_cache .ruff_cache tests/output
+	rm -rf $(VENV) $(VENV211) .demo dist build .pytest_cache .mypy_cache .ruff_cache tests/output

@@ -32,7 +32,8 @@ from tests.deployment.conftest import (
     record_figures,
 )
 
-pytestmark = [pytest.mark.deployment, pytest.mark.timeout(1200)]
+# One deployment for the module (module fixtures): its tests stay on one xdist worker.
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(1200), pytest.mark.xdist_group("distributed")]
 
 BATCH = 1000
 KILL_BATCH = 400

@@ -5,10 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 AIRFLOW_VERSION ?= 3.3.2
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
-# pytest-xdist workers for `make test` and the other Airflow versions' suites (tests sharing a deployment or an
-# Airflow server carry an xdist_group mark and stay on one worker).
+# pytest-xdist workers for `make test` and the other Airflow versions' suites. `--dist loadfile`: a file's tests run
+# on one worker, so a module's fixtures (a deployment, an Airflow API server) start once and its figures files have
+# one writer (`loadgroup` ignores xdist_group marks under pytest 9).
 TEST_WORKERS ?= 2
-PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 # The other Airflow versions CI tests, each in its own venv (`make test-airflow-<version>`, venv .venv<digits>):
 # the oldest the README promises, and the latest patch of every 3.x minor that pyproject.toml admits. 3.0 runs
 # under constraints/airflow-3.0.txt (plain installs take a pydantic, cadwyn and fastapi it was not built for).

@@ -32,8 +32,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.connection_form import EXTRA_FIELDS, ui_field_behaviour
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 
-# One Airflow API server for the module (module fixtures): its tests stay on one xdist worker.
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300), pytest.mark.xdist_group("browser")]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT = REPO / "tests" / "output" / "browser"

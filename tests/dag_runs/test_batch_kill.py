@@ -26,8 +26,7 @@ from airflow_provider_workflowsoft.emulator import EmulatorServer
 from tests.dag_runs.conftest import AIRFLOW_BIN, OUTPUT_DIR
 from tests.dag_runs.test_reliability import Home, check_instances, completions_by_instance, token_conn
 
-# The parametrized runs merge their figures into one file: they stay on one xdist worker.
-pytestmark = [pytest.mark.airflow, pytest.mark.xdist_group("batch_kill")]
+pytestmark = pytest.mark.airflow
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES_FILE = OUTPUT_DIR / "batch_kill_figures.json"

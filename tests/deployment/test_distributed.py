@@ -32,8 +32,7 @@ from tests.deployment.conftest import (
     record_figures,
 )
 
-# One deployment for the module (module fixtures): its tests stay on one xdist worker.
-pytestmark = [pytest.mark.deployment, pytest.mark.timeout(1200), pytest.mark.xdist_group("distributed")]
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(1200)]
 
 BATCH = 1000
 KILL_BATCH = 400

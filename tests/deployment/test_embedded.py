@@ -24,8 +24,7 @@ from tests.deployment.conftest import (
     wait_watcher_running,
 )
 
-# One deployment for the module (module fixtures): its tests stay on one xdist worker.
-pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900), pytest.mark.xdist_group("embedded")]
+pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 
 
 def test_deferrable_sensor_in_the_real_triggerer(embedded: Deployment) -> None:

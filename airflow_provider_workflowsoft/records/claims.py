@@ -86,12 +86,9 @@ def read_record(raw: Any, owner: str = "") -> dict[str, Any]:
     return record_out
 
 
-def _id(value: Any) -> int | str:
-    return coerce_id(value)
-
-
 def _instance(iid: str, claim: Mapping[str, Any], *, reclaimed: bool) -> dict[str, Any]:
-    item: dict[str, Any] = {"IntegrationInstanceId": _id(iid), "ProcessInstanceId": claim.get("process_instance_id")}
+    item: dict[str, Any] = {"IntegrationInstanceId": coerce_id(iid),
+                            "ProcessInstanceId": claim.get("process_instance_id")}
     if reclaimed:
         item["reclaimed"] = True
     return item
@@ -160,13 +157,13 @@ class ClaimsLedger:
     def own_claim(self, instance_id: Any) -> dict[str, Any] | None:
         """Return this task instance's open claim of an instance (read once per ledger object)."""
         with self._lock:
-            claim = self._own()["claims"].get(str(_id(instance_id)))
+            claim = self._own()["claims"].get(str(coerce_id(instance_id)))
             return dict(claim) if claim else None
 
     def own_state(self, instance_id: Any) -> str | None:
         """``"claimed"``, ``"done"`` (as recorded by this task instance) or ``None``."""
         with self._lock:
-            iid = str(_id(instance_id))
+            iid = str(coerce_id(instance_id))
             mine = self._own()
             if iid in mine["claims"]:
                 return CLAIMED
@@ -181,7 +178,7 @@ class ClaimsLedger:
             mine = self._own()
             now = _iso(self.clock())
             for instance in instances:
-                iid = str(_id(instance))
+                iid = str(coerce_id(instance))
                 previous = mine["claims"].get(iid, {})
                 mine["claims"][iid] = {
                     "step": integration_diagram_id,
@@ -209,7 +206,7 @@ class ClaimsLedger:
             mine = self._own()
             now = _iso(self.clock())
             for instance_id in ids:
-                iid = str(_id(instance_id))
+                iid = str(coerce_id(instance_id))
                 claim = mine["claims"].pop(iid, None)
                 if claim is None or claim.get("shared"):
                     mine["done"][iid] = {"completed_at": now}  # another record claims it too: tell its readers
@@ -264,7 +261,7 @@ class ClaimsLedger:
         Whoever holds it: for instances handed over without their step, so that their new claim is offered again like
         the old one.
         """
-        wanted = {str(_id(i)) for i in instance_ids}
+        wanted = {str(coerce_id(i)) for i in instance_ids}
         newest: dict[str, tuple[str, Any]] = {}
         with self._lock:
             for record in self.read_all().values():
@@ -272,7 +269,7 @@ class ClaimsLedger:
                     at = str(claim.get("claimed_at") or "")
                     if iid in wanted and claim.get("step") is not None and (iid not in newest or at > newest[iid][0]):
                         newest[iid] = (at, claim["step"])
-        return {_id(iid): step for iid, (_at, step) in newest.items()}
+        return {coerce_id(iid): step for iid, (_at, step) in newest.items()}
 
     def read_all(self) -> dict[str, dict[str, Any]]:
         """Every claims record of this connection: one listing, then one read per record."""
@@ -360,10 +357,10 @@ class ClaimsLedger:
                 if iid in parked_anywhere and not claim.get("released"):
                     continue  # parked elsewhere (left alone below)
                 if not (own_at_once or due(iid, claim)):
-                    skip.append(_id(iid))  # handed to a run within its lease
+                    skip.append(coerce_id(iid))  # handed to a run within its lease
                 elif exhausted(claim):
                     mine["parked"][iid] = self._parked_entry(mine["claims"].pop(iid), "offered", poison)
-                    parked_now.append(_id(iid))
+                    parked_now.append(coerce_id(iid))
                 elif len(offered) < limit:
                     offered.append({**_instance(iid, claim, reclaimed=True), "offers": claim.get("offers", 1),
                                     "first_claimed_at": claim.get("first_claimed_at")})
@@ -372,26 +369,26 @@ class ClaimsLedger:
                 if key == self.key:
                     continue
                 for iid, claim in record["claims"].items():
-                    if (str(claim.get("step")) != step or iid in done or _id(iid) in held or iid in mine["claims"]
+                    if (str(claim.get("step")) != step or iid in done or coerce_id(iid) in held or iid in mine["claims"]
                             or iid in mine["parked"]):
                         continue
                     expired = due(iid, claim)
                     if expired and iid not in parked_anywhere and exhausted(claim):
                         mine["parked"][iid] = self._parked_entry(claim, "offered", poison)
-                        parked_now.append(_id(iid))
+                        parked_now.append(coerce_id(iid))
                     elif expired and iid not in parked_anywhere and len(offered) < limit:
                         offered.append({**_instance(iid, claim, reclaimed=True), "offers": claim.get("offers", 1),
                                         "first_claimed_at": claim.get("first_claimed_at"), "shared": True})
-                        held.add(_id(iid))
+                        held.add(coerce_id(iid))
                         log.warning("Re-offering integration instance %s (reclaimed): claimed by %s at %s and not "
                                     "completed (offer %s of %s)", iid, record.get("owner"), claim.get("claimed_at"),
                                     int(claim.get("offers", 1) or 0) + 1, poison or "unlimited")
-                    elif not expired and _id(iid) not in skip:
-                        skip.append(_id(iid))
+                    elif not expired and coerce_id(iid) not in skip:
+                        skip.append(coerce_id(iid))
             for record in records.values():  # parked instances of this step: never taken again
                 for iid, entry in record["parked"].items():
-                    if str(entry.get("step")) == step and _id(iid) not in skip:
-                        skip.append(_id(iid))
+                    if str(entry.get("step")) == step and coerce_id(iid) not in skip:
+                        skip.append(coerce_id(iid))
             for iid in parked_now:
                 if iid not in skip:
                     skip.append(iid)
@@ -574,7 +571,7 @@ class ClaimsLedger:
             for iid, claim in record["claims"].items():
                 if not wanted(claim) or (iid in done and not include_done):
                     continue
-                entry = {"integration_instance_id": _id(iid), "state": DONE if iid in done else CLAIMED,
+                entry = {"integration_instance_id": coerce_id(iid), "state": DONE if iid in done else CLAIMED,
                          "owner": record["owner"], "integration_diagram_id": claim.get("step"), "record": key, **claim}
                 entry.pop("step", None)
                 if iid not in out or str(entry.get("claimed_at")) > str(out[iid].get("claimed_at")):
@@ -582,13 +579,13 @@ class ClaimsLedger:
         for key, record in records.items():
             for iid, parked in record["parked"].items():
                 if wanted(parked) and not (iid in out and out[iid].get("released")):
-                    entry = {"integration_instance_id": _id(iid), "state": PARKED, "owner": record["owner"],
+                    entry = {"integration_instance_id": coerce_id(iid), "state": PARKED, "owner": record["owner"],
                              "integration_diagram_id": parked.get("step"), "record": key, **parked}
                     entry.pop("step", None)
                     out[iid] = entry
         if include_done:
             for iid, (key, owner, mark) in done.items():
-                out.setdefault(iid, {"integration_instance_id": _id(iid), "state": DONE, "owner": owner,
+                out.setdefault(iid, {"integration_instance_id": coerce_id(iid), "state": DONE, "owner": owner,
                                      "record": key, **mark})
         return sorted(out.values(), key=lambda e: str(e["integration_instance_id"]))
 
@@ -625,7 +622,7 @@ class ClaimsLedger:
         """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
-        ids = [_id(i) for i in instance_ids]
+        ids = [coerce_id(i) for i in instance_ids]
         found = self._decide(action, ids)
         asked: dict[str, list[str]] = {}
         wanted = {str(i) for i in ids}
@@ -637,7 +634,7 @@ class ClaimsLedger:
         return found, asked
 
     def _decide(self, action: str, instance_ids: Iterable[Any]) -> list[int | str]:
-        wanted = {str(_id(i)) for i in instance_ids}
+        wanted = {str(coerce_id(i)) for i in instance_ids}
         with self._lock:
             records = self.read_all()
             found: set[str] = set()
@@ -650,7 +647,7 @@ class ClaimsLedger:
                     self._write()
                 else:
                     self._rewrite(key, record)
-        return sorted((_id(i) for i in found), key=str)
+        return sorted((coerce_id(i) for i in found), key=str)
 
     def command(self, target_key: str, action: str, instance_ids: Iterable[Any], *, by: str = "") -> str:
         """Ask the owner of the record ``target_key`` to release, park or forget instances.
@@ -661,7 +658,7 @@ class ClaimsLedger:
         """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
-        ids = sorted({str(_id(i)) for i in instance_ids})
+        ids = sorted({str(coerce_id(i)) for i in instance_ids})
         key = naming.claims_command_key(self.conn_id)
         self.store.set(key, {"target": target_key, "action": action, "ids": ids, "by": by or self.owner,
                              "at": _iso(self.clock())})

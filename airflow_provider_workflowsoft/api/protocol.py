@@ -19,6 +19,7 @@ import random
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -136,6 +137,26 @@ def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
     raise WorkflowsoftInputError(f"{name} must be an integer id, got {value!r}")
 
 
+def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:
+    """Return the value of a renamed argument: the old name still works, with a deprecation warning.
+
+    The warning is the provider's (``deprecation.warn_deprecated``), imported only when an old name is used:
+    ``api`` imports nothing of Airflow, and falls back to a plain ``DeprecationWarning`` without it.
+    """
+    if old_value is None:
+        return new_value
+    message = f"{owner}({old}=...) is deprecated: use {new}=..."
+    try:
+        from airflow_provider_workflowsoft.deprecation import warn_deprecated
+    except ImportError:
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+    else:
+        warn_deprecated(message)
+    if new_value is not None and new_value != old_value:
+        raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
+    return old_value
+
+
 #: The keys an instance dict given by a user may name its id under.
 INSTANCE_ID_KEYS = ("IntegrationInstanceId", "integration_instance_id", "integrationInstanceId")
 
@@ -216,8 +237,8 @@ def call_list_integration_steps(process_diagram_id: Any) -> Call:
     return Call("GET", f"/api/v2/workflows/{pid}/tasks", {"integration": "true"}, kind="list_steps")
 
 
-def call_poll_new_integration(integration_diagram_id: Any) -> Call:
-    iid = coerce_id(integration_diagram_id, "integration_diagram_id")
+def call_poll_new_integration(integration_step_id: Any) -> Call:
+    iid = coerce_id(integration_step_id, "integration_step_id")
     return Call("GET", "/api/v2/workflows/instances/new-integrations", {"id": iid}, kind="poll")
 
 

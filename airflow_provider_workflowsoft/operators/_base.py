@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.api.protocol import renamed_argument
 from airflow_provider_workflowsoft.api.step import StepRef
-from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
@@ -182,12 +182,3 @@ def checked_notice(value: Any, name: str, *, rendered: bool = False) -> Any:
             f"{name} has unknown key(s) {', '.join(repr(k) for k in unknown)}: the keys are {', '.join(NOTICE_KEYS)}")
     return value
 
-
-def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:
-    """Return the value of a renamed argument: the old name still works, with a deprecation warning."""
-    if old_value is None:
-        return new_value
-    warn_deprecated(f"{owner}({old}=...) is deprecated: use {new}=...")
-    if new_value is not None and new_value != old_value:
-        raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
-    return old_value

@@ -164,7 +164,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         engine = BatchEngine(
             hook.client,
             self.python_callable,
-            integration_diagram_id=step,
+            integration_step_id=step,
             claims=claims,
             max_instances=self.max_instances,
             max_workers=self.max_workers,

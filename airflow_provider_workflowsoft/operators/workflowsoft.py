@@ -416,7 +416,7 @@ class WorkflowsoftListClaimsOperator(_ClaimsOperator):
         ``integration_diagram_id``, its 0.1 name, still works)
     :param include_done: list also instances marked done
     :param workflowsoft_conn_id: the Workflowsoft connection id
-    :return: ``[{"integration_instance_id", "state", "owner", "integration_diagram_id", "claimed_at", "offers",
+    :return: ``[{"integration_instance_id", "state", "owner", "integration_step_id", "claimed_at", "offers",
         "record", ...}]``; ``state`` is ``"claimed"``, ``"parked"`` (with ``parked_at``, ``reason``) or ``"done"``
     """
 

@@ -169,7 +169,7 @@ class ClaimsLedger:
                 return CLAIMED
             return DONE if iid in mine["done"] else None
 
-    def claim(self, integration_diagram_id: Any, instances: Iterable[Mapping[str, Any]]) -> None:
+    def claim(self, integration_step_id: Any, instances: Iterable[Mapping[str, Any]]) -> None:
         """Record ``instances`` (poll answers) as claimed by this task instance: one write for all of them."""
         instances = list(instances)
         if not instances:
@@ -181,7 +181,7 @@ class ClaimsLedger:
                 iid = str(coerce_id(instance))
                 previous = mine["claims"].get(iid, {})
                 mine["claims"][iid] = {
-                    "step": integration_diagram_id,
+                    "step": integration_step_id,
                     "process_instance_id": instance.get("ProcessInstanceId", previous.get("process_instance_id")),
                     "claimed_at": now,
                     "first_claimed_at": instance.get("first_claimed_at") or previous.get("first_claimed_at", now),
@@ -232,10 +232,10 @@ class ClaimsLedger:
 
     # -- the trace of polls in flight --------------------------------------------------------------
 
-    def start_polling(self, integration_diagram_id: Any, up_to: int) -> None:
+    def start_polling(self, integration_step_id: Any, up_to: int) -> None:
         """Record, before the first poll of a drain, that this task instance polls a step (one write).
 
-        The trace names ``integration_diagram_id`` and ``up_to``, the most answers unclaimed at any moment. Claim
+        The trace names ``integration_step_id`` and ``up_to``, the most answers unclaimed at any moment. Claim
         writes keep it (the record's ``updated_at`` then dates the last durable claim);
         :meth:`stop_polling` (or :meth:`close`) clears it. A run killed in between leaves the trace, and the next reader
         reports it (:attr:`interrupted`): what a person looks for in Workflowsoft when the server hands instances out
@@ -243,7 +243,7 @@ class ClaimsLedger:
         """
         with self._lock:
             mine = self._own()
-            mine["polling"] = {"step": integration_diagram_id, "since": _iso(self.clock()), "up_to": int(up_to)}
+            mine["polling"] = {"step": integration_step_id, "since": _iso(self.clock()), "up_to": int(up_to)}
             self._write()
 
     def stop_polling(self) -> None:
@@ -295,7 +295,7 @@ class ClaimsLedger:
         return records, commands
 
     def prepare_drain(
-        self, integration_diagram_id: Any, reclaim_after: dt.timedelta | None, limit: int,
+        self, integration_step_id: Any, reclaim_after: dt.timedelta | None, limit: int,
         *, own_at_once: bool = True, max_offers: int | None = None,
     ) -> tuple[list[dict[str, Any]], list[int | str]]:
         """Before polling a step: the instances to offer again and the ids to leave alone.
@@ -350,7 +350,7 @@ class ClaimsLedger:
             offered: list[dict[str, Any]] = []
             skip: list[int | str] = []
             parked_now: list[int | str] = []
-            step = str(integration_diagram_id)
+            step = str(integration_step_id)
             for iid, claim in list(mine["claims"].items()):
                 if str(claim.get("step")) != step or iid in done:
                     continue
@@ -403,7 +403,7 @@ class ClaimsLedger:
                 log.warning("Re-offering integration instance(s) %s (reclaimed): claimed by this task instance (%s) "
                             "and not completed", own_again, self.owner)
             if offered:
-                self.claim(integration_diagram_id, offered)
+                self.claim(integration_step_id, offered)
             elif parked_now:
                 self._write()
             self._tidy(records, done, reclaim_after)
@@ -547,12 +547,13 @@ class ClaimsLedger:
         else:
             self.store.delete(key)
 
-    def list_claims(self, integration_diagram_id: Any = None, *, include_done: bool = False,
+    def list_claims(self, integration_step_id: Any = None, *, include_done: bool = False,
                     records: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Open claims, parked instances (and, with ``include_done``, done marks) of one step or of every step.
 
-        Newest entry per instance, each as ``{"integration_instance_id", "state", "owner", "integration_diagram_id",
-        "record", ...}`` (``state``: ``"claimed"``, ``"parked"`` or ``"done"``; ``record``: the key holding it).
+        Newest entry per instance, each as ``{"integration_instance_id", "state", "owner", "integration_step_id",
+        "record", ...}`` (``state``: ``"claimed"``, ``"parked"`` or ``"done"``; ``record``: the key holding it;
+        ``integration_diagram_id``, the 0.1 key, holds the step too).
 
         :param records: read these records (key -> record) instead of this connection's Variables (the command
             line adds the asset watchers' records)
@@ -565,14 +566,15 @@ class ClaimsLedger:
         out: dict[str, dict[str, Any]] = {}
 
         def wanted(entry: Mapping[str, Any]) -> bool:
-            return integration_diagram_id is None or str(entry.get("step")) == str(integration_diagram_id)
+            return integration_step_id is None or str(entry.get("step")) == str(integration_step_id)
 
         for key, record in records.items():
             for iid, claim in record["claims"].items():
                 if not wanted(claim) or (iid in done and not include_done):
                     continue
                 entry = {"integration_instance_id": coerce_id(iid), "state": DONE if iid in done else CLAIMED,
-                         "owner": record["owner"], "integration_diagram_id": claim.get("step"), "record": key, **claim}
+                         "owner": record["owner"], "integration_step_id": claim.get("step"),
+                         "integration_diagram_id": claim.get("step"), "record": key, **claim}
                 entry.pop("step", None)
                 if iid not in out or str(entry.get("claimed_at")) > str(out[iid].get("claimed_at")):
                     out[iid] = entry
@@ -580,6 +582,7 @@ class ClaimsLedger:
             for iid, parked in record["parked"].items():
                 if wanted(parked) and not (iid in out and out[iid].get("released")):
                     entry = {"integration_instance_id": coerce_id(iid), "state": PARKED, "owner": record["owner"],
+                             "integration_step_id": parked.get("step"),
                              "integration_diagram_id": parked.get("step"), "record": key, **parked}
                     entry.pop("step", None)
                     out[iid] = entry

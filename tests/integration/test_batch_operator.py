@@ -292,7 +292,7 @@ def test_poll_error_fails_the_task_after_processing_what_was_received(emulator: 
         return real_poll(step)
 
     hook.poll_new_integration = flaky_poll  # type: ignore[method-assign]
-    engine = BatchEngine(hook, enrich, integration_diagram_id=STEP, claims=ClaimsLedger(conn, MemoryStore()))
+    engine = BatchEngine(hook, enrich, integration_step_id=STEP, claims=ClaimsLedger(conn, MemoryStore()))
     report = engine.run()
     assert report["processed"] == 2 and "boom" in report["poll_error"]
 

@@ -92,7 +92,7 @@ def run(argv: Sequence[str] | None = None, *, store: KeyValueStore | None = None
                 where = f"asset watcher of {e['asset_uri']}" if e.get("asset_uri") else e["owner"]
                 extra = f" released at {e['released_at']}" if e.get("released") else ""
                 extra += f" parked at {e['parked_at']} ({e.get('reason')})" if e["state"] == "parked" else ""
-                print(f"{e['integration_instance_id']}\t{e['state']}\tstep {e.get('integration_diagram_id')}\t"
+                print(f"{e['integration_instance_id']}\t{e['state']}\tstep {e.get('integration_step_id')}\t"
                       f"offers {e.get('offers', '-')}\t{where}{extra}", file=out)
             print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}", file=out)
         return 0

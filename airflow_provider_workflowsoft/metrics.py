@@ -138,9 +138,9 @@ class StatsRecorder(RunObserver):
         now = now or dt.datetime.now(dt.UTC)
         per_step: dict[str, tuple[int, float]] = {str(s): (0, 0.0) for s in steps if s is not None}
         for claim in claims:
-            if claim.get("state", "claimed") != "claimed" or claim.get("integration_diagram_id") is None:
+            if claim.get("state", "claimed") != "claimed" or claim.get("integration_step_id") is None:
                 continue
-            step = str(claim["integration_diagram_id"])
+            step = str(claim["integration_step_id"])
             since = parse_time(claim.get("first_claimed_at")) or parse_time(claim.get("claimed_at"))
             age = max((now - since).total_seconds(), 0.0) if since is not None else 0.0
             count, oldest = per_step.get(step, (0, 0.0))

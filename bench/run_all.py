@@ -150,7 +150,7 @@ def bench_batch(emu: Emulator, workers: int, pollers: int, conn_env: str, n: int
     os.environ["AIRFLOW_CONN_WORKFLOWSOFT_BENCH"] = conn_env
     hook = WorkflowsoftHook("workflowsoft_bench", client_options={"pool_size": workers + pollers})
     _ = hook.config  # the connection is read before the clock starts (not an API request)
-    engine = BatchEngine(hook.client, compute, integration_diagram_id=STEP, claims=ClaimsLedger("bench", MemoryStore()),
+    engine = BatchEngine(hook.client, compute, integration_step_id=STEP, claims=ClaimsLedger("bench", MemoryStore()),
                          max_instances=n, max_workers=workers, pollers=pollers)
     emu_cpu0, cpu0 = emu("cpu"), time.process_time()
     started = time.perf_counter()
@@ -286,7 +286,7 @@ def dag_rows_report(dag_rows: list[dict[str, Any]], page_rate: float) -> list[st
         "",
         "## The batch operator inside a DAG run (what users run)",
         "",
-        "The README's `@task.workflowsoft_worker(integration_diagram_id=11, max_instances=N, max_workers=W)` in "
+        "The README's `@task.workflowsoft_worker(integration_step_id=11, max_instances=N, max_workers=W)` in "
         "`bench/dags/bench_batch_operator.py`, run with `airflow dags test` (SQLite, Airflow 3.3): claims in "
         "Airflow Variables through the task's supervisor, exactly as in a user's run. *seconds* is the "
         "operator's own report (drain, claims, processing, done marks); *dags test* is the whole command "

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from airflow.exceptions import AirflowProviderDeprecationWarning
@@ -38,6 +39,41 @@ def test_a_renamed_argument_warns_at_the_callers_line() -> None:
             as record:
         WorkflowsoftIntegrationSensor(task_id="wait", integration_diagram_id=11)
     assert _only_warning(record).filename == __file__  # type: ignore[attr-defined]
+
+
+def test_the_hook_and_clients_poll_with_the_old_keyword_warning_at_the_callers_line(emu: Any) -> None:
+    import asyncio
+
+    from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
+    from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+
+    hook = WorkflowsoftHook()
+    instance = hook.poll_new_integration(integration_step_id=11)  # the demo has no new instance: None
+    with pytest.warns(AirflowProviderDeprecationWarning,
+                      match=r"poll_new_integration\(integration_diagram_id=\.\.\.\) is deprecated") as record:
+        assert hook.poll_new_integration(integration_diagram_id=11) == instance
+    assert _only_warning(record).filename == __file__  # type: ignore[attr-defined]
+
+    async def poll_async() -> Any:
+        async with AsyncWorkflowsoftClient(hook.client.config) as client:
+            return await client.poll_new_integration(integration_diagram_id=11)
+
+    with pytest.warns(AirflowProviderDeprecationWarning, match="use integration_step_id"):
+        assert asyncio.run(poll_async()) == instance
+
+
+def test_the_engine_takes_the_old_keyword_and_list_claims_shows_both_keys() -> None:
+    from airflow_provider_workflowsoft.records.claims import ClaimsLedger
+    from airflow_provider_workflowsoft.records.stores import MemoryStore
+    from airflow_provider_workflowsoft.worker.engine import BatchEngine
+
+    claims = ClaimsLedger("workflowsoft_default", MemoryStore())
+    with pytest.warns(AirflowProviderDeprecationWarning, match=r"BatchEngine\(integration_diagram_id=\.\.\.\)"):
+        engine = BatchEngine(object(), lambda fields: None, integration_diagram_id=11, claims=claims)  # type: ignore[arg-type]
+    assert engine.integration_step_id == 11
+    claims.claim(11, [{"IntegrationInstanceId": 5001, "ProcessInstanceId": 1}])
+    [entry] = claims.list_claims(11)
+    assert entry["integration_step_id"] == entry["integration_diagram_id"] == 11
 
 
 @pytest.mark.parametrize(("module", "name"), [("airflow_provider_workflowsoft.errors", "WorkflowsoftError"),

@@ -177,9 +177,12 @@ class AsyncWorkflowsoftClient(ClientCore):
 
     # -- calls --------------------------------------------------------------------------------------
 
-    async def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
+    async def poll_new_integration(self, integration_step_id: int | str | None = None, *,
+                                   integration_diagram_id: int | str | None = None) -> dict[str, Any] | None:
         """Return the next new integration instance of a step, or ``None`` when there is none."""
-        data = await self.request(protocol.call_poll_new_integration(integration_diagram_id))
+        step = protocol.renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
+                                         old="integration_diagram_id", owner="poll_new_integration")
+        data = await self.request(protocol.call_poll_new_integration(step))
         return protocol.normalise_poll(data)
 
     async def _process_diagrams(self, search_term: str | None) -> list[dict[str, Any]]:

@@ -230,9 +230,12 @@ class WorkflowsoftClient(ClientCore):
 
     # -- integration instances ----------------------------------------------------------------------
 
-    def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
+    def poll_new_integration(self, integration_step_id: int | str | None = None, *,
+                             integration_diagram_id: int | str | None = None) -> dict[str, Any] | None:
         """Return the next new integration instance of a step, or ``None`` when there is none."""
-        return protocol.normalise_poll(self.request(protocol.call_poll_new_integration(integration_diagram_id)))
+        step = protocol.renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
+                                         old="integration_diagram_id", owner="poll_new_integration")
+        return protocol.normalise_poll(self.request(protocol.call_poll_new_integration(step)))
 
     def get_fields(self, integration_instance_id: Any) -> list[Field]:
         """Return the fields of an integration instance, values parsed by type."""

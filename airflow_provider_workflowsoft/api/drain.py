@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from airflow_provider_workflowsoft.api.protocol import instance_key
+
 
 class Drain:
     """The stop rules of one drain, shared by the sensor, the trigger and the batch worker.
@@ -25,8 +27,8 @@ class Drain:
     def __init__(self, limit: int, taken: Iterable[dict[str, Any]] = (), skip: Iterable[Any] = ()) -> None:
         self.limit = max(1, int(limit))
         self.instances: list[dict[str, Any]] = list(taken)
-        self.seen = {_iid(i) for i in self.instances}
-        self.skip = {_iid(i) for i in skip}
+        self.seen = {instance_key(i) for i in self.instances}
+        self.skip = {instance_key(i) for i in skip}
         self.finished = len(self.instances) >= self.limit
         self.reason = "limit" if self.finished else ""
 
@@ -39,7 +41,7 @@ class Drain:
         if self.finished:
             # Concurrent pollers: an answer that arrives after another poller ended the drain was still
             # handed out by the server, so it is taken (never dropped) unless already seen or held elsewhere.
-            iid = _iid(instance)
+            iid = instance_key(instance)
             if iid in self.seen or iid in self.skip:
                 return False
             self.seen.add(iid)
@@ -48,7 +50,7 @@ class Drain:
         if instance is None:
             self.finished, self.reason = True, "empty"
             return False
-        iid = _iid(instance)
+        iid = instance_key(instance)
         if iid in self.seen:
             self.finished, self.reason = True, "repeated"
             return False
@@ -60,11 +62,3 @@ class Drain:
         if len(self.instances) >= self.limit:
             self.finished, self.reason = True, "limit"
         return True
-
-
-def _iid(instance: Any) -> Any:
-    if isinstance(instance, dict):
-        instance = instance.get("IntegrationInstanceId")
-    if isinstance(instance, str) and instance.strip().isdigit():
-        return int(instance.strip())
-    return instance

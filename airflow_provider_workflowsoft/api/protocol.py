@@ -8,6 +8,7 @@ Every reading of a point the vendor's page leaves open is made here and listed i
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -18,6 +19,7 @@ import random
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -135,6 +137,71 @@ def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
     raise WorkflowsoftInputError(f"{name} must be an integer id, got {value!r}")
 
 
+def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:
+    """Return the value of a renamed argument: the old name still works, with a deprecation warning.
+
+    The warning is the provider's (``deprecation.warn_deprecated``), imported only when an old name is used:
+    ``api`` imports nothing of Airflow, and falls back to a plain ``DeprecationWarning`` without it.
+    """
+    if old_value is None:
+        return new_value
+    message = f"{owner}({old}=...) is deprecated: use {new}=..."
+    try:
+        from airflow_provider_workflowsoft.deprecation import warn_deprecated
+    except ImportError:
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+    else:
+        warn_deprecated(message)
+    if new_value is not None and new_value != old_value:
+        raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
+    return old_value
+
+
+#: The keys an instance dict given by a user may name its id under.
+INSTANCE_ID_KEYS = ("IntegrationInstanceId", "integration_instance_id", "integrationInstanceId")
+
+
+def coerce_instance_id(value: Any) -> int:
+    """Return an integration instance id a user gave: an int, a numeric string, an instance dict or its JSON text."""
+    original = value
+    if isinstance(value, str) and value.strip().startswith("{"):
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+    if isinstance(value, Mapping):
+        value = next((value[key] for key in INSTANCE_ID_KEYS if key in value), value)
+    try:
+        number = coerce_id(value)
+    except WorkflowsoftInputError:
+        number = 0
+    if not isinstance(number, int) or number <= 0:
+        raise WorkflowsoftInputError(
+            "integration_instance_id must be an integer id, a numeric string or an instance dict with "
+            f"'IntegrationInstanceId', got {original!r}"
+        )
+    return number
+
+
+def id_value(value: Any) -> Any:
+    """Return an id as the API or a record holds it, read leniently: a numeric string or whole Decimal as an int.
+
+    Anything else (``None``, a name, a bool) comes back unchanged: answers and records are normalised, not refused.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def instance_key(instance: Any) -> Any:
+    """Return the id an instance (a poll's dict, or its id) is known by: :func:`id_value` of its id."""
+    if isinstance(instance, Mapping):
+        instance = instance.get("IntegrationInstanceId")
+    return id_value(instance)
+
+
 def poll_seconds(value: Any) -> float:
     """``poll_interval`` in seconds (a timedelta or a number of seconds), more than 0."""
     interval = as_timedelta(value, "poll_interval")
@@ -170,8 +237,8 @@ def call_list_integration_steps(process_diagram_id: Any) -> Call:
     return Call("GET", f"/api/v2/workflows/{pid}/tasks", {"integration": "true"}, kind="list_steps")
 
 
-def call_poll_new_integration(integration_diagram_id: Any) -> Call:
-    iid = coerce_id(integration_diagram_id, "integration_diagram_id")
+def call_poll_new_integration(integration_step_id: Any) -> Call:
+    iid = coerce_id(integration_step_id, "integration_step_id")
     return Call("GET", "/api/v2/workflows/instances/new-integrations", {"id": iid}, kind="poll")
 
 
@@ -427,16 +494,6 @@ def unwrap_list(data: Any, what: str, method: str, path: str) -> list[Any]:
     )
 
 
-def _id_value(value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return int(value)
-    return value
-
-
 def normalise_poll(data: Any) -> dict[str, Any] | None:
     """Return a poll answer as ``{"IntegrationInstanceId", "ProcessInstanceId"}``, or ``None``.
 
@@ -451,7 +508,7 @@ def normalise_poll(data: Any) -> dict[str, Any] | None:
     if instance_id in (None, "", 0, "0"):
         return None
     process_id = _lookup(data, "ProcessInstanceId", "processInstanceID", "WorkflowInstanceId")
-    return {"IntegrationInstanceId": _id_value(instance_id), "ProcessInstanceId": _id_value(process_id)}
+    return {"IntegrationInstanceId": id_value(instance_id), "ProcessInstanceId": id_value(process_id)}
 
 
 def normalise_object(data: Any, method: str, path: str) -> dict[str, Any]:
@@ -470,7 +527,7 @@ def normalise_object(data: Any, method: str, path: str) -> dict[str, Any]:
             if value is not None:
                 out[canonical] = to_jsonable(value)
     if "Id" in out:
-        out["Id"] = _id_value(out["Id"])
+        out["Id"] = id_value(out["Id"])
     return out
 
 

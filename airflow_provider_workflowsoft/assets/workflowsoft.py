@@ -45,6 +45,7 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.protocol import as_timedelta, coerce_id, poll_seconds
+from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 
 #: The URI scheme of Workflowsoft Assets.
@@ -66,14 +67,9 @@ def integration_step_uri(
     name>/integration-steps/<step name>`` (names percent-encoded) when the step is given by name.
     """
     conn = _conn_id(workflowsoft_conn_id)
-    if integration_step_id not in (None, ""):
-        return f"{SCHEME}://{conn}/integration-steps/{_step_id(integration_step_id)}"
-    if not (_text(process_diagram_name) and _text(integration_step_name)):
-        raise WorkflowsoftInputError(
-            "Say which integration step: integration_step_id, or process_diagram_name and integration_step_name "
-            f"(got integration_step_id={integration_step_id!r}, process_diagram_name={process_diagram_name!r}, "
-            f"integration_step_name={integration_step_name!r})"
-        )
+    step_id = StepRef(integration_step_id, process_diagram_name, integration_step_name).step_id()
+    if step_id is not None:
+        return f"{SCHEME}://{conn}/integration-steps/{step_id}"
     diagram = urllib.parse.quote(str(process_diagram_name).strip(), safe="")
     step = urllib.parse.quote(str(integration_step_name).strip(), safe="")
     return f"{SCHEME}://{conn}/process-diagrams/{diagram}/integration-steps/{step}"
@@ -142,10 +138,11 @@ def integration_step_asset(
             f"reclaim_after must be longer than poll_interval ({interval:g} s), got {reclaim_after!r}: the lease "
             "is how long a DAG run has to complete what the watcher handed it"
         )
+    step_id = StepRef(integration_step_id, process_diagram_name, integration_step_name).step_id()
     trigger = WorkflowsoftIntegrationEventTrigger(
-        integration_step_id=_step_id(integration_step_id) if integration_step_id not in (None, "") else None,
-        process_diagram_name=None if integration_step_id not in (None, "") else str(process_diagram_name).strip(),
-        integration_step_name=None if integration_step_id not in (None, "") else str(integration_step_name).strip(),
+        integration_step_id=step_id,
+        process_diagram_name=None if step_id is not None else str(process_diagram_name).strip(),
+        integration_step_name=None if step_id is not None else str(integration_step_name).strip(),
         workflowsoft_conn_id=workflowsoft_conn_id,
         max_instances=limit,
         poll_interval=interval,
@@ -232,11 +229,6 @@ def _conn_id(conn_id: Any) -> str:
             f"got {conn_id!r}"
         )
     return str(conn_id).strip()
-
-
-def _step_id(value: Any) -> int:
-    """Return an integration step id: the API's one rule for ids (an int or a numeric string)."""
-    return int(coerce_id(value, "integration_step_id"))
 
 
 def _positive_int(value: Any, name: str) -> int:

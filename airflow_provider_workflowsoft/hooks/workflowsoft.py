@@ -288,9 +288,10 @@ class WorkflowsoftHook(BaseHook):
         """Return the one integration step titled ``name`` (case-insensitive) in a process diagram."""
         return self.client.find_integration_step(process_diagram_id, name)
 
-    def poll_new_integration(self, integration_diagram_id: int | str) -> dict[str, Any] | None:
+    def poll_new_integration(self, integration_step_id: int | str | None = None, *,
+                             integration_diagram_id: int | str | None = None) -> dict[str, Any] | None:
         """Return the next new integration instance of a step, or ``None`` when there is none."""
-        return self.client.poll_new_integration(integration_diagram_id)
+        return self.client.poll_new_integration(integration_step_id, integration_diagram_id=integration_diagram_id)
 
     def get_fields(self, integration_instance_id: Any) -> list[Field]:
         """Return the fields of an integration instance, values parsed by type."""

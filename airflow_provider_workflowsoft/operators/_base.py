@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.api.protocol import blank, coerce_id
-from airflow_provider_workflowsoft.deprecation import warn_deprecated
+from airflow_provider_workflowsoft.api.protocol import renamed_argument
+from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
@@ -155,22 +155,8 @@ class WorkflowsoftTaskMixin:
                                 old="integration_diagram_id", owner=type(self).__name__)
 
     def resolve_integration_step(self, step_id: Any, process_diagram_name: Any, integration_step_name: Any) -> int:
-        """Return the integration step's id.
-
-        ``step_id`` as given (an int or a numeric string), or looked up by the process diagram's and the step's names
-        (case-insensitive, one match each).
-        """
-        if isinstance(step_id, dict):  # an instance dict names an instance, not a step
-            raise WorkflowsoftInputError(f"integration_step_id must be an integer id, got {step_id!r}")
-        if not blank(step_id):
-            return int(coerce_id(step_id, "integration_step_id"))
-        if not (process_diagram_name and integration_step_name):
-            raise WorkflowsoftInputError(
-                "Say which integration step: integration_step_id, or process_diagram_name and integration_step_name"
-            )
-        client = self.hook.client
-        diagram = client.find_process_diagram(str(process_diagram_name))
-        return int(client.find_integration_step(diagram["Id"], str(integration_step_name))["Id"])
+        """Return the integration step's id: as given, or looked up by names (:meth:`StepRef.resolve`)."""
+        return StepRef(step_id, process_diagram_name, integration_step_name).resolve(self.hook.client)
 
 
 #: What a notice (``notify_on_failure``, ``notify_on_park``) may say.
@@ -196,12 +182,3 @@ def checked_notice(value: Any, name: str, *, rendered: bool = False) -> Any:
             f"{name} has unknown key(s) {', '.join(repr(k) for k in unknown)}: the keys are {', '.join(NOTICE_KEYS)}")
     return value
 
-
-def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:
-    """Return the value of a renamed argument: the old name still works, with a deprecation warning."""
-    if old_value is None:
-        return new_value
-    warn_deprecated(f"{owner}({old}=...) is deprecated: use {new}=...")
-    if new_value is not None and new_value != old_value:
-        raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
-    return old_value

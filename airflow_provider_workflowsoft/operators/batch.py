@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice, fails_without_retries
@@ -118,13 +119,8 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         if not callable(python_callable):
             raise TypeError("python_callable must be callable")
-        if integration_step_id is None and instances is None and not (
-            process_diagram_name and integration_step_name
-        ):
-            raise ValueError(
-                "Say which instances to process: integration_step_id, or process_diagram_name and "
-                "integration_step_name, or instances"
-            )
+        if instances is None:
+            StepRef(integration_step_id, process_diagram_name, integration_step_name)  # or refused, naming them
         from airflow_provider_workflowsoft.worker.engine import checked_interval, checked_sizes, checked_unclaimed
 
         pollers = checked_sizes(max_workers, pollers, max_instances)
@@ -153,7 +149,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
     integration_diagram_id = RenamedAttribute("integration_step_id")  # the 0.1 name
 
     def _step_id(self) -> int | None:
-        if self.integration_step_id in (None, "") and not (self.process_diagram_name and self.integration_step_name):
+        if not StepRef.given(self.integration_step_id, self.process_diagram_name, self.integration_step_name):
             return None  # only the given instances are processed
         return self.resolve_integration_step(self.integration_step_id, self.process_diagram_name,
                                              self.integration_step_name)
@@ -168,7 +164,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         engine = BatchEngine(
             hook.client,
             self.python_callable,
-            integration_diagram_id=step,
+            integration_step_id=step,
             claims=claims,
             max_instances=self.max_instances,
             max_workers=self.max_workers,

@@ -12,7 +12,6 @@ Airflow 3.3+, in the task instance's ``task_state_store`` (create records).
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, to_bool
+from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, coerce_instance_id, id_value, to_bool
 from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
 from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
@@ -36,27 +35,6 @@ from airflow_provider_workflowsoft.records.claims import (
     read_record,
 )
 from airflow_provider_workflowsoft.version_compat import BaseOperator, Context
-
-
-def coerce_instance_id(value: Any) -> int:
-    """Return an integration instance id from an int, a numeric string, an instance dict (or its JSON text)."""
-    original = value
-    if isinstance(value, str) and value.strip().startswith("{"):
-        with contextlib.suppress(ValueError):
-            value = json.loads(value)
-    if isinstance(value, Mapping):
-        for key in ("IntegrationInstanceId", "integration_instance_id", "integrationInstanceId"):
-            if key in value:
-                value = value[key]
-                break
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise WorkflowsoftInputError(
-            "integration_instance_id must be an integer id, a numeric string or an instance dict with "
-            f"'IntegrationInstanceId', got {original!r}"
-        )
-    return value
 
 
 def _coerce_fields(value: Any, name: str = "fields") -> dict[str, Any] | None:
@@ -345,12 +323,6 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
         )
 
 
-def _step_or_none(value: Any) -> Any:
-    if blank(value):
-        return None
-    return int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
-
-
 def _instance_ids(value: Any) -> list[int]:
     """Instance ids from a list of ids or instance dicts, a comma-separated string or JSON text."""
     if isinstance(value, str):
@@ -391,7 +363,7 @@ class _ClaimsOperator(_WorkflowsoftOperator):
     def _list(self, context: Context, step: Any, include_done: Any) -> list[dict[str, Any]]:
         claims = self.claims_for(context)
         watchers = self._watchers(context)
-        records = claims.list_claims(_step_or_none(step), include_done=to_bool(include_done),
+        records = claims.list_claims(None if blank(step) else id_value(step), include_done=to_bool(include_done),
                                      records={**claims.read_all(), **watchers})
         for record in records:
             if record["record"] in watchers:
@@ -444,7 +416,7 @@ class WorkflowsoftListClaimsOperator(_ClaimsOperator):
         ``integration_diagram_id``, its 0.1 name, still works)
     :param include_done: list also instances marked done
     :param workflowsoft_conn_id: the Workflowsoft connection id
-    :return: ``[{"integration_instance_id", "state", "owner", "integration_diagram_id", "claimed_at", "offers",
+    :return: ``[{"integration_instance_id", "state", "owner", "integration_step_id", "claimed_at", "offers",
         "record", ...}]``; ``state`` is ``"claimed"``, ``"parked"`` (with ``parked_at``, ``reason``) or ``"done"``
     """
 

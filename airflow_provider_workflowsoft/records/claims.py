@@ -86,12 +86,9 @@ def read_record(raw: Any, owner: str = "") -> dict[str, Any]:
     return record_out
 
 
-def _id(value: Any) -> int | str:
-    return coerce_id(value)
-
-
 def _instance(iid: str, claim: Mapping[str, Any], *, reclaimed: bool) -> dict[str, Any]:
-    item: dict[str, Any] = {"IntegrationInstanceId": _id(iid), "ProcessInstanceId": claim.get("process_instance_id")}
+    item: dict[str, Any] = {"IntegrationInstanceId": coerce_id(iid),
+                            "ProcessInstanceId": claim.get("process_instance_id")}
     if reclaimed:
         item["reclaimed"] = True
     return item
@@ -160,19 +157,19 @@ class ClaimsLedger:
     def own_claim(self, instance_id: Any) -> dict[str, Any] | None:
         """Return this task instance's open claim of an instance (read once per ledger object)."""
         with self._lock:
-            claim = self._own()["claims"].get(str(_id(instance_id)))
+            claim = self._own()["claims"].get(str(coerce_id(instance_id)))
             return dict(claim) if claim else None
 
     def own_state(self, instance_id: Any) -> str | None:
         """``"claimed"``, ``"done"`` (as recorded by this task instance) or ``None``."""
         with self._lock:
-            iid = str(_id(instance_id))
+            iid = str(coerce_id(instance_id))
             mine = self._own()
             if iid in mine["claims"]:
                 return CLAIMED
             return DONE if iid in mine["done"] else None
 
-    def claim(self, integration_diagram_id: Any, instances: Iterable[Mapping[str, Any]]) -> None:
+    def claim(self, integration_step_id: Any, instances: Iterable[Mapping[str, Any]]) -> None:
         """Record ``instances`` (poll answers) as claimed by this task instance: one write for all of them."""
         instances = list(instances)
         if not instances:
@@ -181,10 +178,10 @@ class ClaimsLedger:
             mine = self._own()
             now = _iso(self.clock())
             for instance in instances:
-                iid = str(_id(instance))
+                iid = str(coerce_id(instance))
                 previous = mine["claims"].get(iid, {})
                 mine["claims"][iid] = {
-                    "step": integration_diagram_id,
+                    "step": integration_step_id,
                     "process_instance_id": instance.get("ProcessInstanceId", previous.get("process_instance_id")),
                     "claimed_at": now,
                     "first_claimed_at": instance.get("first_claimed_at") or previous.get("first_claimed_at", now),
@@ -209,7 +206,7 @@ class ClaimsLedger:
             mine = self._own()
             now = _iso(self.clock())
             for instance_id in ids:
-                iid = str(_id(instance_id))
+                iid = str(coerce_id(instance_id))
                 claim = mine["claims"].pop(iid, None)
                 if claim is None or claim.get("shared"):
                     mine["done"][iid] = {"completed_at": now}  # another record claims it too: tell its readers
@@ -235,10 +232,10 @@ class ClaimsLedger:
 
     # -- the trace of polls in flight --------------------------------------------------------------
 
-    def start_polling(self, integration_diagram_id: Any, up_to: int) -> None:
+    def start_polling(self, integration_step_id: Any, up_to: int) -> None:
         """Record, before the first poll of a drain, that this task instance polls a step (one write).
 
-        The trace names ``integration_diagram_id`` and ``up_to``, the most answers unclaimed at any moment. Claim
+        The trace names ``integration_step_id`` and ``up_to``, the most answers unclaimed at any moment. Claim
         writes keep it (the record's ``updated_at`` then dates the last durable claim);
         :meth:`stop_polling` (or :meth:`close`) clears it. A run killed in between leaves the trace, and the next reader
         reports it (:attr:`interrupted`): what a person looks for in Workflowsoft when the server hands instances out
@@ -246,7 +243,7 @@ class ClaimsLedger:
         """
         with self._lock:
             mine = self._own()
-            mine["polling"] = {"step": integration_diagram_id, "since": _iso(self.clock()), "up_to": int(up_to)}
+            mine["polling"] = {"step": integration_step_id, "since": _iso(self.clock()), "up_to": int(up_to)}
             self._write()
 
     def stop_polling(self) -> None:
@@ -264,7 +261,7 @@ class ClaimsLedger:
         Whoever holds it: for instances handed over without their step, so that their new claim is offered again like
         the old one.
         """
-        wanted = {str(_id(i)) for i in instance_ids}
+        wanted = {str(coerce_id(i)) for i in instance_ids}
         newest: dict[str, tuple[str, Any]] = {}
         with self._lock:
             for record in self.read_all().values():
@@ -272,7 +269,7 @@ class ClaimsLedger:
                     at = str(claim.get("claimed_at") or "")
                     if iid in wanted and claim.get("step") is not None and (iid not in newest or at > newest[iid][0]):
                         newest[iid] = (at, claim["step"])
-        return {_id(iid): step for iid, (_at, step) in newest.items()}
+        return {coerce_id(iid): step for iid, (_at, step) in newest.items()}
 
     def read_all(self) -> dict[str, dict[str, Any]]:
         """Every claims record of this connection: one listing, then one read per record."""
@@ -298,7 +295,7 @@ class ClaimsLedger:
         return records, commands
 
     def prepare_drain(
-        self, integration_diagram_id: Any, reclaim_after: dt.timedelta | None, limit: int,
+        self, integration_step_id: Any, reclaim_after: dt.timedelta | None, limit: int,
         *, own_at_once: bool = True, max_offers: int | None = None,
     ) -> tuple[list[dict[str, Any]], list[int | str]]:
         """Before polling a step: the instances to offer again and the ids to leave alone.
@@ -353,17 +350,17 @@ class ClaimsLedger:
             offered: list[dict[str, Any]] = []
             skip: list[int | str] = []
             parked_now: list[int | str] = []
-            step = str(integration_diagram_id)
+            step = str(integration_step_id)
             for iid, claim in list(mine["claims"].items()):
                 if str(claim.get("step")) != step or iid in done:
                     continue
                 if iid in parked_anywhere and not claim.get("released"):
                     continue  # parked elsewhere (left alone below)
                 if not (own_at_once or due(iid, claim)):
-                    skip.append(_id(iid))  # handed to a run within its lease
+                    skip.append(coerce_id(iid))  # handed to a run within its lease
                 elif exhausted(claim):
                     mine["parked"][iid] = self._parked_entry(mine["claims"].pop(iid), "offered", poison)
-                    parked_now.append(_id(iid))
+                    parked_now.append(coerce_id(iid))
                 elif len(offered) < limit:
                     offered.append({**_instance(iid, claim, reclaimed=True), "offers": claim.get("offers", 1),
                                     "first_claimed_at": claim.get("first_claimed_at")})
@@ -372,26 +369,26 @@ class ClaimsLedger:
                 if key == self.key:
                     continue
                 for iid, claim in record["claims"].items():
-                    if (str(claim.get("step")) != step or iid in done or _id(iid) in held or iid in mine["claims"]
+                    if (str(claim.get("step")) != step or iid in done or coerce_id(iid) in held or iid in mine["claims"]
                             or iid in mine["parked"]):
                         continue
                     expired = due(iid, claim)
                     if expired and iid not in parked_anywhere and exhausted(claim):
                         mine["parked"][iid] = self._parked_entry(claim, "offered", poison)
-                        parked_now.append(_id(iid))
+                        parked_now.append(coerce_id(iid))
                     elif expired and iid not in parked_anywhere and len(offered) < limit:
                         offered.append({**_instance(iid, claim, reclaimed=True), "offers": claim.get("offers", 1),
                                         "first_claimed_at": claim.get("first_claimed_at"), "shared": True})
-                        held.add(_id(iid))
+                        held.add(coerce_id(iid))
                         log.warning("Re-offering integration instance %s (reclaimed): claimed by %s at %s and not "
                                     "completed (offer %s of %s)", iid, record.get("owner"), claim.get("claimed_at"),
                                     int(claim.get("offers", 1) or 0) + 1, poison or "unlimited")
-                    elif not expired and _id(iid) not in skip:
-                        skip.append(_id(iid))
+                    elif not expired and coerce_id(iid) not in skip:
+                        skip.append(coerce_id(iid))
             for record in records.values():  # parked instances of this step: never taken again
                 for iid, entry in record["parked"].items():
-                    if str(entry.get("step")) == step and _id(iid) not in skip:
-                        skip.append(_id(iid))
+                    if str(entry.get("step")) == step and coerce_id(iid) not in skip:
+                        skip.append(coerce_id(iid))
             for iid in parked_now:
                 if iid not in skip:
                     skip.append(iid)
@@ -406,7 +403,7 @@ class ClaimsLedger:
                 log.warning("Re-offering integration instance(s) %s (reclaimed): claimed by this task instance (%s) "
                             "and not completed", own_again, self.owner)
             if offered:
-                self.claim(integration_diagram_id, offered)
+                self.claim(integration_step_id, offered)
             elif parked_now:
                 self._write()
             self._tidy(records, done, reclaim_after)
@@ -550,12 +547,13 @@ class ClaimsLedger:
         else:
             self.store.delete(key)
 
-    def list_claims(self, integration_diagram_id: Any = None, *, include_done: bool = False,
+    def list_claims(self, integration_step_id: Any = None, *, include_done: bool = False,
                     records: Mapping[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Open claims, parked instances (and, with ``include_done``, done marks) of one step or of every step.
 
-        Newest entry per instance, each as ``{"integration_instance_id", "state", "owner", "integration_diagram_id",
-        "record", ...}`` (``state``: ``"claimed"``, ``"parked"`` or ``"done"``; ``record``: the key holding it).
+        Newest entry per instance, each as ``{"integration_instance_id", "state", "owner", "integration_step_id",
+        "record", ...}`` (``state``: ``"claimed"``, ``"parked"`` or ``"done"``; ``record``: the key holding it;
+        ``integration_diagram_id``, the 0.1 key, holds the step too).
 
         :param records: read these records (key -> record) instead of this connection's Variables (the command
             line adds the asset watchers' records)
@@ -568,27 +566,29 @@ class ClaimsLedger:
         out: dict[str, dict[str, Any]] = {}
 
         def wanted(entry: Mapping[str, Any]) -> bool:
-            return integration_diagram_id is None or str(entry.get("step")) == str(integration_diagram_id)
+            return integration_step_id is None or str(entry.get("step")) == str(integration_step_id)
 
         for key, record in records.items():
             for iid, claim in record["claims"].items():
                 if not wanted(claim) or (iid in done and not include_done):
                     continue
-                entry = {"integration_instance_id": _id(iid), "state": DONE if iid in done else CLAIMED,
-                         "owner": record["owner"], "integration_diagram_id": claim.get("step"), "record": key, **claim}
+                entry = {"integration_instance_id": coerce_id(iid), "state": DONE if iid in done else CLAIMED,
+                         "owner": record["owner"], "integration_step_id": claim.get("step"),
+                         "integration_diagram_id": claim.get("step"), "record": key, **claim}
                 entry.pop("step", None)
                 if iid not in out or str(entry.get("claimed_at")) > str(out[iid].get("claimed_at")):
                     out[iid] = entry
         for key, record in records.items():
             for iid, parked in record["parked"].items():
                 if wanted(parked) and not (iid in out and out[iid].get("released")):
-                    entry = {"integration_instance_id": _id(iid), "state": PARKED, "owner": record["owner"],
+                    entry = {"integration_instance_id": coerce_id(iid), "state": PARKED, "owner": record["owner"],
+                             "integration_step_id": parked.get("step"),
                              "integration_diagram_id": parked.get("step"), "record": key, **parked}
                     entry.pop("step", None)
                     out[iid] = entry
         if include_done:
             for iid, (key, owner, mark) in done.items():
-                out.setdefault(iid, {"integration_instance_id": _id(iid), "state": DONE, "owner": owner,
+                out.setdefault(iid, {"integration_instance_id": coerce_id(iid), "state": DONE, "owner": owner,
                                      "record": key, **mark})
         return sorted(out.values(), key=lambda e: str(e["integration_instance_id"]))
 
@@ -625,7 +625,7 @@ class ClaimsLedger:
         """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
-        ids = [_id(i) for i in instance_ids]
+        ids = [coerce_id(i) for i in instance_ids]
         found = self._decide(action, ids)
         asked: dict[str, list[str]] = {}
         wanted = {str(i) for i in ids}
@@ -637,7 +637,7 @@ class ClaimsLedger:
         return found, asked
 
     def _decide(self, action: str, instance_ids: Iterable[Any]) -> list[int | str]:
-        wanted = {str(_id(i)) for i in instance_ids}
+        wanted = {str(coerce_id(i)) for i in instance_ids}
         with self._lock:
             records = self.read_all()
             found: set[str] = set()
@@ -650,7 +650,7 @@ class ClaimsLedger:
                     self._write()
                 else:
                     self._rewrite(key, record)
-        return sorted((_id(i) for i in found), key=str)
+        return sorted((coerce_id(i) for i in found), key=str)
 
     def command(self, target_key: str, action: str, instance_ids: Iterable[Any], *, by: str = "") -> str:
         """Ask the owner of the record ``target_key`` to release, park or forget instances.
@@ -661,7 +661,7 @@ class ClaimsLedger:
         """
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
-        ids = sorted({str(_id(i)) for i in instance_ids})
+        ids = sorted({str(coerce_id(i)) for i in instance_ids})
         key = naming.claims_command_key(self.conn_id)
         self.store.set(key, {"target": target_key, "action": action, "ids": ids, "by": by or self.owner,
                              "at": _iso(self.clock())})

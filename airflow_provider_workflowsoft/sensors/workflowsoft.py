@@ -26,6 +26,7 @@ from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.api.protocol import as_timedelta, poll_seconds, to_bool
+from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
@@ -122,11 +123,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         super().__init__(**kwargs)
         integration_step_id = self._step_argument(integration_step_id, integration_diagram_id)
         checked_max_offers(max_offers)
-        if integration_step_id is None and not (process_diagram_name and integration_step_name):
-            raise WorkflowsoftInputError(
-                "WorkflowsoftIntegrationSensor needs integration_step_id, or process_diagram_name and "
-                "integration_step_name"
-            )
+        StepRef(integration_step_id, process_diagram_name, integration_step_name)  # refuses neither given
         self.integration_step_id = integration_step_id
         self.process_diagram_name = process_diagram_name
         self.integration_step_name = integration_step_name

@@ -40,6 +40,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, ClaimsLedger, checked_max_offers
 
@@ -400,9 +401,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         max_offers: int | None = DEFAULT_MAX_OFFERS,
     ) -> None:
         super().__init__()
-        if integration_step_id is None and not (process_diagram_name and integration_step_name):
-            raise WorkflowsoftInputError("WorkflowsoftIntegrationEventTrigger needs integration_step_id, or "
-                                         "process_diagram_name and integration_step_name")
+        StepRef(integration_step_id, process_diagram_name, integration_step_name)  # refuses neither given
         if not isinstance(asset_uri, str) or not asset_uri.strip():
             raise WorkflowsoftInputError(
                 f"WorkflowsoftIntegrationEventTrigger needs asset_uri (the watched Asset's URI, which names its "
@@ -475,11 +474,12 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
 
     async def _step(self, client: Any) -> Any:
         if self.integration_step_id is None:
-            self.integration_step_id = await client.find_integration_step_id(
-                str(self.process_diagram_name), str(self.integration_step_name))
-            log.info("Integration step %r of %r is %s", self.integration_step_name, self.process_diagram_name,
-                     self.integration_step_id)
+            self.integration_step_id = await self._step_ref().resolve_async(client)
+            log.info("Integration step %s is %s", self._step_ref().describe(), self.integration_step_id)
         return self.integration_step_id
+
+    def _step_ref(self) -> StepRef:
+        return StepRef(self.integration_step_id, self.process_diagram_name, self.integration_step_name)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:  # type: ignore[override]
         failures = 0
@@ -494,7 +494,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                 claims = self._claims()
                 step: Any = self.integration_step_id
                 if step is None:
-                    step = f"{self.integration_step_name!r} of {self.process_diagram_name!r}"
+                    step = self._step_ref().describe()
                 try:
                     if client is None:
                         client = await self._client()

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import field_values, to_jsonable
-from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.api.protocol import coerce_id, renamed_argument
 from airflow_provider_workflowsoft.defaults import DEFAULT_PROGRESS_INTERVAL_SECONDS
 from airflow_provider_workflowsoft.records.claims import checked_max_offers
 
@@ -156,7 +156,8 @@ class BatchEngine:
     :param api: the client every request goes through (anything with its ``poll_new_integration``,
         ``get_fields`` and ``update_and_complete``)
     :param python_callable: ``f(fields, instance=..., **op_kwargs) -> dict | None``
-    :param integration_diagram_id: the step to poll (needed unless ``instances`` are given)
+    :param integration_step_id: the step to poll (needed unless ``instances`` are given;
+        ``integration_diagram_id``, its 0.1 name, still works)
     :param claims: this task instance's claims ledger (``None``: nothing is recorded)
     :param max_instances: most instances received by polling in one run
     :param max_workers: callables running at the same time
@@ -180,7 +181,7 @@ class BatchEngine:
         api: WorkflowsoftClient,
         python_callable: Callable[..., Any],
         *,
-        integration_diagram_id: int | str | None = None,
+        integration_step_id: int | str | None = None,
         claims: ClaimsLedger | None = None,
         max_instances: int = 100,
         max_workers: int = 8,
@@ -192,6 +193,7 @@ class BatchEngine:
         observer: RunObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_offers: int | None = None,
+        integration_diagram_id: int | str | None = None,
     ) -> None:
         self.pollers = checked_sizes(max_workers, pollers, max_instances)
         self.progress_interval = checked_interval(progress_interval)
@@ -200,7 +202,9 @@ class BatchEngine:
         self.max_unclaimed = checked_unclaimed(max_unclaimed, self.pollers)
         self.api = api
         self.python_callable = python_callable
-        self.integration_diagram_id = integration_diagram_id
+        self.integration_step_id = renamed_argument(integration_step_id, integration_diagram_id,
+                                                    new="integration_step_id", old="integration_diagram_id",
+                                                    owner=type(self).__name__)
         self.claims = claims
         self.max_instances = max_instances
         self.max_workers = max_workers
@@ -254,7 +258,7 @@ class BatchEngine:
         seconds = self.clock() - started
         with self._lock:
             self._counts["completed" if completed else "failed"] += 1
-        self._tell(self.observer.instance_finished, self.integration_diagram_id, completed, seconds)
+        self._tell(self.observer.instance_finished, self.integration_step_id, completed, seconds)
 
     @staticmethod
     def _tell(method: Callable[..., None], *args: Any) -> None:
@@ -384,11 +388,11 @@ class BatchEngine:
             todo.append(instance)
         if self.claims is not None and todo:
             steps: dict[Any, Any] = {}
-            if self.integration_diagram_id is None:  # the step of each instance's existing claim
+            if self.integration_step_id is None:  # the step of each instance's existing claim
                 steps = self.claims.claimed_steps(i["IntegrationInstanceId"] for i in todo)
             by_step: dict[Any, list[dict[str, Any]]] = {}
             for instance in todo:
-                step = self.integration_diagram_id
+                step = self.integration_step_id
                 if step is None:
                     step = steps.get(instance["IntegrationInstanceId"])
                 by_step.setdefault(step, []).append({**instance, "shared": True})
@@ -403,9 +407,9 @@ class BatchEngine:
 
         Claimed by group commit before they are processed.
         """
-        step = self.integration_diagram_id
+        step = self.integration_step_id
         if step is None:
-            raise WorkflowsoftInputError("Nothing to poll: set integration_diagram_id (or the diagram and step names)")
+            raise WorkflowsoftInputError("Nothing to poll: set integration_step_id (or the diagram and step names)")
         offered: list[dict[str, Any]] = []
         skip: list[Any] = []
         if self.claims is not None and self.max_instances:

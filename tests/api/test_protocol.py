@@ -208,3 +208,24 @@ def test_one_reading_of_templated_booleans(value: object, expected: bool) -> Non
 @pytest.mark.parametrize(("value", "expected"), [(None, True), ("", True), ("  ", True), ("x", False), (0, False)])
 def test_blank_means_none_or_whitespace(value: object, expected: bool) -> None:
     assert P.blank(value) is expected
+
+
+def test_one_parser_per_id_rule() -> None:
+    from airflow_provider_workflowsoft.api.drain import Drain
+    from airflow_provider_workflowsoft.operators import workflowsoft as operators
+
+    # A user's instance id: an int, a numeric string, an instance dict (or its JSON text); refused otherwise.
+    assert operators.coerce_instance_id is P.coerce_instance_id
+    for given in (5001, " 5001 ", {"integration_instance_id": "5001"}, '{"IntegrationInstanceId": 5001}'):
+        assert P.coerce_instance_id(given) == 5001
+    for bad in (0, -3, True, "x", {"Id": 5001}, "{not json"):
+        with pytest.raises(WorkflowsoftInputError, match="integration_instance_id must be an integer id"):
+            P.coerce_instance_id(bad)
+    # An id as an answer or a record holds it: read leniently, never refused.
+    assert [P.id_value(v) for v in (" 7 ", Decimal("7"), 7, True, None, "seven")] == [7, 7, 7, True, None,
+                                                                                            "seven"]
+    assert P.instance_key({"IntegrationInstanceId": Decimal("7")}) == P.instance_key("7") == 7
+    # The drain keys instances by that rule: the same instance as a string id and as a dict is one instance.
+    drain = Drain(5, skip=["7"])
+    assert not drain.offer({"IntegrationInstanceId": Decimal("7"), "ProcessInstanceId": 1})
+    assert drain.reason == "held elsewhere"

@@ -180,8 +180,10 @@ REFERENCE_NAMES = (
     "notifications.workflowsoft.WorkflowsoftNotifier",
     "test_connection",
 )
-#: Old names of classes' parameters, kept working with a warning; the Reference says so once, not in every row.
-DEPRECATED_PARAMETERS = frozenset({"integration_diagram_id"})
+#: Old names of parameters (old -> new), kept working with a warning; the Reference says so once, not in every row.
+#: A hook method's new parameter defaults to None only so that the old keyword may stand in for it: the row shows
+#: it required, as it is to a caller who gives neither.
+DEPRECATED_PARAMETERS = {"integration_diagram_id": "integration_step_id"}
 _SIGNATURE = re.compile(r"`([A-Za-z_][\w.]*)\(([^`]*)\)`")
 _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}
 
@@ -248,7 +250,11 @@ def _parameters(target: Any) -> dict[str, Any]:
         for p in inspect.signature(function).parameters.values():
             if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 found.setdefault(p.name, p.default)
-    return {k: v for k, v in found.items() if not (inspect.isclass(target) and k in DEPRECATED_PARAMETERS)}
+    if not inspect.isclass(target):
+        for old, renamed in DEPRECATED_PARAMETERS.items():
+            if old in found and found.get(renamed) is None:
+                found[renamed] = inspect.Parameter.empty
+    return {k: v for k, v in found.items() if k not in DEPRECATED_PARAMETERS}
 
 
 def _documented_default(text: str) -> Any:

@@ -122,7 +122,7 @@ def test_id_that_does_not_exist(rm: Any, client: WorkflowsoftClient) -> None:
         (lambda c: c.get_fields("abc"), "integration_instance_id"),
         (lambda c: c.update_fields("4 2", {"x": 1}), "integration_instance_id"),
         (lambda c: c.complete_step("x", validate=False), "integration_instance_id"),
-        (lambda c: c.poll_new_integration("step"), "integration_diagram_id"),
+        (lambda c: c.poll_new_integration("step"), "integration_step_id"),
         (lambda c: c.list_integration_steps("P-1"), "process_diagram_id"),
         (lambda c: c.start_process("three", on_behalf_of=9), "process_diagram_id"),
     ],

@@ -11,8 +11,12 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator
+from airflow_provider_workflowsoft.operators.batch import (
+    WorkflowsoftIntegrationWorkerOperator,
+    WorkflowsoftProcessInstancesOperator,
+)
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
@@ -288,7 +292,7 @@ def test_poll_error_fails_the_task_after_processing_what_was_received(emulator: 
         return real_poll(step)
 
     hook.poll_new_integration = flaky_poll  # type: ignore[method-assign]
-    engine = BatchEngine(hook, enrich, integration_diagram_id=STEP, claims=ClaimsLedger(conn, MemoryStore()))
+    engine = BatchEngine(hook, enrich, integration_step_id=STEP, claims=ClaimsLedger(conn, MemoryStore()))
     report = engine.run()
     assert report["processed"] == 2 and "boom" in report["poll_error"]
 
@@ -303,8 +307,11 @@ def test_normalise_instances() -> None:
 
 
 def test_operator_requires_a_source() -> None:
-    with pytest.raises(ValueError):
+    # The one StepRef check: the input error every other class raises, naming the arguments.
+    with pytest.raises(WorkflowsoftInputError, match="integration_step_id, or process_diagram_name and"):
         WorkflowsoftProcessInstancesOperator(task_id="x", python_callable=enrich)
+    with pytest.raises(WorkflowsoftInputError, match="integration_step_name=None"):
+        WorkflowsoftIntegrationWorkerOperator(task_id="y", python_callable=enrich, process_diagram_name="Events")
 
 
 def test_one_definition_of_the_claim_states() -> None:

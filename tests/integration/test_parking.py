@@ -46,7 +46,7 @@ def enrich(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
 def batch_run(client: WorkflowsoftClient, store: MemoryStore, run: int, **kwargs: Any) -> dict[str, Any]:
     """One batch run (a new task instance) with a lease of 0: every earlier run's open claim is offered at once."""
     claims = ClaimsLedger(CONN, store, owner=f"burst/run{run}/enrich/-1")
-    engine = BatchEngine(client, enrich, integration_diagram_id=STEP, claims=claims, max_instances=10, max_workers=2,
+    engine = BatchEngine(client, enrich, integration_step_id=STEP, claims=claims, max_instances=10, max_workers=2,
                          reclaim_after=dt.timedelta(0), **kwargs)
     return engine.run()
 

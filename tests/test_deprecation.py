@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -111,3 +112,8 @@ def test_the_warning_is_shown_without_warning_options(tmp_path: Path) -> None:
     assert "WorkflowsoftDeprecationWarning" in shown, shown[-3000:]
     # Airflow 3 logs it through structlog, Airflow 2.11 prints "<file>:<line> <category>: <message>"
     assert f"filename={dag_file} lineno=2" in shown or f"{dag_file}:2" in shown, shown[-3000:]
+
+
+def test_xcom_types_is_removed_not_left_to_drift() -> None:
+    # It was imported by nothing and had drifted from the XCom values; the README's rows give the shapes.
+    assert importlib.util.find_spec("airflow_provider_workflowsoft.xcom_types") is None

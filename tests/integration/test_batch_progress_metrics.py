@@ -17,7 +17,7 @@ from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
 from airflow_provider_workflowsoft.records.stores import MemoryStore
-from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
 from tests.conftest import FakeTI
 
 STEP = 11
@@ -125,8 +125,9 @@ class StatsdReceiver:
 def statsd(monkeypatch: pytest.MonkeyPatch) -> Iterator[StatsdReceiver]:
     """Airflow configured to send StatsD to a loopback receiver, and its ``Stats`` initialised the way
     Airflow 3's task runner does at the start of every task (``stats.initialize(factory=...)``)."""
-    if not AIRFLOW_V_3_0_PLUS:
-        pytest.skip("initialises Stats the way Airflow 3's task runner does; Airflow 2.11 reads [metrics] once")
+    if not AIRFLOW_V_3_3_PLUS:
+        pytest.skip("initialises Stats the way Airflow 3.3's task runner does (airflow.sdk.observability, new in "
+                    "3.3); Airflow 2.11 and 3.1 set up their Stats elsewhere")
     from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
     from airflow.sdk.observability import stats
     from airflow.sdk.observability.metrics import stats_utils

@@ -156,6 +156,18 @@ def emu(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorSe
     return emulator
 
 
+@pytest.fixture
+def emu_client(emu: EmulatorServer) -> Iterator[WorkflowsoftClient]:
+    """A client of the emulator (static token, no retries), closed after the test."""
+    with WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", max_retries=0)) as c:
+        yield c
+
+
+def instance_status(emu: EmulatorServer, iid: int) -> str:
+    """The emulator's status of one integration instance (``waiting``, ``handed_out``, ``completed``)."""
+    return {v["IntegrationInstanceId"]: v for v in emu.snapshot()["instances"]}[iid]["status"]  # type: ignore[no-any-return]
+
+
 # ---------------------------------------------------------------------------------------------------
 # A task instance and its context, as operators, sensors and the records read them
 # ---------------------------------------------------------------------------------------------------

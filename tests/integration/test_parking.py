@@ -6,12 +6,11 @@ records in memory stores."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftClient
+from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.records import naming
@@ -19,7 +18,7 @@ from airflow_provider_workflowsoft.records.claims import PARKED, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 from airflow_provider_workflowsoft.worker.engine import BatchEngine
-from tests.conftest import fake_context
+from tests.conftest import fake_context, instance_status
 from tests.integration.test_event_driven import events_of, watcher
 
 CONN = "workflowsoft_default"
@@ -28,13 +27,12 @@ POISON = 5002
 
 
 @pytest.fixture
-def client(emu: EmulatorServer) -> Iterator[WorkflowsoftClient]:
-    with WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", max_retries=0)) as c:
-        yield c
+def client(emu_client: WorkflowsoftClient) -> WorkflowsoftClient:
+    """Here ``client`` is the emulator's (tests/conftest.py's ``client`` is a mocked one)."""
+    return emu_client
 
 
-def status(emu: EmulatorServer, iid: int) -> str:
-    return {v["IntegrationInstanceId"]: v for v in emu.snapshot()["instances"]}[iid]["status"]
+status = instance_status
 
 
 def enrich(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:

@@ -9,13 +9,11 @@ import datetime as dt
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftClient
-from airflow_provider_workflowsoft.emulator import EmulatorServer
+from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
 from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftCompleteStepOperator,
     WorkflowsoftStartProcessOperator,
@@ -25,7 +23,7 @@ from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.worker.engine import BatchEngine
-from tests.conftest import fake_context
+from tests.conftest import fake_context, instance_status
 
 CONN = "workflowsoft_default"
 STEP = 11
@@ -38,13 +36,12 @@ def at(moment: dt.datetime) -> Any:
 
 
 @pytest.fixture
-def client(emu: EmulatorServer) -> Iterator[WorkflowsoftClient]:
-    with WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", max_retries=0)) as c:
-        yield c
+def client(emu_client: WorkflowsoftClient) -> WorkflowsoftClient:
+    """Here ``client`` is the emulator's (tests/conftest.py's ``client`` is a mocked one)."""
+    return emu_client
 
 
-def status(emu: EmulatorServer, iid: int) -> str:
-    return {v["IntegrationInstanceId"]: v for v in emu.snapshot()["instances"]}[iid]["status"]
+status = instance_status
 
 
 def never_called(fields: dict[str, Any]) -> None:

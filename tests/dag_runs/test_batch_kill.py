@@ -31,7 +31,8 @@ pytestmark = pytest.mark.airflow
 REPO = Path(__file__).resolve().parents[2]
 FIGURES_FILE = OUTPUT_DIR / "batch_kill_figures.json"
 STEP = 11
-INSTANCES = 200
+#: 80 in ``make test``; docs/reliability.md quotes ``BATCH_KILL_INSTANCES=300``.
+INSTANCES = int(os.environ.get("BATCH_KILL_INSTANCES", "80"))
 KILLS = 2
 
 
@@ -78,7 +79,7 @@ def test_sigkill_mid_burst_loses_only_answers_in_flight(home: Home, semantics: s
     # A server that hands the oldest open instance out until it is completed gives one instance per drain
     # (every poller gets the same one), so that reading is killed right after its poll, on a few instances.
     once = semantics == "once"
-    count = INSTANCES if once else 3
+    count = INSTANCES if once else 2
     with EmulatorServer(poll_semantics=semantics) as emulator:
         ids = [int(i["IntegrationInstanceId"]) for i in emulator.create_instances(STEP, count=count)]
         emulator.set_faults(latency_ms=20)

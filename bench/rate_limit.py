@@ -9,10 +9,13 @@ requests it admitted and those it refused; the operator's report gives its secon
 
 Targets: at most 2 % of the requests refused with 429, and the run within 1.2x of (admitted requests / rate).
 
-``BENCH_AIRFLOW`` names the ``airflow`` command to run (default: the one next to this interpreter), so the same
-benchmark measures another installation of the provider, the code before a change for example; ``BENCH_LABEL``
-names the code measured (default ``after``). Each run keeps its rows in ``bench/rate_limit_results.json`` under its
-label and rewrites the "Rate limits" section of docs/benchmarks.md from every label there.
+The ``airflow`` command run is the one next to the interpreter (``BENCH_AIRFLOW`` names another), so the script run by
+another installation's Python measures that installation of the provider (the code before a change:
+``BENCH_LABEL=before <other checkout>/.venv/bin/python bench/rate_limit.py``; the emulator always comes from this
+checkout). ``BENCH_LABEL`` names the code measured (default ``after``); ``BENCH_RATE_SCENARIOS`` the runs
+(``limit:instances,...``, default ``200:500,50:200,0:500``; limit 0: none). Each run keeps its rows in
+``bench/rate_limit_results.json`` under its label and rewrites the "Rate limits" section of docs/benchmarks.md
+from every label there.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ WORKERS = int(os.environ.get("BENCH_RATE_WORKERS", "32"))
 AIRFLOW_BIN = os.environ.get("BENCH_AIRFLOW") or str(Path(sys.executable).with_name("airflow"))
 LABEL = os.environ.get("BENCH_LABEL", "after")
 #: (tenant's limit in requests per second, 0: none; instances; the connection's max_requests_per_second)
-SCENARIOS: tuple[tuple[float, int, float | None], ...] = ((200, 500, None), (50, 200, None), (0, 500, None))
+SCENARIOS: tuple[tuple[float, int, float | None], ...] = tuple(
+    (float(limit), int(n), None) for limit, n in (
+        item.split(":") for item in os.environ.get("BENCH_RATE_SCENARIOS", "200:500,50:200,0:500").split(",")))
 KNOWN_LIMIT_SCENARIOS: tuple[tuple[float, int, float | None], ...] = ((200, 500, 200),)
 SUMMARY = re.compile(r"Processed (\d+) integration instance\(s\) in ([\d.]+) s: (\d+) succeeded, (\d+) failed")
 
@@ -99,6 +104,7 @@ def run(emu: Emulator, env: dict[str, str], limit: float, n: int, known: float |
     completed = sum(1 for i in emu.admin("GET", "state")["instances"] if i["status"] == "completed")
     if not found:
         raise RuntimeError(f"batch DAG run failed ({completed} of {n} completed):\n" + out[-3000:])
+    forget_claims(env)  # a failed instance's claim would meet a new instance of the same id after the reset
     log = emu.admin("GET", "requests")
     admitted = stats["admitted"] if limit else len(log)
     refused = stats["refused"]
@@ -106,10 +112,19 @@ def run(emu: Emulator, env: dict[str, str], limit: float, n: int, known: float |
            "failed": n - completed,
            "admitted": admitted, "refused": refused, "share": refused / max(1, admitted + refused),
            "bound": admitted / limit if limit else None}
-    print(f"  {LABEL}: limit {limit or 'none'} req/s, {n} instances, known {known}: {row['seconds']:.2f} s, "
+    shown = format(limit, "g") if limit else "none"
+    print(f"  {LABEL}: limit {shown} req/s, {n} instances, known {known}: {row['seconds']:.2f} s, "
           f"{admitted} admitted, {refused} refused ({100 * row['share']:.1f} %), {n - completed} failed"
           + (f", bound {row['bound']:.2f} s, ratio {row['seconds'] / row['bound']:.2f}" if limit else ""), flush=True)
     return row
+
+
+def forget_claims(env: dict[str, str]) -> None:
+    listed = subprocess.run([AIRFLOW_BIN, "variables", "list", "-o", "json"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    line = next((x for x in listed.stdout.splitlines() if x.startswith("[")), "[]")
+    for key in (v["key"] for v in json.loads(line) if str(v.get("key", "")).startswith("workflowsoft.")):
+        subprocess.run([AIRFLOW_BIN, "variables", "delete", key], env=env, capture_output=True, timeout=300)
 
 
 def measure(scenarios: tuple[tuple[float, int, float | None], ...]) -> list[dict[str, Any]]:
@@ -136,9 +151,10 @@ def section(results: dict[str, list[dict[str, Any]]]) -> str:
         "one second's worth of burst; over it 429 with `Retry-After` in whole seconds). *Admitted* and *429* are "
         "the emulator's own counts (`GET /_emulator/rate-limit`); *bound* = admitted requests / R; *seconds* is "
         "the operator's own report. *before* is the code without the client's limiter (each thread backing off "
-        "alone), measured with the same command and `BENCH_AIRFLOW` naming that installation's `airflow`; "
-        "*after* is this code. *known limit*: the connection's `max_requests_per_second` extra set to the "
-        "tenant's limit.",
+        "alone), measured by the same script run with that installation's Python (`BENCH_LABEL=before "
+        "<checkout of 0.4>/.venv/bin/python bench/rate_limit.py`; the emulator is this checkout's); *after* is "
+        "this code (`python bench/rate_limit.py`). *connection extra*: the connection's `max_requests_per_second` "
+        "set to the tenant's limit.",
         "",
         "Targets: at most 2 % of the requests refused with 429, and the run within 1.2x of the bound; without a "
         "limit, no slower than before.",
@@ -156,7 +172,8 @@ def section(results: dict[str, list[dict[str, Any]]]) -> str:
                 cells = f"{r['bound']:.2f} | {ratio:.2f} | {'met' if met else '**not met**'}"
             else:
                 cells = "- | - | -"
-            lines.append(f"| {label} | {r['limit'] or 'none':} | {r['n']} | {r['workers']} | {extra} | "
+            shown = format(r["limit"], "g") if r["limit"] else "none"
+            lines.append(f"| {label} | {shown} | {r['n']} | {r['workers']} | {extra} | "
                          f"{r['admitted']} | {r['refused']} | {100 * r['share']:.1f} % | {r.get('failed', 0)} | "
                          f"{r['seconds']:.2f} | "
                          f"{cells} |")
@@ -165,10 +182,14 @@ def section(results: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def main() -> int:
-    scenarios = SCENARIOS + (KNOWN_LIMIT_SCENARIOS if LABEL != "before" else ())
+    scenarios = SCENARIOS + (KNOWN_LIMIT_SCENARIOS if LABEL == "after" else ())
     rows = measure(scenarios)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results[LABEL] = rows
+    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return (a["limit"], a["n"], a.get("known")) == (b["limit"], b["n"], b.get("known"))
+
+    kept = [old for old in results.get(LABEL, []) if not any(same(old, new) for new in rows)]
+    results[LABEL] = sorted(kept + rows, key=lambda r: (r["limit"] == 0, -r["limit"], bool(r.get("known"))))
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
     text = section(results)
     print(text)

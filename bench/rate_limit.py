@@ -182,7 +182,8 @@ def section(results: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def main() -> int:
-    scenarios = SCENARIOS + (KNOWN_LIMIT_SCENARIOS if LABEL == "after" else ())
+    scenarios = SCENARIOS + (KNOWN_LIMIT_SCENARIOS if LABEL == "after" and not os.environ.get("BENCH_RATE_SCENARIOS")
+                             else ())
     rows = measure(scenarios)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     def same(a: dict[str, Any], b: dict[str, Any]) -> bool:

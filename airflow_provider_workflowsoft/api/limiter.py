@@ -126,6 +126,12 @@ class RateLimiter:
     def admitted(self) -> None:
         """Count an answer that was not a 429 (the admitted rate a cut is based on), per second of :attr:`clock`."""
         second = int(self.clock())
+        counts = self._admitted
+        if counts and counts[-1][0] == second:
+            # Without the lock (every answer passes here): a count lost to a thread switch only makes the estimate
+            # one answer lower. A cut replaces the deque rather than clearing it, so ``counts`` stays readable.
+            counts[-1][1] += 1
+            return
         with self._lock:
             counts = self._admitted
             if counts and counts[-1][0] == second:
@@ -161,7 +167,7 @@ class RateLimiter:
             self._base = max(MIN_RATE, base * self.decrease)
             self._since = self.paused_until
             self._next_at = self.paused_until  # reservations of the old pace are void: start again after the pause
-            self._admitted.clear()
+            self._admitted = collections.deque()
             self._mark = now
             self.epoch += 1
             return True

@@ -753,14 +753,14 @@ class Attempts:
         self._slot: tuple[float, int] | None = None  # the send time reserved with the limiter, and its epoch
         self._epoch = 0  # the limiter's epoch when the attempt in flight was sent
         self._waited = 0.0
-        self._waited_until: float | None = None  # the end of a retry's own wait after a 429 (limiter clock)
+        self._waited_until: float | None = None  # the end of this call's latest retry wait (limiter clock)
 
     def pace(self) -> float:
         """Return the seconds to wait before the next attempt may be sent (0: send it now).
 
         Asked again after each wait: the reserved time has then been waited for, unless a 429 of another thread
-        meanwhile cut the pace (a new epoch), which voids it and pauses this thread too. The wait a retry after a
-        429 made (:meth:`answered`) counts as waited.
+        meanwhile cut the pace (a new epoch), which voids it and pauses this thread too. The waits before this call's
+        retries (:meth:`failed`, :meth:`answered`) count as waited.
         """
         limiter = self.limiter
         if limiter is None:
@@ -772,7 +772,7 @@ class Attempts:
         slot = limiter.reserve()
         now = limiter.clock()
         if self._waited_until is not None:
-            now, self._waited_until = max(now, self._waited_until), None
+            now = max(now, self._waited_until)
         wait = slot[0] - now
         if wait > 0:
             self._slot = slot
@@ -780,6 +780,13 @@ class Attempts:
             return wait
         self._epoch, self._slot = slot[1], None
         return 0.0
+
+    def _retry_wait(self, wait: float) -> float:
+        """Return ``wait``, the time before a retry; it counts as waited for the pace (:meth:`pace`)."""
+        if self.limiter is not None:
+            until = self.limiter.clock() + wait
+            self._waited_until = until if self._waited_until is None else max(self._waited_until, until)
+        return wait
 
     def next(self) -> None:
         """Count the attempt about to be sent."""
@@ -810,7 +817,7 @@ class Attempts:
             wait = self.policy.delay(self.number, rand=self.rand)
             log.warning("Workflowsoft %s %s failed (%s); retry %d/%d in %.1f s",
                         call.method, call.path, reason, self.number, self.policy.max_retries, wait)
-            return wait
+            return self._retry_wait(wait)
         if call.creates and failure == MAYBE_SENT:
             raise WorkflowsoftUnknownOutcomeError(call.method, call.path, reason)
         raise WorkflowsoftConnectionError(call.method, call.path, reason, sent=failure == MAYBE_SENT)
@@ -828,7 +835,6 @@ class Attempts:
             if answer.status == 429:  # one pause for every thread of the client, and a slower pace after it
                 wait = self.policy.delay(self.number, answer.headers.get("Retry-After"), rand=self.rand)
                 self.limiter.throttled(self._epoch, wait)
-                self._waited_until = self.limiter.clock() + wait
             else:
                 self.limiter.admitted()
         if answer.status == 401 and self.can_refresh:
@@ -844,7 +850,7 @@ class Attempts:
                 wait = self.policy.delay(self.number, answer.headers.get("Retry-After"), rand=self.rand)
             log.warning("Workflowsoft %s %s answered %d; retry %d/%d in %.1f s", self.call.method,
                         self.call.path, answer.status, self.number, self.policy.max_retries, wait)
-            return wait
+            return self._retry_wait(wait)
         return DONE
 
 

@@ -37,6 +37,13 @@ EXTRA_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Retries after a connection error, 429 or 5xx, with exponential backoff (0: none). "
         "Empty: 5.",
     },
+    "max_requests_per_second": {
+        "type": "number",
+        "default": None,
+        "label": "Max requests per second",
+        "description": "The tenant's rate limit, when known: a client never sends faster, whatever the number of "
+        "threads. Empty: learnt from 429 answers (the pace is cut and every thread pauses for Retry-After).",
+    },
     "on_behalf_of": {
         "type": "string",
         "default": defaults.DEFAULT_ON_BEHALF_OF,
@@ -122,5 +129,5 @@ def form_widgets() -> dict[str, Any]:
             widgets[name] = BooleanField(label, description=help_text, default=spec["default"])
         else:
             widgets[name] = StringField(label, description=help_text, widget=BS3TextFieldWidget(),
-                                        default=str(spec["default"]))
+                                        default="" if spec["default"] is None else str(spec["default"]))
     return widgets

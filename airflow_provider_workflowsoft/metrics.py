@@ -72,11 +72,16 @@ class StatsRecorder(RunObserver):
 
     def __init__(self, backend: Any = None) -> None:
         self.stats = backend if backend is not None else stats()
+        self._rate_sent: float | None = None  # the client's pace last sent as a gauge
 
     # -- API requests (the clients' on_request) -------------------------------------------------------
 
     def request(self, event: RequestEvent) -> None:
-        """One HTTP request: counted and timed by endpoint kind; errors, 429 answers and retries counted."""
+        """One HTTP request: counted and timed by endpoint kind; errors, 429 answers and retries counted.
+
+        The client's pace (its limiter's requests per second) is a gauge, sent when it changes; the time a request
+        waited for the pace (or a shared pause after a 429) a timer.
+        """
         kind = event.kind
         tags = {"kind": kind, "method": event.method, "status": "none" if event.status is None else str(event.status)}
         self.stats.incr(f"{PREFIX}.api.requests.{kind}", tags=tags)
@@ -87,6 +92,12 @@ class StatsRecorder(RunObserver):
             self.stats.incr(f"{PREFIX}.api.throttled", tags=tags)
         if event.attempt > 1:
             self.stats.incr(f"{PREFIX}.api.retries.{kind}", tags=tags)
+        if event.waited > 0:
+            self.stats.timing(f"{PREFIX}.api.limiter_wait.{kind}", dt.timedelta(seconds=event.waited), tags=tags)
+        rate = None if event.rate is None else round(event.rate, 1)
+        if rate is not None and rate != self._rate_sent:  # a gauge only when the pace changed, not per request
+            self._rate_sent = rate
+            self.stats.gauge(f"{PREFIX}.api.rate_limit", rate)
 
     # -- the batch run (RunObserver) ------------------------------------------------------------------
 

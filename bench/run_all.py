@@ -431,6 +431,7 @@ def write_report(rows: list[dict[str, Any]], imports: list[dict[str, Any]], sens
         "make bench                       # installs .[bench], then runs the line below",
         "python bench/run_all.py          # BENCH_N, BENCH_PAGE_N, BENCH_MAPPED_N, BENCH_LATENCY_MS to change sizes",
         "python bench/event_driven.py     # the event-driven section alone (EVENT_SINGLES, EVENT_BURST)",
+        "python bench/rate_limit.py       # the rate-limit section alone (BENCH_LABEL, BENCH_RATE_SCENARIOS)",
         f"airflow dags test bench_mapped_per_instance   # run twice by the script ({MAPPED_N // 4} and {MAPPED_N} "
         "instances), dags folder bench/dags",
         "python -X importtime -c 'import airflow.sdk; import <module>'",
@@ -660,6 +661,10 @@ def main() -> int:
     report = report.replace("## Plot", event_driven.section(events) + "\n## Plot", 1)
     (DOCS / "benchmarks.md").write_text(report)
     print(report)
+    print("-- the batch worker against a tenant's rate limit ...", flush=True)
+    import rate_limit
+
+    rate_limit.main()  # measures this code again and rewrites its section (the kept "before" rows stay)
     return 0
 
 

@@ -27,6 +27,7 @@ from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.client_core import ClientCore
 from airflow_provider_workflowsoft.api.config import ClientConfig
 from airflow_provider_workflowsoft.api.fields import Field, field_values, parse_fields
+from airflow_provider_workflowsoft.api.limiter import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class AsyncWorkflowsoftClient(ClientCore):
     :param token_cache: where minted tokens are kept (the process-wide cache by default)
     :param on_request: told about every HTTP request once answered or failed (see
         :class:`~airflow_provider_workflowsoft.api.client_core.ClientCore`)
+    :param limiter: the client's pace (default: its own, see
+        :class:`~airflow_provider_workflowsoft.api.client_core.ClientCore`)
     """
 
     def __init__(
@@ -77,8 +80,10 @@ class AsyncWorkflowsoftClient(ClientCore):
         token_cache: protocol.TokenCache | None = None,
         rand: Callable[[], float] = random.random,
         on_request: protocol.RequestObserver | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
-        super().__init__(config, on_token=on_token, token_cache=token_cache, rand=rand, on_request=on_request)
+        super().__init__(config, on_token=on_token, token_cache=token_cache, rand=rand, on_request=on_request,
+                         limiter=limiter)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._mint_lock: asyncio.Lock | None = None
@@ -132,6 +137,8 @@ class AsyncWorkflowsoftClient(ClientCore):
         """Send ``call`` with retries; return the first answer not to retry (the sync client's loop)."""
         attempts = self._attempts(call, refresh_on_401=refresh_on_401)
         while True:
+            while (wait := attempts.pace()) > 0:  # the client's pace, shared by all its threads
+                await self._sleep(wait)
             attempts.next()
             try:
                 answer = await self._send_once(call, await auth())

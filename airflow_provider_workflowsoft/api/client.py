@@ -39,6 +39,7 @@ from airflow_provider_workflowsoft.api.fields import (
     required_error,
     to_jsonable,
 )
+from airflow_provider_workflowsoft.api.limiter import RateLimiter
 from airflow_provider_workflowsoft.defaults import DEFAULT_ON_BEHALF_OF
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ class WorkflowsoftClient(ClientCore):
     :param token_cache: where minted tokens are kept (the process-wide cache by default)
     :param on_request: told about every HTTP request once answered or failed (see
         :class:`~airflow_provider_workflowsoft.api.client_core.ClientCore`)
+    :param limiter: the client's pace (default: its own, see
+        :class:`~airflow_provider_workflowsoft.api.client_core.ClientCore`)
     """
 
     def __init__(
@@ -92,8 +95,10 @@ class WorkflowsoftClient(ClientCore):
         token_cache: protocol.TokenCache | None = None,
         rand: Callable[[], float] = random.random,
         on_request: protocol.RequestObserver | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
-        super().__init__(config, on_token=on_token, token_cache=token_cache, rand=rand, on_request=on_request)
+        super().__init__(config, on_token=on_token, token_cache=token_cache, rand=rand, on_request=on_request,
+                         limiter=limiter)
         self._session = session
         self._session_lock = threading.Lock()
         self._mint_lock = threading.Lock()
@@ -164,6 +169,8 @@ class WorkflowsoftClient(ClientCore):
         """Send ``call`` with retries; return the first answer not to retry (2xx or error)."""
         attempts = self._attempts(call, refresh_on_401=refresh_on_401)
         while True:
+            while (wait := attempts.pace()) > 0:  # the client's pace, shared by all its threads
+                self._sleep(wait)
             attempts.next()
             try:
                 answer = self._send_once(call, auth())

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.config import ClientConfig
+from airflow_provider_workflowsoft.api.limiter import RateLimiter
 
 
 class ClientCore:
@@ -25,6 +26,8 @@ class ClientCore:
     :param on_request: told about every HTTP request once answered or failed, retries and token requests
         included (a :class:`~.protocol.RequestEvent`: method, endpoint kind, status, seconds, attempt); the
         hook counts them in Airflow's metrics. It must be quick; its errors are logged and ignored.
+    :param limiter: the client's pace, shared by every thread sending through it (default: a new
+        :class:`~.limiter.RateLimiter` of ``config.max_requests_per_second``, learning the tenant's rate from 429s)
     """
 
     def __init__(
@@ -35,8 +38,10 @@ class ClientCore:
         token_cache: protocol.TokenCache | None = None,
         rand: Callable[[], float] = random.random,
         on_request: protocol.RequestObserver | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config
+        self.limiter = limiter if limiter is not None else RateLimiter(config.max_requests_per_second)
         self._rand = rand
         self.on_request = on_request
         self._on_token = on_token
@@ -64,7 +69,7 @@ class ClientCore:
     def _attempts(self, call: protocol.Call, *, refresh_on_401: bool) -> protocol.Attempts:
         return protocol.Attempts(
             call, self._policy, can_refresh=refresh_on_401 and self.config.mints_tokens,
-            redact=self._redact, rand=self._rand, observe=self.on_request,
+            redact=self._redact, rand=self._rand, observe=self.on_request, limiter=self.limiter,
         )
 
     def _mint_call(self) -> tuple[protocol.Call, dict[str, str], float]:

@@ -12,6 +12,7 @@ import math
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftConfigError
+from airflow_provider_workflowsoft.api.limiter import checked_rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,8 @@ class ClientConfig:
         starts and tasks)
     :param verify_ssl: verify the server's TLS certificate
     :param pool_size: pooled connections kept open (size it to the concurrency of the caller)
+    :param max_requests_per_second: the tenant's known rate limit; the client's limiter never sends faster (``None``:
+        unknown, learnt from 429 answers)
     :param label: where these settings come from, named in authentication errors so that the user knows
         what to fix (the hook sets ``"the Airflow connection '<conn id>'"``); never a secret
     """
@@ -49,6 +52,7 @@ class ClientConfig:
     backoff_max: float = 30.0
     retry_after_max: float = 60.0
     label: str = ""
+    max_requests_per_second: float | None = None
 
     def __post_init__(self) -> None:
         if not self.api_token and not (self.login and self.password):
@@ -66,6 +70,7 @@ class ClientConfig:
             raise WorkflowsoftConfigError(f"timeout must be a positive number of seconds, got {self.timeout}")
         if self.max_retries < 0:
             raise WorkflowsoftConfigError(f"max_retries must be 0 or more, got {self.max_retries}")
+        checked_rate(self.max_requests_per_second)
 
     @property
     def mints_tokens(self) -> bool:

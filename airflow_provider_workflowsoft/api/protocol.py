@@ -35,6 +35,7 @@ from airflow_provider_workflowsoft.api.errors import (
     status_error,
 )
 from airflow_provider_workflowsoft.api.fields import _lookup, did_you_mean, param_key, to_jsonable, to_wire_json
+from airflow_provider_workflowsoft.api.limiter import RateLimiter
 from airflow_provider_workflowsoft.defaults import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
@@ -693,6 +694,9 @@ class RequestEvent:
     :param status: the HTTP status, or ``None`` when the transport failed (no answer)
     :param seconds: from sending to the answer (or the failure)
     :param attempt: 1 for the first attempt of a call, 2 and more for its retries
+    :param rate: the client's pace when the answer came, in requests per second (its
+        :class:`~.limiter.RateLimiter`); ``None`` when unpaced
+    :param waited: seconds the request waited for the pace (or for a shared pause after a 429) before it was sent
     """
 
     method: str
@@ -700,6 +704,8 @@ class RequestEvent:
     status: int | None
     seconds: float
     attempt: int
+    rate: float | None = None
+    waited: float = 0.0
 
 
 #: Called with every :class:`RequestEvent`; must be quick and must not raise (errors are logged and ignored).
@@ -709,13 +715,15 @@ RequestObserver = Callable[[RequestEvent], None]
 class Attempts:
     """The attempts of one call.
 
-    A transport loops: send, then ask :meth:`failed` or :meth:`answered` what to do next (wait that many seconds and
-    resend, renew the token and resend, or stop).
+    A transport loops: wait while :meth:`pace` says so, send, then ask :meth:`failed` or :meth:`answered` what to do
+    next (wait that many seconds and resend, renew the token and resend, or stop).
 
     :param can_refresh: a 401 may be answered by renewing a minted token once
     :param redact: removes secrets from texts that go into logs and errors
     :param observe: told about every attempt once its answer or failure is known (metrics)
     :param clock: the timer of :class:`RequestEvent` ``seconds``
+    :param limiter: the client's pace, shared by all its calls: told of every answer, 429s cut it and pause every
+        thread (``None``: unpaced)
     """
 
     def __init__(
@@ -728,6 +736,7 @@ class Attempts:
         rand: Callable[[], float] = random.random,
         observe: RequestObserver | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.call = call
         self.policy = policy
@@ -740,6 +749,44 @@ class Attempts:
         self.maybe_applied = False
         self._sent_at = 0.0
         self._sends = 0  # every attempt sent, token renewals included (``number`` is not counted for those)
+        self.limiter = limiter
+        self._slot: tuple[float, int] | None = None  # the send time reserved with the limiter, and its epoch
+        self._epoch = 0  # the limiter's epoch when the attempt in flight was sent
+        self._waited = 0.0
+        self._waited_until: float | None = None  # the end of this call's latest retry wait (limiter clock)
+
+    def pace(self) -> float:
+        """Return the seconds to wait before the next attempt may be sent (0: send it now).
+
+        Asked again after each wait: the reserved time has then been waited for, unless a 429 of another thread
+        meanwhile cut the pace (a new epoch), which voids it and pauses this thread too. The waits before this call's
+        retries (:meth:`failed`, :meth:`answered`) count as waited.
+        """
+        limiter = self.limiter
+        if limiter is None:
+            return 0.0
+        slot = self._slot
+        if slot is not None and slot[1] == limiter.epoch:  # waited for, and still valid
+            self._epoch, self._slot = slot[1], None
+            return 0.0
+        slot = limiter.reserve()
+        now = limiter.clock()
+        if self._waited_until is not None:
+            now = max(now, self._waited_until)
+        wait = slot[0] - now
+        if wait > 0:
+            self._slot = slot
+            self._waited += wait
+            return wait
+        self._epoch, self._slot = slot[1], None
+        return 0.0
+
+    def _retry_wait(self, wait: float) -> float:
+        """Return ``wait``, the time before a retry; it counts as waited for the pace (:meth:`pace`)."""
+        if self.limiter is not None:
+            until = self.limiter.clock() + wait
+            self._waited_until = until if self._waited_until is None else max(self._waited_until, until)
+        return wait
 
     def next(self) -> None:
         """Count the attempt about to be sent."""
@@ -751,7 +798,10 @@ class Attempts:
     def _report(self, status: int | None) -> None:
         if self.observe is None:
             return
-        event = RequestEvent(self.call.method, self.call.kind, status, self.clock() - self._sent_at, self._sends)
+        rate = self.limiter.rate() if self.limiter is not None else None
+        event = RequestEvent(self.call.method, self.call.kind, status, self.clock() - self._sent_at, self._sends,
+                             rate, self._waited)
+        self._waited = 0.0
         try:
             self.observe(event)
         except Exception as exc:  # metrics must never break a request
@@ -767,7 +817,7 @@ class Attempts:
             wait = self.policy.delay(self.number, rand=self.rand)
             log.warning("Workflowsoft %s %s failed (%s); retry %d/%d in %.1f s",
                         call.method, call.path, reason, self.number, self.policy.max_retries, wait)
-            return wait
+            return self._retry_wait(wait)
         if call.creates and failure == MAYBE_SENT:
             raise WorkflowsoftUnknownOutcomeError(call.method, call.path, reason)
         raise WorkflowsoftConnectionError(call.method, call.path, reason, sent=failure == MAYBE_SENT)
@@ -780,6 +830,13 @@ class Attempts:
         """
         self._report(answer.status)
         answer.earlier_attempt_maybe_applied = self.maybe_applied
+        wait: float | None = None
+        if self.limiter is not None:
+            if answer.status == 429:  # one pause for every thread of the client, and a slower pace after it
+                wait = self.policy.delay(self.number, answer.headers.get("Retry-After"), rand=self.rand)
+                self.limiter.throttled(self._epoch, wait)
+            else:
+                self.limiter.admitted()
         if answer.status == 401 and self.can_refresh:
             # The token may have been revoked or expired early: get a new one, once.
             self.can_refresh = False
@@ -789,10 +846,11 @@ class Attempts:
             return DONE
         self.maybe_applied = self.maybe_applied or answer.status >= 500
         if self.number <= self.policy.max_retries and self.policy.should_retry(self.call, status=answer.status):
-            wait = self.policy.delay(self.number, answer.headers.get("Retry-After"), rand=self.rand)
+            if wait is None:
+                wait = self.policy.delay(self.number, answer.headers.get("Retry-After"), rand=self.rand)
             log.warning("Workflowsoft %s %s answered %d; retry %d/%d in %.1f s", self.call.method,
                         self.call.path, answer.status, self.number, self.policy.max_retries, wait)
-            return wait
+            return self._retry_wait(wait)
         return DONE
 
 

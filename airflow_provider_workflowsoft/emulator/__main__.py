@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-shape", choices=TOKEN_SHAPES, help="apitoken answer shape (default: string)")
     parser.add_argument("--error-shape", choices=ERROR_SHAPES, help="error body shape (default: message)")
     parser.add_argument("--latency-ms", type=int, help="delay every /api/ answer by this many milliseconds")
+    parser.add_argument("--rate-limit", type=float, metavar="RPS",
+                        help="answer 429 (Retry-After in whole seconds) over this many API requests per second, "
+                        "a token bucket for the whole tenant (default: no limit)")
+    parser.add_argument("--rate-limit-burst", type=float, metavar="N",
+                        help="requests the bucket holds (default: one second's worth of --rate-limit)")
     parser.add_argument("--port-file", help="write the bound port to this file once listening")
     parser.add_argument("--quiet", action="store_true", help="do not print one line per request")
     return parser
@@ -65,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             token_shape=args.token_shape,
             error_shape=args.error_shape,
             latency_ms=args.latency_ms,
+            rate_limit=args.rate_limit,
+            rate_limit_burst=args.rate_limit_burst,
         )
         server.start()
     except (ScenarioError, ValueError) as exc:

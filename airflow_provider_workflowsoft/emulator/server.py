@@ -12,6 +12,7 @@ import base64
 import binascii
 import contextlib
 import html
+import math
 import re
 import socket
 import sys
@@ -170,6 +171,10 @@ class _Handler(BaseHTTPRequestHandler):
                 fault = state.decide_fault(self.command, path)
                 if fault.latency_s:
                     time.sleep(fault.latency_s)
+                refused_for = state.take_rate_token()
+                if refused_for is not None:  # over the tenant's rate limit: 429, Retry-After in whole seconds
+                    raise ApiError(429, "Rate limit exceeded: too many requests",
+                                   {"Retry-After": str(max(1, math.ceil(refused_for)))})
                 if fault.action == "drop":
                     raise _DropConnection
                 if fault.action == "error":
@@ -475,6 +480,16 @@ class _Handler(BaseHTTPRequestHandler):
                 data = _mapping(body)
                 lifetime = data.get("lifetime_s", DEFAULT_TOKEN_LIFETIME)
                 return _json_response(201, {"token": state.mint_token(lifetime)})
+            if route == "/rate-limit":
+                self._allow(method, "GET", "POST")
+                if method == "POST":
+                    data = _mapping(body)
+                    unknown = sorted(set(data) - {"requests_per_second", "burst"})
+                    if unknown:
+                        raise ApiError(400, f"Unknown key(s): {', '.join(unknown)}")
+                    state.update_settings(rate_limit=data.get("requests_per_second", 0),
+                                          rate_limit_burst=data.get("burst", 0))
+                return _json_response(200, state.rate_limit_stats())
             if route == "/health":
                 return _json_response(200, {"ok": True})
         except LookupError as exc:
@@ -651,3 +666,7 @@ class EmulatorServer:
 
     def reset(self) -> None:
         self.state.reset()
+
+    def rate_limit_stats(self) -> dict[str, Any]:
+        """Return the tenant's rate limit and its counts (``refused``: 429 answers) since the log was cleared."""
+        return self.state.rate_limit_stats()

@@ -76,6 +76,8 @@ class Settings:
     token_shape: str = "string"
     error_shape: str = "message"
     latency_ms: int = 0
+    rate_limit: float = 0
+    rate_limit_burst: float = 0
 
     def validated(self) -> Settings:
         choices = {
@@ -90,6 +92,13 @@ class Settings:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if isinstance(self.latency_ms, bool) or not isinstance(self.latency_ms, int) or self.latency_ms < 0:
             raise ValueError(f"latency_ms must be a non-negative integer; got {self.latency_ms!r}")
+        for name in ("rate_limit", "rate_limit_burst"):
+            value = getattr(self, name)
+            if isinstance(value, decimal.Decimal):  # JSON bodies are parsed with exact Decimals
+                value = float(value)
+                setattr(self, name, value)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a number >= 0 (0: off); got {value!r}")
         return self
 
     def updated(self, changes: Mapping[str, Any]) -> Settings:
@@ -185,6 +194,27 @@ class FaultDecision:
 NO_FAULT = FaultDecision()
 
 
+@dataclass
+class TokenBucket:
+    """The tenant's rate limit: ``rate`` tokens a second, at most ``burst`` kept; one token per API request."""
+
+    tokens: float | None = None  # None: full
+    at: float = 0.0
+    admitted: int = 0
+    refused: int = 0
+
+    def take(self, now: float, rate: float, burst: float) -> float | None:
+        tokens = burst if self.tokens is None else min(burst, self.tokens + (now - self.at) * rate)
+        self.at = now
+        if tokens >= 1:
+            self.tokens = tokens - 1
+            self.admitted += 1
+            return None
+        self.tokens = tokens
+        self.refused += 1
+        return (1 - tokens) / rate
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -267,6 +297,7 @@ class EmulatorState:
         self._requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_LOG_LIMIT)
         self._admin_requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=REQUEST_LOG_LIMIT)
         self._request_seq = 0
+        self._bucket = TokenBucket()
         self._reset_data()
         if self.state_file is not None and self.state_file.exists():
             self._load_state_file()
@@ -303,6 +334,7 @@ class EmulatorState:
             self._faults_applied = 0
             self._requests.clear()
             self._admin_requests.clear()
+            self._bucket = TokenBucket()
             self._persist()
 
     def now(self) -> float:
@@ -365,6 +397,8 @@ class EmulatorState:
     def update_settings(self, **changes: Any) -> dict[str, Any]:
         with self._lock:
             self.settings = self.settings.updated(changes)
+            if {"rate_limit", "rate_limit_burst"} & set(changes):
+                self._bucket = TokenBucket()  # a new limit starts with a full bucket and new counts
             self._persist()
             return asdict(self.settings)
 
@@ -758,6 +792,26 @@ class EmulatorState:
         with self._lock:
             self._requests.clear()
             self._admin_requests.clear()
+            self._bucket.refused = self._bucket.admitted = 0
+
+    # ------------------------------------------------------------------ rate limit
+
+    def take_rate_token(self) -> float | None:
+        """Admit one API request under the tenant's rate limit: ``None``, or the seconds until a token is free (429)."""
+        with self._lock:
+            rate = float(self.settings.rate_limit)
+            if not rate:
+                return None
+            burst = float(self.settings.rate_limit_burst or max(1.0, rate))
+            return self._bucket.take(self.now(), rate, burst)
+
+    def rate_limit_stats(self) -> dict[str, Any]:
+        """Return the rate limit and its counts since the request log was last cleared (``refused``: 429 answers)."""
+        with self._lock:
+            rate = float(self.settings.rate_limit)
+            burst = float(self.settings.rate_limit_burst or max(1.0, rate)) if rate else 0.0
+            return {"requests_per_second": rate, "burst": burst, "admitted": self._bucket.admitted,
+                    "refused": self._bucket.refused}
 
     # ------------------------------------------------------------------ snapshot
 
@@ -784,6 +838,7 @@ class EmulatorState:
                 "processes": [self._process_view(p) for _, p in sorted(self.processes.items())],
                 "tasks": [self._task_view(t) for _, t in sorted(self.tasks.items())],
                 "request_count": len(self._requests),
+                "rate_limit": self.rate_limit_stats(),
             }
 
     @staticmethod

@@ -55,7 +55,7 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
             if isinstance(raw, bool):
                 raise ValueError
             value = float(str(raw).strip()) if not isinstance(raw, int | float) else float(raw)
-            if value <= 0:
+            if not value > 0 or value == float("inf"):  # NaN too
                 raise ValueError
             return value
         if kind == "boolean":
@@ -125,6 +125,7 @@ def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None
         "max_retries": values["max_retries"],
         "on_behalf_of": values["on_behalf_of"] or defaults.DEFAULT_ON_BEHALF_OF,
         "verify_ssl": values["verify_ssl"],
+        "max_requests_per_second": values["max_requests_per_second"],
         **credentials,
     }
     conn_id = getattr(conn, "conn_id", None)

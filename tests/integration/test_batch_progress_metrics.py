@@ -194,6 +194,22 @@ def test_a_batch_run_sends_request_instance_and_claim_metrics(
     assert metrics["workflowsoft.claims.open.11"] == [(0.0, "g")]
 
 
+def test_the_clients_pace_is_a_gauge_and_its_waits_a_timer(
+    emulator: EmulatorServer, statsd: StatsdReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(
+        {"conn_type": "workflowsoft", "host": emulator.base_url, "password": "demo-token",
+         "extra": {"max_requests_per_second": 100}}))
+    emulator.create_instances(STEP, count=4)
+    report, error = run(make_op(MemoryStore(), max_workers=4))
+    assert error is None and report is not None and len(report["succeeded"]) == 4
+    metrics = statsd.drain()
+    assert metrics["workflowsoft.api.rate_limit"] == [(100.0, "g")]  # sent once: the pace did not change
+    waits = [value for name, values in metrics.items() if name.startswith("workflowsoft.api.limiter_wait.")
+             for value, kind in values if kind == "ms"]
+    assert waits and all(value > 0 for value in waits)  # 4 pollers at once: all but one waited for the pace
+
+
 def test_nothing_is_measured_when_airflow_sends_no_metrics(emulator: EmulatorServer, conn: str) -> None:
     emulator.create_instances(STEP, count=2)
     op = make_op(MemoryStore())

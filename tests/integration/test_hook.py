@@ -68,7 +68,9 @@ def test_no_host_uses_default_and_empty_extras_are_defaults(monkeypatch: pytest.
     ("extra", "value", "expected"),
     [("timeout", "abc", "a number > 0"), ("max_retries", "many", "a whole number >= 0"),
      ("max_retries", "1.5", "a whole number >= 0"), ("verify_ssl", "perhaps", "true or false"),
-     ("timeout", "-1", "a number > 0")],
+     ("timeout", "-1", "a number > 0"), ("max_requests_per_second", "fast", "a number > 0"),
+     ("max_requests_per_second", "0", "a number > 0"), ("max_requests_per_second", "-5", "a number > 0"),
+     ("max_requests_per_second", "nan", "a number > 0")],
 )
 def test_malformed_extras(monkeypatch: pytest.MonkeyPatch, extra: str, value: str, expected: str) -> None:
     set_json(monkeypatch, password=TOKEN, extra={extra: value})
@@ -76,6 +78,16 @@ def test_malformed_extras(monkeypatch: pytest.MonkeyPatch, extra: str, value: st
         _ = WorkflowsoftHook().config
     assert f"extra {extra!r} is {value!r}" in str(info.value)
     assert expected in str(info.value)
+
+
+def test_max_requests_per_second_extra_paces_the_hooks_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_json(monkeypatch, password=TOKEN, extra={"max_requests_per_second": "50"})
+    hook = WorkflowsoftHook()
+    assert hook.config.max_requests_per_second == 50.0
+    assert hook.client.limiter.rate() == 50.0
+    set_json(monkeypatch, password=TOKEN, extra={"max_requests_per_second": ""})  # empty: no known limit
+    assert WorkflowsoftHook().config.max_requests_per_second is None
+    assert WorkflowsoftHook().client.limiter.rate() is None
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])

@@ -7,8 +7,9 @@ integration-step watcher, with the same claims and guarantees as ``integration_s
 claimed in the Asset's state store before the event, a burst goes out one event per run, and a run that fails
 hands its instances out again after ``reclaim_after``.
 
-Needs Airflow 3.1 or newer and ``pip install 'airflow-provider-workflowsoft[messaging]'``. Knobs, read when the
-file is parsed: ``WORKFLOWSOFT_POLL_INTERVAL`` (default 30 s) and ``WORKFLOWSOFT_RECLAIM_AFTER`` (default 3600 s).
+Needs Airflow 3.3 or newer (the Asset state store) and ``pip install 'airflow-provider-workflowsoft[messaging]'``.
+Knobs, read when the file is parsed: ``WORKFLOWSOFT_POLL_INTERVAL`` (default 30 s) and ``WORKFLOWSOFT_RECLAIM_AFTER``
+(default 3600 s).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ record in the watched Asset's state store, named by the step's URI) and the same
 :func:`~airflow_provider_workflowsoft.assets.workflowsoft.instances_from_events`.
 
 Needs ``apache-airflow-providers-common-messaging`` 2.1 or newer (``pip install
-'airflow-provider-workflowsoft[messaging]'``), and Airflow 3.1 or newer.
+'airflow-provider-workflowsoft[messaging]'``), and Airflow 3.3 or newer (the Asset state store).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationEventTrigger
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS, airflow_version
 
 try:
     from airflow.providers.common.messaging.providers.base_provider import BaseMessageQueueProvider
@@ -57,6 +58,14 @@ class WorkflowsoftMessageQueueProvider(BaseMessageQueueProvider):
     scheme = SCHEME
 
     def trigger_class(self) -> type[WorkflowsoftIntegrationEventTrigger]:
+        """Return the watcher's trigger; refused before Airflow 3.3 (its claims need the Asset state store)."""
+        if not AIRFLOW_V_3_3_PLUS:
+            raise RuntimeError(
+                f"MessageQueueTrigger(scheme=\"workflowsoft\") needs Airflow 3.3 or newer; this is Airflow "
+                f"{airflow_version()}. The watcher keeps its claims in the Asset state store (Airflow 3.3): without "
+                "it an instance polled just before a triggerer died would be lost. On this Airflow, schedule the DAG "
+                "and wait with WorkflowsoftIntegrationSensor (deferrable=True)."
+            )
         return WorkflowsoftIntegrationEventTrigger
 
     def trigger_kwargs(self, queue: str, **kwargs: Any) -> dict[str, Any]:

@@ -421,6 +421,7 @@ class Deployment:
 # ---------------------------------------------------------------------------------------------------
 
 STEP = 11
+BURST_STEP = 31  # watched by deploy_burst only
 
 
 def iso_to_epoch(value: str) -> float:
@@ -596,7 +597,7 @@ def _start_common(dep: Deployment) -> None:
 
 
 REPO_DAG_IDS = ["workflowsoft_enrich_events", "workflowsoft_enrich_events_on_arrival", "workflowsoft_failure_notifier",
-                "workflowsoft_start_processes"]
+                "workflowsoft_notify_crm_on_arrival", "workflowsoft_start_processes"]
 
 
 def _unpause(dep: Deployment) -> None:
@@ -621,11 +622,24 @@ def _teardown_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def deployment_scenario() -> dict[str, Any]:
+    """The built-in scenario plus a process diagram "Burst" whose step 31 ("Take burst", the fields of step 11) only
+    the event-driven burst DAG watches."""
+    import airflow_provider_workflowsoft.emulator as emulator_package
+
+    scenario = json.loads((Path(emulator_package.__file__).parent / "demo_scenario.json").read_text())
+    enrich = next(s for d in scenario["process_diagrams"] for s in d["integration_steps"] if s["Id"] == STEP)
+    scenario["process_diagrams"].append({"Id": 3, "Title": "Burst", "integration_steps": [
+        {**enrich, "Id": BURST_STEP, "Title": "Take burst"}]})
+    scenario["instances"] = []
+    return scenario
+
+
 @pytest.fixture(scope="module")
 def deploy_emulator() -> Iterator[EmulatorServer]:
     """One emulator for a whole deployment (its instance ids keep growing, so the claims of one test never
     name another test's instances); ``once`` semantics: an instance is handed out once."""
-    with EmulatorServer(poll_semantics="once") as server:
+    with EmulatorServer(deployment_scenario(), poll_semantics="once") as server:
         yield server
 
 

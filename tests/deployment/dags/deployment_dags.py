@@ -106,7 +106,7 @@ BURST = integration_step_asset(
     BURST_STEP,
     max_instances=BURST_MAX,
     poll_interval=1,
-    reclaim_after=float(os.environ.get("WFS_DEPLOY_BURST_LEASE_S", "90")),
+    reclaim_after=float(os.environ.get("WFS_DEPLOY_BURST_LEASE_S", "180")),
 )
 
 with DAG(

@@ -327,8 +327,13 @@ class ClaimsLedger:
                     return False  # due: offered again by the next drain
                 return iid not in settled and not (iid in taken and taken[iid] >= at)
 
+            def handed_over(iid: str, claim: Mapping[str, Any]) -> bool:  # after a restart: what may wait for a run
+                at = parse_time(claim.get("claimed_at"))
+                return (str(claim.get("step")) == step and not claim.get("released") and at is not None
+                        and (reclaim_after is None or now - at < reclaim_after))
+
             wanted = ([str(coerce_id(i)) for i in among] if among is not None
-                      else [i for i, c in mine["claims"].items() if str(c.get("step")) == step])
+                      else [i for i, c in mine["claims"].items() if handed_over(i, c)])
             waiting = [i for i in wanted if pending(i)]
             if len(waiting) < len(wanted):
                 return []  # a run took (some of) them: the event was consumed

@@ -424,3 +424,21 @@ def test_a_done_mark_outlives_other_readers_for_one_lease_so_the_watcher_sees_it
                          clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
     later.prepare_drain(12, lease, 10)
     assert variables.keys("") == []  # a lease after the completion it goes
+
+
+def test_after_a_restart_the_watcher_waits_for_its_fresh_hand_overs_whatever_older_claims_do() -> None:
+    """A restarted watcher does not know its last event: its claims within the lease stand for it; a claim whose
+    lease is over (offered again at the next drain) or one put back by hand does not count as taken."""
+    own, shared = MemoryStore(), MemoryStore()
+    ledger = ClaimsLedger("workflowsoft_default", shared, owner="asset-watcher:workflowsoft://c/integration-steps/11",
+                          own_store=own)
+    ledger.claim(11, [{"IntegrationInstanceId": 1}, {"IntegrationInstanceId": 2}])
+    record = own.get(own.keys("")[0])
+    record["claims"]["1"]["claimed_at"] = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat()
+    own.set(own.keys("")[0], record)
+    lease = dt.timedelta(hours=1)
+    fresh = ClaimsLedger("workflowsoft_default", shared, owner=ledger.owner, own_store=own)
+    assert fresh.awaiting_run(11, lease) == [2]  # 2 waits for a run; 1 is due again, not "taken"
+    take_over(shared, "run1", [{"IntegrationInstanceId": 2}])
+    assert ClaimsLedger("workflowsoft_default", shared, owner=ledger.owner, own_store=own).awaiting_run(11, lease) == []
+    assert fresh.awaiting_run(11, lease, among=[2]) == []  # the records read again: a run took it

@@ -28,7 +28,7 @@ install: $(VENV)/.installed
 # Rebuilt when pyproject.toml changes; the stamp keeps a rerun fast.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test,browser,lineage]"
+	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test,browser,lineage,messaging]"
 	@touch $@
 
 test: install

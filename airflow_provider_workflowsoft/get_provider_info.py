@@ -61,6 +61,9 @@ def get_provider_info() -> dict[str, Any]:
                 "class-name": "airflow_provider_workflowsoft.decorators.workflowsoft.workflowsoft_worker_task",
             }
         ],
+        # MessageQueueTrigger(scheme="workflowsoft", ...) of apache-airflow-providers-common-messaging (the
+        # `messaging` extra); imported only by common.messaging.
+        "queues": ["airflow_provider_workflowsoft.queues.workflowsoft.WorkflowsoftMessageQueueProvider"],
         "notifications": ["airflow_provider_workflowsoft.notifications.workflowsoft.WorkflowsoftNotifier"],
         "connection-types": [
             {

@@ -26,8 +26,10 @@ import httpx
 from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.client_core import ClientCore
 from airflow_provider_workflowsoft.api.config import ClientConfig
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftLookupError
 from airflow_provider_workflowsoft.api.fields import Field, field_values, parse_fields
 from airflow_provider_workflowsoft.api.limiter import RateLimiter
+from airflow_provider_workflowsoft.defaults import DEFAULT_ON_BEHALF_OF
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,7 @@ class AsyncWorkflowsoftClient(ClientCore):
         self._client: httpx.AsyncClient | None = None
         self._mint_lock: asyncio.Lock | None = None
         self._sleep = sleep
+        self._user_ids: dict[str, int | str] = {}
 
     # -- transport ----------------------------------------------------------------------------------
 
@@ -223,6 +226,43 @@ class AsyncWorkflowsoftClient(ClientCore):
     async def get_field_values(self, integration_instance_id: Any) -> dict[str, Any]:
         """``{label: value}`` of an integration instance."""
         return field_values(await self.get_fields(integration_instance_id))
+
+    async def search_users(self, query: str, limit: int = 15) -> list[dict[str, Any]]:
+        """Users whose name or email matches ``query`` (``Id``, ``FullName``, ``Email``)."""
+        call = protocol.call_search_users(str(query), limit)
+        items = protocol.unwrap_list(await self.request(call), "users", call.method, call.path)
+        return [protocol.normalise_object(item, call.method, call.path) for item in items]
+
+    async def resolve_user_id(self, user: Any) -> int | str:
+        """Return the user id of an id (as is), an email or a full name (looked up once per client)."""
+        known = self._known_user_id(user)
+        if known is not None:
+            return known
+        text = str(user).strip()
+        if not text:
+            raise WorkflowsoftLookupError("Cannot look up a user: the query is empty")
+        if text.casefold() not in self._user_ids:
+            self._user_ids[text.casefold()] = self._one_user(text, await self.search_users(text, limit=50))["Id"]
+        return self._user_ids[text.casefold()]
+
+    async def resolve_on_behalf_of(self, on_behalf_of: Any = None, *, needs_user: str | None = None) -> str:
+        """Return the ``X-OnBehalfOf-Id`` header of a request (the sync client's rule)."""
+        value = self._on_behalf_of_user(on_behalf_of, needs_user)
+        return DEFAULT_ON_BEHALF_OF if value == DEFAULT_ON_BEHALF_OF else str(await self.resolve_user_id(value))
+
+    async def create_task(
+        self,
+        title: str,
+        assigned_user_id: int | str | None = None,
+        description: str | None = None,
+        files: list[Any] | None = None,
+        on_behalf_of: str | int | None = None,
+    ) -> dict[str, Any]:
+        """Create a task; return the task object (``Id``, ``Title``, ``Description``); the sync client's rules."""
+        user = await self.resolve_on_behalf_of(on_behalf_of, needs_user="Creating a task")
+        assignee = None if protocol.blank(assigned_user_id) else await self.resolve_user_id(assigned_user_id)
+        call = protocol.call_create_task(title, assignee, description, files, user)
+        return protocol.normalise_object(await self.request(call), call.method, call.path)
 
 
 __all__ = ["AsyncWorkflowsoftClient", "classify_httpx_failure"]

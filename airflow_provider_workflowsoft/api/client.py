@@ -27,7 +27,6 @@ from airflow_provider_workflowsoft.api.errors import (
     WorkflowsoftAPIError,
     WorkflowsoftError,
     WorkflowsoftLookupError,
-    WorkflowsoftValidationError,
     status_error,
 )
 from airflow_provider_workflowsoft.api.fields import (
@@ -367,26 +366,7 @@ class WorkflowsoftClient(ClientCore):
         text = str(query).strip()
         if not text:
             raise WorkflowsoftLookupError("Cannot look up a user: the query is empty")
-        candidates = self.search_users(text, limit=50)
-        folded = text.casefold()
-        exact = [
-            user for user in candidates
-            if str(user.get("Id")) == text
-            or str(user.get("Email") or "").casefold() == folded
-            or str(user.get("FullName") or "").casefold() == folded
-        ]
-        if len(exact) == 1:
-            return exact[0]
-        shown = ", ".join(f"{u.get('FullName')} <{u.get('Email')}> (Id {u.get('Id')})" for u in candidates[:10])
-        if not exact:
-            raise WorkflowsoftLookupError(
-                f"No Workflowsoft user has the id, email or full name {text!r}"
-                + (f"; the search found: {shown}" if shown else "; the search found nobody"),
-                candidates,
-            )
-        raise WorkflowsoftLookupError(
-            f"{len(exact)} Workflowsoft users match {text!r}; use an id or an email: {shown}", exact
-        )
+        return self._one_user(text, self.search_users(text, limit=50))
 
     def start_process(
         self,
@@ -427,11 +407,10 @@ class WorkflowsoftClient(ClientCore):
 
         An email or a name is looked up once per client.
         """
-        if isinstance(user, int) and not isinstance(user, bool):
-            return user
+        known = self._known_user_id(user)
+        if known is not None:
+            return known
         text = str(user).strip()
-        if text.isdigit():
-            return int(text)
         with self._users_lock:
             if text.casefold() not in self._user_ids:
                 self._user_ids[text.casefold()] = self.find_user(text)["Id"]
@@ -447,20 +426,8 @@ class WorkflowsoftClient(ClientCore):
             sends a user's ``Id`` there, and Workflowsoft refuses ``system``): ``system``, given or the
             connection's default, is then refused before anything is sent, with what to pass instead
         """
-        value = self.config.on_behalf_of if protocol.blank(on_behalf_of) else on_behalf_of
-        if isinstance(value, str) and value.strip().casefold() == DEFAULT_ON_BEHALF_OF:
-            if needs_user:
-                given = (f"on_behalf_of is {on_behalf_of!r}" if not protocol.blank(on_behalf_of) else
-                         f"on_behalf_of is not set and the connection's on_behalf_of is {value!r}")
-                raise WorkflowsoftValidationError(
-                    f"{needs_user} needs on_behalf_of: the Workflowsoft user it is done on behalf of, as a user "
-                    f"id, an email or a full name (for example on_behalf_of=\"john.doe@example.com\"); {given}, "
-                    f"and X-OnBehalfOf-Id must be an existing user's Id here ({DEFAULT_ON_BEHALF_OF!r} is for field "
-                    "updates and completions only). Nothing was sent.",
-                    [f"on_behalf_of: {value!r} is not a user"],
-                )
-            return DEFAULT_ON_BEHALF_OF
-        return str(self.resolve_user_id(value))
+        value = self._on_behalf_of_user(on_behalf_of, needs_user)
+        return DEFAULT_ON_BEHALF_OF if value == DEFAULT_ON_BEHALF_OF else str(self.resolve_user_id(value))
 
     # -- health -------------------------------------------------------------------------------------
 

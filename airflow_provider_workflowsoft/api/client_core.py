@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.config import ClientConfig
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftLookupError, WorkflowsoftValidationError
 from airflow_provider_workflowsoft.api.limiter import RateLimiter
+from airflow_provider_workflowsoft.defaults import DEFAULT_ON_BEHALF_OF
 
 
 class ClientCore:
@@ -88,3 +91,58 @@ class ClientCore:
             self._on_token(token)
         self._token_cache.put(self.config.token_cache_key(), token, minted_at)
         return token
+
+    # -- users: the rules of find_user and resolve_on_behalf_of, whatever the transport ---------------
+
+    @staticmethod
+    def _known_user_id(user: Any) -> int | None:
+        """Return an id given as an int or a numeric string (sent as it is), else ``None``: look it up."""
+        if isinstance(user, int) and not isinstance(user, bool):
+            return user
+        text = str(user).strip()
+        return int(text) if text.isdigit() else None
+
+    @staticmethod
+    def _one_user(query: Any, candidates: list[dict[str, Any]]) -> dict[str, Any]:
+        """Return the one user among a search's ``candidates`` whose id, email or full name equals ``query``."""
+        text = str(query).strip()
+        folded = text.casefold()
+        exact = [
+            user for user in candidates
+            if str(user.get("Id")) == text
+            or str(user.get("Email") or "").casefold() == folded
+            or str(user.get("FullName") or "").casefold() == folded
+        ]
+        if len(exact) == 1:
+            return exact[0]
+        shown = ", ".join(f"{u.get('FullName')} <{u.get('Email')}> (Id {u.get('Id')})" for u in candidates[:10])
+        if not exact:
+            raise WorkflowsoftLookupError(
+                f"No Workflowsoft user has the id, email or full name {text!r}"
+                + (f"; the search found: {shown}" if shown else "; the search found nobody"),
+                candidates,
+            )
+        raise WorkflowsoftLookupError(
+            f"{len(exact)} Workflowsoft users match {text!r}; use an id or an email: {shown}", exact
+        )
+
+    def _on_behalf_of_user(self, on_behalf_of: Any, needs_user: str | None) -> Any:
+        """Return who a request is made on behalf of: ``system`` (sent as it is), or the user to resolve.
+
+        Empty means the connection's default; with ``needs_user`` (starts and tasks), ``system`` is refused before
+        anything is sent.
+        """
+        value = self.config.on_behalf_of if protocol.blank(on_behalf_of) else on_behalf_of
+        if isinstance(value, str) and value.strip().casefold() == DEFAULT_ON_BEHALF_OF:
+            if needs_user:
+                given = (f"on_behalf_of is {on_behalf_of!r}" if not protocol.blank(on_behalf_of) else
+                         f"on_behalf_of is not set and the connection's on_behalf_of is {value!r}")
+                raise WorkflowsoftValidationError(
+                    f"{needs_user} needs on_behalf_of: the Workflowsoft user it is done on behalf of, as a user "
+                    f"id, an email or a full name (for example on_behalf_of=\"john.doe@example.com\"); {given}, "
+                    f"and X-OnBehalfOf-Id must be an existing user's Id here ({DEFAULT_ON_BEHALF_OF!r} is for field "
+                    "updates and completions only). Nothing was sent.",
+                    [f"on_behalf_of: {value!r} is not a user"],
+                )
+            return DEFAULT_ON_BEHALF_OF
+        return value

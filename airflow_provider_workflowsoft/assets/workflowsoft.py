@@ -44,9 +44,8 @@ from typing import Any
 
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
-from airflow_provider_workflowsoft.api.protocol import as_timedelta, coerce_id, poll_seconds
 from airflow_provider_workflowsoft.api.step import StepRef
-from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
+from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS
 
 #: The URI scheme of Workflowsoft Assets.
 SCHEME = "workflowsoft"
@@ -130,26 +129,18 @@ def integration_step_asset(
         return plain
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationEventTrigger
 
-    limit = _positive_int(max_instances, "max_instances")
-    interval = poll_seconds(poll_interval)
-    lease = _seconds(reclaim_after, "reclaim_after")
-    if lease <= interval:
-        raise WorkflowsoftInputError(
-            f"reclaim_after must be longer than poll_interval ({interval:g} s), got {reclaim_after!r}: the lease "
-            "is how long a DAG run has to complete what the watcher handed it"
-        )
     step_id = StepRef(integration_step_id, process_diagram_name, integration_step_name).step_id()
     trigger = WorkflowsoftIntegrationEventTrigger(
         integration_step_id=step_id,
         process_diagram_name=None if step_id is not None else str(process_diagram_name).strip(),
         integration_step_name=None if step_id is not None else str(integration_step_name).strip(),
         workflowsoft_conn_id=workflowsoft_conn_id,
-        max_instances=limit,
-        poll_interval=interval,
-        reclaim_after=lease,
+        max_instances=max_instances,
+        poll_interval=poll_interval,
+        reclaim_after=reclaim_after,
         fetch_fields=bool(fetch_fields),
         asset_uri=plain.uri,
-        max_offers=checked_max_offers(max_offers),
+        max_offers=max_offers,
     )
     return Asset(name=plain.uri, uri=plain.uri, watchers=[AssetWatcher(name=WATCHER_NAME, trigger=trigger)])
 
@@ -229,21 +220,6 @@ def _conn_id(conn_id: Any) -> str:
             f"got {conn_id!r}"
         )
     return str(conn_id).strip()
-
-
-def _positive_int(value: Any, name: str) -> int:
-    number = int(coerce_id(value, name))
-    if number < 1:
-        raise WorkflowsoftInputError(f"{name} must be a whole number of 1 or more, got {value!r}")
-    return number
-
-
-def _seconds(value: Any, name: str) -> float:
-    """Return a duration as the sensor reads ``reclaim_after``: a timedelta, or a number of seconds."""
-    duration = as_timedelta(value, name)
-    if duration is None:
-        raise WorkflowsoftInputError(f"{name} must be a timedelta or a number of seconds, got {value!r}")
-    return duration.total_seconds()
 
 
 __all__ = ["SCHEME", "instances_from_events", "integration_step_asset", "integration_step_uri"]

@@ -130,6 +130,7 @@ class ClaimsLedger:
         self.parked: list[int | str] = []
         #: traces of drains killed while polling, found (and cleared) by the last :meth:`prepare_drain`
         self.interrupted: list[dict[str, Any]] = []
+        self._last_records: dict[str, dict[str, Any]] | None = None  # what the last prepare_drain read
 
     # -- our own record ----------------------------------------------------------------------------
 
@@ -294,6 +295,50 @@ class ClaimsLedger:
             records[self.key] = self._own()
         return records, commands
 
+    def awaiting_run(self, integration_step_id: Any, reclaim_after: dt.timedelta | None,
+                     among: Iterable[Any] | None = None) -> list[int | str]:
+        """Return the instances an asset watcher handed over that still wait for a run, or ``[]`` once a run took them.
+
+        ``among``: the instances of the watcher's last event (``None``, after a restart: its open claims of the step).
+        They are *taken* once any of them is claimed by another record at or after this owner's claim (the run's
+        batch worker takes what it was given over), marked done or parked anywhere, or no longer claimed here: one run
+        consumes an event whole. Claims put back by hand or older than ``reclaim_after`` do not wait (the next
+        :meth:`prepare_drain` offers them again). Reads the records :meth:`prepare_drain` just read, or lists them.
+        """
+        step = str(integration_step_id)
+        with self._lock:
+            records = self._last_records if self._last_records is not None else self.read_all()
+            mine = self._own()
+            now = self.clock()
+            settled = {iid for record in records.values() for iid in (*record["done"], *record["parked"])}
+            taken: dict[str, dt.datetime] = {}
+            for key, record in records.items():
+                for iid, claim in record["claims"].items():
+                    at = parse_time(claim.get("claimed_at"))
+                    if key != self.key and at is not None and (iid not in taken or at > taken[iid]):
+                        taken[iid] = at
+
+            def pending(iid: str) -> bool:
+                claim = mine["claims"].get(iid)
+                at = parse_time(claim.get("claimed_at")) if claim else None
+                if claim is None or at is None or claim.get("released") or str(claim.get("step")) != step:
+                    return False
+                if reclaim_after is not None and now - at >= reclaim_after:
+                    return False  # due: offered again by the next drain
+                return iid not in settled and not (iid in taken and taken[iid] >= at)
+
+            def handed_over(iid: str, claim: Mapping[str, Any]) -> bool:  # after a restart: what may wait for a run
+                at = parse_time(claim.get("claimed_at"))
+                return (str(claim.get("step")) == step and not claim.get("released") and at is not None
+                        and (reclaim_after is None or now - at < reclaim_after))
+
+            wanted = ([str(coerce_id(i)) for i in among] if among is not None
+                      else [i for i, c in mine["claims"].items() if handed_over(i, c)])
+            waiting = [i for i in wanted if pending(i)]
+            if len(waiting) < len(wanted):
+                return []  # a run took (some of) them: the event was consumed
+            return [coerce_id(i) for i in waiting]
+
     def prepare_drain(
         self, integration_step_id: Any, reclaim_after: dt.timedelta | None, limit: int,
         *, own_at_once: bool = True, max_offers: int | None = None,
@@ -323,6 +368,7 @@ class ClaimsLedger:
         with self._lock:
             records, commands = self._read_listing()
             mine = records[self.key] = self._own()  # also when it is not stored yet (tidy sees our claims)
+            self._last_records = records
             self._apply_commands(commands)
             self.interrupted = self._interrupted(records, reclaim_after)
             done = {iid for record in records.values() for iid in record["done"]}

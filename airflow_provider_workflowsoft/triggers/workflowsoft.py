@@ -40,7 +40,9 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
+from airflow_provider_workflowsoft.api.protocol import as_timedelta, coerce_id, poll_seconds
 from airflow_provider_workflowsoft.api.step import StepRef
+from airflow_provider_workflowsoft.assets.workflowsoft import integration_step_uri
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, ClaimsLedger, checked_max_offers
 
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 CLASSPATH = "airflow_provider_workflowsoft.triggers.workflowsoft.WorkflowsoftIntegrationTrigger"
 EVENT_CLASSPATH = "airflow_provider_workflowsoft.triggers.workflowsoft.WorkflowsoftIntegrationEventTrigger"
+#: While an event's instances are not taken by a run yet, the watcher looks again this often (seconds, at most).
+ACK_CHECK_SECONDS = 1.0
 
 
 class RecordsUnavailableError(OSError):
@@ -63,6 +67,29 @@ async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(call, *args, **kwargs)
     except Exception as exc:
         raise RecordsUnavailableError(f"the claims records could not be read or written: {exc}") from exc
+
+
+def watcher_settings(max_instances: Any, poll_interval: Any, reclaim_after: Any, max_offers: Any) -> dict[str, Any]:
+    """Check an asset watcher's settings (the one check of ``integration_step_asset`` and the queue provider).
+
+    Returns them JSON-safe: ``max_instances`` a whole number of 1 or more, ``poll_interval`` and ``reclaim_after``
+    in seconds (timedeltas or numbers), the lease longer than the poll interval; ``max_offers`` as
+    :func:`~airflow_provider_workflowsoft.records.claims.checked_max_offers` reads it.
+    """
+    limit = coerce_id(max_instances, "max_instances")
+    if not isinstance(limit, int) or limit < 1:
+        raise WorkflowsoftInputError(f"max_instances must be a whole number of 1 or more, got {max_instances!r}")
+    interval = poll_seconds(poll_interval)
+    lease = as_timedelta(reclaim_after, "reclaim_after")
+    if lease is None:
+        raise WorkflowsoftInputError(f"reclaim_after must be a timedelta or a number of seconds, got {reclaim_after!r}")
+    if lease.total_seconds() <= interval:
+        raise WorkflowsoftInputError(
+            f"reclaim_after must be longer than poll_interval ({interval:g} s), got {reclaim_after!r}: the lease "
+            "is how long a DAG run has to complete what the watcher handed it"
+        )
+    return {"max_instances": limit, "poll_interval": interval, "reclaim_after": lease.total_seconds(),
+            "max_offers": checked_max_offers(max_offers)}
 
 
 def failure_wait(poll_interval: float, failures: int, longest: float) -> float:
@@ -364,6 +391,15 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
     in a later event, marked ``"reclaimed": True``. A watcher restarted by the triggerer reads its record
     back and leaves alone what it handed out within the lease: no instance is handed out twice.
 
+    **One event in flight.** After an event the watcher polls again only once a run has taken that event's
+    instances (the run's batch worker claims them, or a completion marks them done: see
+    :meth:`~airflow_provider_workflowsoft.records.claims.ClaimsLedger.awaiting_run`), checking every second
+    at most; claims nobody took within ``reclaim_after`` are handed out again as before. Airflow queues an
+    asset-triggered run in one row per (Asset, DAG): a second event arriving before the run is created joins
+    that row, and the run consumes only the events up to the row's creation, so a second event would wait for
+    a later one (docs/reliability.md). So a burst larger than ``max_instances`` goes out one event per run,
+    and no instance waits for a next arrival.
+
     It never fires an error event (an asset event means "instances arrived"): faults are retried with
     backoff forever and logged; refused credentials or an unknown step are logged as errors and retried
     every ``failure_backoff_max`` seconds, so a fixed connection heals the watcher.
@@ -376,7 +412,10 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
     :param poll_interval: seconds between polls when nothing is new
     :param reclaim_after: the claims' lease, in seconds
     :param fetch_fields: also read each instance's fields into ``"fields"`` (after it is claimed)
-    :param asset_uri: the URI of the Asset this trigger watches (names its claims record)
+    :param asset_uri: the URI of the Asset this trigger watches (names its claims record and is carried in each
+        event); empty (the ``MessageQueueTrigger`` form, which does not know its Asset): the step's URI
+        (:func:`~airflow_provider_workflowsoft.assets.workflowsoft.integration_step_uri`) names the record, and the
+        events carry no ``asset_uri``
     :param client_options: :class:`~airflow_provider_workflowsoft.api.client.ClientConfig` fields that win over
         the connection (JSON-safe values)
     :param failure_backoff_max: the longest wait, in seconds, between failed rounds
@@ -392,8 +431,8 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         integration_step_name: str | None = None,
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         max_instances: int = 100,
-        poll_interval: float = 30.0,
-        reclaim_after: float = 3600.0,
+        poll_interval: float | dt.timedelta = 30.0,
+        reclaim_after: float | dt.timedelta = 3600.0,
         fetch_fields: bool = False,
         asset_uri: str = "",
         client_options: dict[str, Any] | None = None,
@@ -401,23 +440,27 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         max_offers: int | None = DEFAULT_MAX_OFFERS,
     ) -> None:
         super().__init__()
-        StepRef(integration_step_id, process_diagram_name, integration_step_name)  # refuses neither given
-        if not isinstance(asset_uri, str) or not asset_uri.strip():
+        step_ref = StepRef(integration_step_id, process_diagram_name, integration_step_name)  # one of them given
+        if not isinstance(asset_uri, str):
             raise WorkflowsoftInputError(
-                f"WorkflowsoftIntegrationEventTrigger needs asset_uri (the watched Asset's URI, which names its "
-                f"claims record), got {asset_uri!r}: build it with integration_step_asset(...)")
-        self.integration_step_id = integration_step_id
-        self.process_diagram_name = process_diagram_name
-        self.integration_step_name = integration_step_name
+                f"asset_uri must be the watched Asset's URI (text) or empty, got {asset_uri!r}")
+        settings = watcher_settings(max_instances, poll_interval, reclaim_after, max_offers)
+        self.integration_step_id = step_ref.step_id()
+        self.process_diagram_name = None if self.integration_step_id is not None else process_diagram_name
+        self.integration_step_name = None if self.integration_step_id is not None else integration_step_name
         self.workflowsoft_conn_id = workflowsoft_conn_id
-        self.max_instances = max(1, int(max_instances))
-        self.poll_interval = float(poll_interval)
-        self.reclaim_after = float(reclaim_after)
+        self.max_instances: int = settings["max_instances"]
+        self.poll_interval: float = settings["poll_interval"]
+        self.reclaim_after: float = settings["reclaim_after"]
         self.fetch_fields = bool(fetch_fields)
-        self.asset_uri = asset_uri
+        self.asset_uri = asset_uri.strip()
+        #: names the watcher's claims record: the Asset's URI, else the step's
+        self.record_uri = self.asset_uri or integration_step_uri(
+            self.integration_step_id, process_diagram_name=self.process_diagram_name,
+            integration_step_name=self.integration_step_name, workflowsoft_conn_id=workflowsoft_conn_id)
         self.client_options = dict(client_options or {})
         self.failure_backoff_max = float(failure_backoff_max)
-        self.max_offers = checked_max_offers(max_offers)
+        self.max_offers: int | None = settings["max_offers"]
         #: tests replace these (a transport, stores, the clock of waits)
         self.client_factory: Callable[[Any], Any] | None = None
         self.claims_store: Any = None
@@ -456,8 +499,10 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         from airflow_provider_workflowsoft.records.stores import AssetStateStore
 
         accessors = getattr(self, "asset_state_store", None)
-        if accessors is None:
+        if accessors is None:  # Airflow before 3.3: the record lives with the other claims, in Variables
             return None
+        if not self.asset_uri:  # the MessageQueueTrigger form: its one watched Asset's accessor
+            return AssetStateStore(accessors, self.record_uri)
         try:
             from airflow_provider_workflowsoft.version_compat import asset_classes
 
@@ -469,7 +514,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
     def _claims(self) -> ClaimsLedger:
         from airflow_provider_workflowsoft.records import naming
 
-        return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=naming.watcher_owner(self.asset_uri),
+        return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=naming.watcher_owner(self.record_uri),
                             own_store=self._own_store())
 
     async def _step(self, client: Any) -> Any:
@@ -486,6 +531,9 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         client = None
         lease = dt.timedelta(seconds=self.reclaim_after)
         metrics = DrainMetrics()
+        # Whether an event may still wait for its run: at the start too (a restarted watcher may have fired one).
+        in_flight = True
+        last_event: list[Any] | None = None  # the ids of the last event fired (None after a restart)
         try:
             while True:
                 drain: Drain | None = None
@@ -502,6 +550,14 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                     offered, held = await in_thread(claims.prepare_drain, step, lease, self.max_instances,
                                                     own_at_once=False, max_offers=self.max_offers)
                     metrics.prepared(claims, step, len(offered))
+                    if in_flight and not offered:
+                        waiting = await in_thread(claims.awaiting_run, step, lease, last_event)
+                        if waiting:  # a new event before a run took the last one would wait in Airflow's queue
+                            log.debug("Integration instance(s) %s of step %s not taken by a run yet: not polling",
+                                      waiting, step)
+                            await self.sleep(min(self.poll_interval, ACK_CHECK_SECONDS))
+                            continue
+                        in_flight = False
                     drain = Drain(self.max_instances, taken=offered, skip=held)
                     try:
                         await drain_and_claim(client, step, drain, claims)
@@ -515,6 +571,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                               "or the step)", step, exc, self.failure_backoff_max)
                     if drain is not None and drain.instances:
                         yield TriggerEvent(self._payload(step, drain.instances))
+                        in_flight, last_event = True, [i["IntegrationInstanceId"] for i in drain.instances]
                     if client is not None:
                         await client.aclose()
                         client = None  # the connection is read again
@@ -529,6 +586,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                             step, type(exc).__name__, exc, failures, wait)
                     if drain is not None and drain.instances:  # each of them is claimed: hand them over
                         yield TriggerEvent(self._payload(step, drain.instances))
+                        in_flight, last_event = True, [i["IntegrationInstanceId"] for i in drain.instances]
                     if not transient and client is not None:
                         await client.aclose()
                         client = None  # the connection is read again
@@ -539,8 +597,9 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                              len(drain.instances), step, drain.reason or "limit",
                              [i["IntegrationInstanceId"] for i in drain.instances])
                     yield TriggerEvent(self._payload(step, drain.instances))
+                    in_flight, last_event = True, [i["IntegrationInstanceId"] for i in drain.instances]
                     if drain.reason == "limit":
-                        continue  # more may be waiting: poll again at once
+                        continue  # more may be waiting: poll again as soon as a run took this event
                 await self.sleep(self.poll_interval)
         finally:
             if client is not None:
@@ -557,8 +616,11 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                     return
 
     def _payload(self, step: Any, instances: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"status": "success", "integration_step_id": step, "asset_uri": self.asset_uri,
-                "instances": [dict(i) for i in instances]}
+        payload: dict[str, Any] = {"status": "success", "integration_step_id": step,
+                                   "instances": [dict(i) for i in instances]}
+        if self.asset_uri:
+            payload["asset_uri"] = self.asset_uri
+        return payload
 
 
-__all__ = ["WorkflowsoftIntegrationEventTrigger", "WorkflowsoftIntegrationTrigger"]
+__all__ = ["WorkflowsoftIntegrationEventTrigger", "WorkflowsoftIntegrationTrigger", "watcher_settings"]

@@ -161,6 +161,31 @@ def test_event_driven_dag_of_the_readme_is_the_example_dag() -> None:
     assert namespace["enrich"]({"Event name": "Data Summit"}, {}) == {"Venue code": "HALL-DAT", "Event exists": True}
 
 
+def test_message_queue_dag_of_the_readme_is_the_example_dag() -> None:
+    """The README's MessageQueueTrigger block watches the same step with the same watcher as
+    dags/workflowsoft_notify_crm_on_arrival.py (which tests/deployment runs), and the deadline-alert block builds."""
+    from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
+
+    if not AIRFLOW_V_3_3_PLUS:
+        pytest.skip("asset watchers with a state store: Airflow 3.3+")
+    pytest.importorskip("airflow.providers.common.messaging", reason="the messaging extra")
+    namespace: dict[str, Any] = {"__name__": "readme_message_queue"}
+    exec(compile(readme_python_block('`MessageQueueTrigger(scheme="workflowsoft")`'), "README.md", "exec"), namespace)
+    example: dict[str, Any] = {"__name__": "example_message_queue"}
+    path = REPO / "dags" / "workflowsoft_notify_crm_on_arrival.py"
+    exec(compile(path.read_text(), str(path), "exec"), example)
+    (readme_watcher,), (example_watcher,) = namespace["NOTIFY_CRM"].watchers, example["NOTIFY_CRM"].watchers
+    readme_kwargs, example_kwargs = readme_watcher.trigger.serialize()[1], example_watcher.trigger.serialize()[1]
+    assert readme_watcher.trigger.serialize()[0].endswith("WorkflowsoftIntegrationEventTrigger")
+    assert {k: readme_kwargs[k] for k in ("process_diagram_name", "integration_step_name", "max_instances")} == {
+        k: example_kwargs[k] for k in ("process_diagram_name", "integration_step_name", "max_instances")}
+    assert sorted(namespace["notify_crm_on_arrival"]().task_ids) == sorted(
+        example["workflowsoft_notify_crm_on_arrival"]().task_ids) == ["arrived", "notify"]
+    deadline: dict[str, Any] = {"__name__": "readme_deadline"}
+    exec(compile(readme_python_block("**A task for a person when a DAG run is late"), "README.md", "exec"), deadline)
+    assert deadline["nightly_load"]().deadline  # the alert is on the DAG
+
+
 # -- the Reference tables name every parameter ------------------------------------------------------------
 
 #: What the Reference must show, by the name it gives each (a module path under the package, or a hook method).

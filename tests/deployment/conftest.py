@@ -421,6 +421,7 @@ class Deployment:
 # ---------------------------------------------------------------------------------------------------
 
 STEP = 11
+BURST_STEP = 31  # watched by deploy_burst only
 
 
 def iso_to_epoch(value: str) -> float:
@@ -571,7 +572,9 @@ def _base_env(home: Path, api_port: int, fernet_key: str, db_url: str, dags_fold
         "WORKFLOWSOFT_POLL_INTERVAL": "2",
         "WORKFLOWSOFT_RECLAIM_AFTER": "45",
         # The components import the provider from this checkout (the venv may hold another editable copy).
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
+        # WFS_PROVIDER_PATH: another checkout's package first (bench/event_bursts.py measures the previous release).
+        "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("WFS_PROVIDER_PATH", ""), str(REPO),
+                                                  os.environ.get("PYTHONPATH", "")) if p),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
@@ -579,11 +582,13 @@ def _base_env(home: Path, api_port: int, fernet_key: str, db_url: str, dags_fold
     return env
 
 
-def _dags_folder(base: Path) -> Path:
-    """One DAGs folder holding the repository's dags/ and the deployment test DAGs (symlinks)."""
+def _dags_folder(base: Path, repo_dags: bool = True) -> Path:
+    """One DAGs folder holding the repository's dags/ (unless ``repo_dags=False``) and the deployment test DAGs
+    (symlinks)."""
     folder = base / "dags"
     folder.mkdir()
-    (folder / "repo_dags").symlink_to(REPO_DAGS, target_is_directory=True)
+    if repo_dags:
+        (folder / "repo_dags").symlink_to(REPO_DAGS, target_is_directory=True)
     (folder / "deployment_dags").symlink_to(TEST_DAGS, target_is_directory=True)
     return folder
 
@@ -596,13 +601,13 @@ def _start_common(dep: Deployment) -> None:
 
 
 REPO_DAG_IDS = ["workflowsoft_enrich_events", "workflowsoft_enrich_events_on_arrival", "workflowsoft_failure_notifier",
-                "workflowsoft_start_processes"]
+                "workflowsoft_notify_crm_on_arrival", "workflowsoft_start_processes"]
 
 
-def _unpause(dep: Deployment) -> None:
+def _unpause(dep: Deployment, repo_dags: bool = True) -> None:
     """Wait until the dag-processor has parsed the repository's DAGs and the test DAGs (no import error),
     then unpause the test DAGs only (the repository's scheduled DAG stays paused)."""
-    dep.wait_parsed(["deploy_deferred", "deploy_batch", *REPO_DAG_IDS])
+    dep.wait_parsed(["deploy_deferred", "deploy_batch", *(REPO_DAG_IDS if repo_dags else [])])
     errors = dep.query("SELECT filename, stacktrace FROM import_error")
     assert not errors, errors
     dep.airflow("dags", "unpause", "--treat-dag-id-as-regex", "^deploy_", "-y")
@@ -621,23 +626,36 @@ def _teardown_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def deployment_scenario() -> dict[str, Any]:
+    """The built-in scenario plus a process diagram "Burst" whose step 31 ("Take burst", the fields of step 11) only
+    the event-driven burst DAG watches."""
+    import airflow_provider_workflowsoft.emulator as emulator_package
+
+    scenario = json.loads((Path(emulator_package.__file__).parent / "demo_scenario.json").read_text())
+    enrich = next(s for d in scenario["process_diagrams"] for s in d["integration_steps"] if s["Id"] == STEP)
+    scenario["process_diagrams"].append({"Id": 9, "Title": "Burst", "integration_steps": [
+        {**enrich, "Id": BURST_STEP, "Title": "Take burst"}]})
+    scenario["instances"] = []
+    return scenario
+
+
 @pytest.fixture(scope="module")
 def deploy_emulator() -> Iterator[EmulatorServer]:
     """One emulator for a whole deployment (its instance ids keep growing, so the claims of one test never
     name another test's instances); ``once`` semantics: an instance is handed out once."""
-    with EmulatorServer(poll_semantics="once") as server:
+    with EmulatorServer(deployment_scenario(), poll_semantics="once") as server:
         yield server
 
 
 @contextlib.contextmanager
-def embedded_deployment(base: Path, emulator: EmulatorServer) -> Iterator[Deployment]:
+def embedded_deployment(base: Path, emulator: EmulatorServer, *, repo_dags: bool = True) -> Iterator[Deployment]:
     """LocalExecutor on SQLite: scheduler, dag-processor, triggerer and API server as separate processes,
     started under ``base`` and stopped whatever happens (also used by ``bench/event_driven.py``)."""
     home = base / "home"
     home.mkdir()
     fernet_key = _fernet_key()
     db_url = f"sqlite:///{home / 'airflow.db'}"
-    env = _base_env(home, free_port(), fernet_key, db_url, _dags_folder(base), emulator)
+    env = _base_env(home, free_port(), fernet_key, db_url, _dags_folder(base, repo_dags), emulator)
     env.update({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2"})
     # The README's way: the connection stored in the metadata database (the tasks, the sensor's trigger and
     # the asset watcher read it through the supervisor, the trigger and the watcher asynchronously).
@@ -653,7 +671,7 @@ def embedded_deployment(base: Path, emulator: EmulatorServer) -> Iterator[Deploy
                     emulator.base_url, "--conn-port", str(emulator.port), "--conn-password", "demo-token")
         _start_common(dep)
         dep.wait_healthy()
-        _unpause(dep)
+        _unpause(dep, repo_dags)
         dep.startup_s = time.monotonic() - started  # type: ignore[attr-defined]
         yield dep
     finally:

@@ -170,14 +170,76 @@ def own_claims(own: MemoryStore) -> dict[str, Any]:
     return dict(record["claims"])
 
 
+def take_over(shared: MemoryStore, run: str, instances: list[dict[str, Any]]) -> None:
+    """What a run's batch worker given the event's instances does first: claim them in its own record."""
+    ClaimsLedger("workflowsoft_default", shared, owner=f"dag/{run}/enrich/-1").claim(
+        11, [{**i, "shared": True} for i in instances])
+
+
 def test_watcher_claims_before_it_fires_each_drain_as_one_event(emu) -> None:
     own, shared = MemoryStore(), MemoryStore()
     emu.create_instances(11, count=4)
-    first, second = events_of(watcher(own, shared), 2)
+    (first,) = events_of(watcher(own, shared), 1)
     assert ids(first["instances"]) == [5001, 5002, 5003] and first["asset_uri"].endswith("/integration-steps/11")
-    assert ids(second["instances"]) == [5004]
-    assert sorted(own_claims(own)) == ["5001", "5002", "5003", "5004"]  # claimed in the Asset's store...
+    assert sorted(own_claims(own)) == ["5001", "5002", "5003"]  # claimed in the Asset's store...
     assert shared.keys("") == []  # ...not among the Variables
+
+
+def test_a_burst_goes_out_one_event_per_run_and_none_waits_for_a_next_arrival(emu) -> None:
+    """Airflow's queue keeps one row per (Asset, DAG): an event fired before the run of the previous one exists
+    would wait for a later event. So the watcher fires the next event only once a run took the last one."""
+    own, shared = MemoryStore(), MemoryStore()
+    emu.create_instances(11, count=7)
+    trigger = watcher(own, shared)
+    taken: list[list[Any]] = []
+    fired: list[dict[str, Any]] = []
+
+    def on_sleep(sleeps: int) -> None:
+        # A run takes each event over a few checks after it was fired (the scheduler, then its batch worker).
+        if fired and len(taken) < len(fired) and sleeps % 3 == 0:
+            take_over(shared, f"run{len(taken)}", fired[len(taken)]["instances"])
+            taken.append(ids(fired[len(taken)]["instances"]))
+
+    async def go() -> None:
+        sleeps = 0
+
+        async def sleep(_seconds: float) -> None:
+            nonlocal sleeps
+            sleeps += 1
+            assert len(fired) - len(taken) <= 1, "a second event was fired before a run took the first"
+            on_sleep(sleeps)
+            if sleeps > 40:
+                raise asyncio.CancelledError
+            await asyncio.sleep(0)
+
+        trigger.sleep = sleep
+        agen = trigger.run()
+        try:
+            while True:
+                fired.append((await asyncio.wait_for(agen.__anext__(), 30)).payload)
+                assert len(fired) - len(taken) <= 1, "a second event was fired before a run took the first"
+        except (asyncio.CancelledError, StopAsyncIteration):
+            pass
+        finally:
+            await agen.aclose()
+
+    asyncio.run(go())
+    assert [ids(e["instances"]) for e in fired] == [[5001, 5002, 5003], [5004, 5005, 5006], [5007]]
+    assert taken == [ids(e["instances"]) for e in fired]  # each event taken by its own run, nothing twice
+
+
+def test_an_event_nobody_takes_holds_the_next_until_the_lease_then_comes_back(emu) -> None:
+    own, shared = MemoryStore(), MemoryStore()
+    emu.create_instances(11, count=4)
+    (first,) = events_of(watcher(own, shared), 1)
+    assert events_of(watcher(own, shared), 1, max_sleeps=5) == []  # restarted: still waits for a run
+    assert emu.snapshot()["instances"][3]["status"] == "new"  # 5004 stays in Workflowsoft, unclaimed
+    record = own.get(own.keys("")[0])  # the lease passes
+    for claim in record["claims"].values():
+        claim["claimed_at"] = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=61)).isoformat()
+    own.set(own.keys("")[0], record)
+    (again,) = events_of(watcher(own, shared), 1)
+    assert ids(again["instances"]) == ids(first["instances"]) and all(i["reclaimed"] for i in again["instances"])
 
 
 def test_restarted_watcher_does_not_hand_out_an_instance_twice(emu) -> None:
@@ -321,9 +383,16 @@ def test_watcher_outlives_a_missing_connection(caplog: pytest.LogCaptureFixture)
     assert got == [] and caplog.text.count("a round failed") >= 3 and "no_such_conn" in caplog.text
 
 
-def test_watcher_needs_the_uri_of_its_asset() -> None:
+def test_watcher_without_an_asset_uri_names_its_record_by_the_step(emu) -> None:
+    """The MessageQueueTrigger form does not know its Asset: the step's URI names the record, events carry none."""
     with pytest.raises(WorkflowsoftInputError, match="asset_uri"):
-        WorkflowsoftIntegrationEventTrigger(integration_step_id=11, asset_uri="")
+        WorkflowsoftIntegrationEventTrigger(integration_step_id=11, asset_uri=11)  # type: ignore[arg-type]
+    own, shared = MemoryStore(), MemoryStore()
+    emu.create_instances(11, count=1)
+    (got,) = events_of(watcher(own, shared, asset_uri=""), 1)
+    assert "asset_uri" not in got and ids(got["instances"]) == [5001]
+    record = own.get(own.keys("")[0])
+    assert record["owner"] == "asset-watcher:workflowsoft://workflowsoft_default/integration-steps/11"
 
 
 def test_events_of_two_steps_need_the_asset_named() -> None:
@@ -355,3 +424,21 @@ def test_a_done_mark_outlives_other_readers_for_one_lease_so_the_watcher_sees_it
                          clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(hours=2))
     later.prepare_drain(12, lease, 10)
     assert variables.keys("") == []  # a lease after the completion it goes
+
+
+def test_after_a_restart_the_watcher_waits_for_its_fresh_hand_overs_whatever_older_claims_do() -> None:
+    """A restarted watcher does not know its last event: its claims within the lease stand for it; a claim whose
+    lease is over (offered again at the next drain) or one put back by hand does not count as taken."""
+    own, shared = MemoryStore(), MemoryStore()
+    ledger = ClaimsLedger("workflowsoft_default", shared, owner="asset-watcher:workflowsoft://c/integration-steps/11",
+                          own_store=own)
+    ledger.claim(11, [{"IntegrationInstanceId": 1}, {"IntegrationInstanceId": 2}])
+    record = own.get(own.keys("")[0])
+    record["claims"]["1"]["claimed_at"] = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat()
+    own.set(own.keys("")[0], record)
+    lease = dt.timedelta(hours=1)
+    fresh = ClaimsLedger("workflowsoft_default", shared, owner=ledger.owner, own_store=own)
+    assert fresh.awaiting_run(11, lease) == [2]  # 2 waits for a run; 1 is due again, not "taken"
+    take_over(shared, "run1", [{"IntegrationInstanceId": 2}])
+    assert ClaimsLedger("workflowsoft_default", shared, owner=ledger.owner, own_store=own).awaiting_run(11, lease) == []
+    assert fresh.awaiting_run(11, lease, among=[2]) == []  # the records read again: a run took it

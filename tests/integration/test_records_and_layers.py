@@ -337,6 +337,7 @@ AIRFLOW_IMPORTS: dict[str, set[str]] = {
     "masking.py": {"airflow.sdk._shared.secrets_masker.secrets_masker", "airflow.sdk.log"},
     "hooks/workflowsoft.py": {"airflow.sdk.execution_time"},
     "lineage.py": {"airflow.providers.openlineage.extractors"},
+    "queues/workflowsoft.py": {"airflow.providers.common.messaging.providers.base_provider"},
     "deprecation.py": {"airflow", "airflow.exceptions"},
 }
 

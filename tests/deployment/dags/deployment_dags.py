@@ -6,6 +6,9 @@ each instance id, a mapped completion writes them and completes the step.
 
 ``deploy_batch``: the batch worker (``@task.workflowsoft_worker``) drains step 11 in one task.
 
+``deploy_burst``: scheduled on step 31's Asset (its watcher: four instances per event, 1 s polls); a run completes
+what its events carried. ``deploy_deadline``: a deadline alert whose ``AsyncCallback`` is the notifier.
+
 Knobs (read when the file is parsed, so every component sees the same): ``WFS_DEPLOY_RECLAIM_AFTER_S``
 (claim lease, default 5 s: a run after a killed one takes its claims over), ``WFS_DEPLOY_BATCH_MAX``
 (most instances one batch run takes, default 1000), ``WFS_DEPLOY_BATCH_WORKERS`` (default 8).
@@ -15,10 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from typing import Any
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, task
 
+from airflow_provider_workflowsoft.assets.workflowsoft import instances_from_events, integration_step_asset
+from airflow_provider_workflowsoft.notifications.workflowsoft import WorkflowsoftNotifier
+from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
 from airflow_provider_workflowsoft.operators.workflowsoft import WorkflowsoftCompleteStepOperator
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 
@@ -89,3 +96,60 @@ with DAG(
         return values_for(int(instance["IntegrationInstanceId"]))
 
     burst()
+
+
+# -- event-driven bursts: a step of its own (31, "Burst" in the deployment's scenario), four instances per event ------
+
+BURST_STEP = 31
+BURST_MAX = 4
+BURST = integration_step_asset(
+    BURST_STEP,
+    max_instances=BURST_MAX,
+    poll_interval=1,
+    reclaim_after=float(os.environ.get("WFS_DEPLOY_BURST_LEASE_S", "180")),
+)
+
+with DAG(
+    dag_id="deploy_burst",
+    schedule=[BURST],
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": dt.timedelta(seconds=1)},
+    tags=["workflowsoft", "deployment"],
+):
+
+    @task
+    def arrived(triggering_asset_events: Any = None) -> list[dict[str, Any]]:
+        return instances_from_events(triggering_asset_events)
+
+    WorkflowsoftIntegrationWorkerOperator(
+        task_id="complete",
+        python_callable=lambda fields, instance: values_for(int(instance["IntegrationInstanceId"])),
+        instances=arrived(),
+        integration_step_id=BURST_STEP,
+        max_workers=4,
+        inlets=[BURST],
+    )
+
+
+# -- a deadline alert: a run still going 3 s after it was queued creates a Workflowsoft task, from the triggerer ---
+
+with DAG(
+    dag_id="deploy_deadline",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    deadline=DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=dt.timedelta(seconds=3),
+        callback=AsyncCallback(WorkflowsoftNotifier, kwargs={"assignee": "ops@example.com",
+                                                             "on_behalf_of": "john.doe@example.com"}),
+    ),
+    tags=["workflowsoft", "deployment"],
+):
+
+    @task
+    def slow() -> None:
+        time.sleep(15)
+
+    slow()

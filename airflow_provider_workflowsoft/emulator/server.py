@@ -642,7 +642,7 @@ class EmulatorServer:
 
     def reach(self, process_instance_id: int, integration_step_id: int | None = None,
               values: Mapping[str, Any] | None = None) -> list[dict[str, int]]:
-        """A started process reaches its pending integration step(s) now; see :meth:`EmulatorState.reach`."""
+        """Make a started process reach its pending integration step(s) now; see :meth:`EmulatorState.reach`."""
         return self.state.reach(process_instance_id, integration_step_id, values)
 
     def request_log(self, *, admin: bool = False) -> list[dict[str, Any]]:

@@ -725,11 +725,12 @@ class EmulatorState:
 
     @staticmethod
     def _step_values(step: StepSpec, process_fields: Mapping[str, Any]) -> dict[str, Any]:
-        """The process's fields that name a field of ``step`` (label, key or ``field_<key>``)."""
+        """Return the process's fields that name a field of ``step`` (label, key or ``field_<key>``)."""
         return {name: value for name, value in process_fields.items() if resolve_field(step, str(name)) is not None}
 
-    def _reach_locked(self, process: dict[str, Any], step: StepSpec, values: Mapping[str, Any] | None) -> dict[str, int]:
-        """The process reaches ``step`` now: its integration instance is created and queued for polling."""
+    def _reach_locked(self, process: dict[str, Any], step: StepSpec,
+                      values: Mapping[str, Any] | None) -> dict[str, int]:
+        """Make the process reach ``step`` now: its integration instance is created and queued for polling."""
         step_values = {**self._step_values(step, process.get("fields") or {}), **dict(values or {})}
         instance = self._new_instance_locked(process["id"], process["process_diagram_id"], step, step_values)
         process["integration_instance_ids"].append(instance.id)
@@ -739,7 +740,7 @@ class EmulatorState:
         return {"IntegrationInstanceId": instance.id, "ProcessInstanceId": process["id"]}
 
     def _arrive_due_locked(self) -> None:
-        """Processes whose delay before a step has run out reach it (called before every poll and snapshot)."""
+        """Make the processes whose delay before a step has run out reach it (called before every poll and snapshot)."""
         now = self.now()
         changed = False
         for process in self.processes.values():
@@ -753,7 +754,7 @@ class EmulatorState:
 
     def reach(self, process_instance_id: int, integration_step_id: int | None = None,
               values: Mapping[str, Any] | None = None) -> list[dict[str, int]]:
-        """A started process reaches its pending integration step(s) now (``None``: every pending one).
+        """Make a started process reach its pending integration step(s) now (``None``: every pending one).
 
         ``values`` (by label, key or ``field_<key>``; read-only fields too) are what a person entered in the process
         before the step. Raises ``LookupError`` for an unknown process and ``ApiError(409)`` when it has no such

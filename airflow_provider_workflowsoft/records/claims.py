@@ -655,7 +655,7 @@ class ClaimsLedger:
 
     def live_waits(self, records: Mapping[str, dict[str, Any]], integration_step_id: Any,
                    lease: dt.timedelta | None) -> dict[str, str]:
-        """The live waits of a step in ``records``: process instance (:func:`process_key`) -> the waiting owner."""
+        """Return the live waits of a step in ``records``: process instance (:func:`process_key`) -> its waiter."""
         life = lease if lease is not None else DEFAULT_WAIT_LIFE
         now = self.clock()
         out: dict[str, str] = {}
@@ -682,7 +682,9 @@ class ClaimsLedger:
             self.waits[self._waiting_for] = self.owner
 
     def keeps(self, instance: Mapping[str, Any]) -> bool:
-        """**The routing rule** of a step, the same for every poller (sensor, trigger, batch worker, asset watcher).
+        """Tell whether this poller keeps ``instance``: **the routing rule** of a step, the same for every poller.
+
+        Every poller (sensor, trigger, batch worker, asset watcher) asks it of each answer.
 
         ``instance`` is a poll answer (``ProcessInstanceId``) or a claim (``process_instance_id``). A waiter (its last
         :meth:`prepare_drain` got a ``process_instance_id``) keeps only instances of that process; every other poller

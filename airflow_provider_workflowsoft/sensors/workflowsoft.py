@@ -185,7 +185,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     integration_diagram_id = RenamedAttribute("integration_step_id")  # the 0.1 name
 
     def _process_id(self) -> int | None:
-        """The rendered ``process_instance_id`` (``None``: not a waiter), refused clearly when it is no id."""
+        """Return the rendered ``process_instance_id`` (``None``: not a waiter), refused clearly when it is no id."""
         if self.process_instance_id is None or blank(self.process_instance_id):
             return None
         return coerce_process_instance_id(self.process_instance_id)
@@ -351,7 +351,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         return self._with_fields(instances)
 
     def _stop_waiting(self, context: Context) -> None:
-        """A waiter that timed out drops its wait: its process's instance, when it comes, goes to the others."""
+        """Drop the wait of a waiter that timed out: its process's instance, when it comes, goes to the others."""
         if self._process_id() is not None:
             self.claims_for(context).stop_waiting()
             self.log.info("Stopped waiting for process instance %s: its instance at step %s now goes to the "

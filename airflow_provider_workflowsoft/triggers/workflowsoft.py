@@ -307,7 +307,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         return Drain(self.max_instances, taken=taken, skip=skip, keep=self._keep(claims))
 
     def _keep(self, claims: ClaimsLedger | None) -> Callable[[Any], bool] | None:
-        """The routing rule: the claims' (:meth:`ClaimsLedger.keeps`); without claims, a waiter keeps its process."""
+        """Return the routing rule: the claims' (:meth:`ClaimsLedger.keeps`); without claims, a waiter's process."""
         if claims is not None:
             return claims.keeps
         if self.process_instance_id is None:

@@ -595,7 +595,8 @@ def _start_common(dep: Deployment) -> None:
     dep.start("api-server", ["api-server", "--port", str(dep.api_port), "--host", "127.0.0.1", "--workers", "1"])
 
 
-REPO_DAG_IDS = ["workflowsoft_enrich_events", "workflowsoft_enrich_events_on_arrival", "workflowsoft_failure_notifier",
+REPO_DAG_IDS = ["workflowsoft_approval_round_trip", "workflowsoft_enrich_events",
+                "workflowsoft_enrich_events_on_arrival", "workflowsoft_failure_notifier",
                 "workflowsoft_start_processes"]
 
 

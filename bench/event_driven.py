@@ -114,13 +114,13 @@ def section(results: dict[str, Any]) -> str:
     ])
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, heading: str = HEADING) -> None:
     """Replace (or add, before "## Plot") the section in docs/benchmarks.md."""
     path = DOCS / "benchmarks.md"
     doc = path.read_text()
-    if HEADING in doc:
-        start = doc.index(HEADING)
-        end = doc.find("\n## ", start + len(HEADING))
+    if heading in doc:
+        start = doc.index(heading)
+        end = doc.find("\n## ", start + len(heading))
         doc = doc[:start] + text + (doc[end + 1:] if end != -1 else "")
     elif "## Plot" in doc:
         doc = doc.replace("## Plot", text + "\n## Plot", 1)

@@ -170,15 +170,18 @@ def coerce_instance_id(value: Any) -> int:
             value = json.loads(value)
     if isinstance(value, Mapping):
         value = next((value[key] for key in INSTANCE_ID_KEYS if key in value), value)
+    return _positive_id(value, "integration_instance_id must be an integer id, a numeric string or an instance dict "
+                               f"with 'IntegrationInstanceId', got {original!r}")
+
+
+def _positive_id(value: Any, refusal: str) -> int:
+    """Return ``value`` as a positive integer id (:func:`coerce_id`), or refuse it with ``refusal``."""
     try:
         number = coerce_id(value)
     except WorkflowsoftInputError:
         number = 0
     if not isinstance(number, int) or number <= 0:
-        raise WorkflowsoftInputError(
-            "integration_instance_id must be an integer id, a numeric string or an instance dict with "
-            f"'IntegrationInstanceId', got {original!r}"
-        )
+        raise WorkflowsoftInputError(refusal)
     return number
 
 
@@ -204,16 +207,9 @@ def coerce_process_instance_id(value: Any) -> int:
         value = value[0]
     if isinstance(value, Mapping):
         value = next((value[key] for key in PROCESS_INSTANCE_ID_KEYS if key in value), None)
-    try:
-        number = coerce_id(value, "process_instance_id")
-    except WorkflowsoftInputError:
-        number = 0
-    if not isinstance(number, int) or number <= 0:
-        raise WorkflowsoftInputError(
-            "process_instance_id must be a process instance id (an integer, a numeric string, the start operator's "
-            f"answer with 'Id', or an instance dict with 'ProcessInstanceId'), got {original!r}"
-        )
-    return number
+    return _positive_id(value, "process_instance_id must be a process instance id (an integer, a numeric string, the "
+                               f"start operator's answer with 'Id', or an instance dict with 'ProcessInstanceId'), "
+                               f"got {original!r}")
 
 
 def id_value(value: Any) -> Any:

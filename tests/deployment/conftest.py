@@ -329,7 +329,7 @@ class Deployment:
                 f"{base}/api/v2/dags/{dag_id}/dagRuns", method="POST",
                 data=json.dumps({"dag_run_id": run_id, "logical_date": None, "conf": conf}).encode(),
                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
-            with urllib.request.urlopen(request, timeout=30):
+            with urllib.request.urlopen(request, timeout=120):
                 run_ids.append(run_id)
         return run_ids
 

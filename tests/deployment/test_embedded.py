@@ -225,7 +225,7 @@ def round_trip_scenario(dep: Deployment) -> Any:
     return previous
 
 
-@pytest.mark.parametrize(("semantics", "waiters", "others"), [("once", 10, 4), ("until-completed", 3, 2)])
+@pytest.mark.parametrize(("semantics", "waiters", "others"), [("once", 6, 3), ("until-completed", 3, 1)])
 def test_many_waiters_and_a_batch_worker_on_one_step(embedded: Deployment, semantics: str, waiters: int,
                                                      others: int) -> None:
     """Runs of ``deploy_round_trip`` each wait (deferred, in the real triggerer) for their own process at step 41

@@ -112,7 +112,7 @@ with DAG(
         process_instance_id="{{ dag_run.conf['process_instance_id'] }}",
         reclaim_after=dt.timedelta(seconds=60),
         deferrable=True,
-        poll_interval=float(os.environ.get("WFS_DEPLOY_ROUND_TRIP_POLL_S", "2")),
+        poll_interval=float(os.environ.get("WFS_DEPLOY_ROUND_TRIP_POLL_S", "3")),
         timeout=600,
     )
     WorkflowsoftCompleteStepOperator(

@@ -29,7 +29,7 @@ DEMO_EVENTS = [
     ("Quarterly Review", "Webinar"),
 ]
 
-DAGS = ["workflowsoft_enrich_events", "workflowsoft_start_processes"]
+DAGS = ["workflowsoft_enrich_events", "workflowsoft_start_processes", "workflowsoft_approval_round_trip"]
 
 
 def _airflow_env(home: Path, dags_folder: Path, emulator: EmulatorServer) -> dict[str, str]:
@@ -39,6 +39,8 @@ def _airflow_env(home: Path, dags_folder: Path, emulator: EmulatorServer) -> dic
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # The approval round trip's sensor polls every second while the process has not reached its step.
+            "WORKFLOWSOFT_POLL_INTERVAL": "1",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
@@ -76,6 +78,14 @@ def _print_summary(snapshot: dict[str, Any]) -> None:
         print(f"  #{process['id']} {process['title']!r} on behalf of user {process.get('created_by')}"
               + (f" with fields {process['fields']}" if process.get("fields") else ""))
     if not api_processes:
+        print("  (none)")
+    print("\nApproval round trips (the process reached its 'Approval decision' step after 2 s):")
+    trips = [i for i in snapshot.get("instances", []) if i.get("integration_step_id") == 41]
+    for instance in trips:
+        fields = instance.get("fields", {})
+        print(f"  process #{instance['ProcessInstanceId']}: decision {fields.get('Decision')!r}, "
+              f"{instance.get('status')}: Order number={fields.get('Order number')!r}, Reply={fields.get('Reply')!r}")
+    if not trips:
         print("  (none)")
     print("\nTasks created:")
     for task in snapshot.get("tasks", []):

@@ -432,6 +432,7 @@ def write_report(rows: list[dict[str, Any]], imports: list[dict[str, Any]], sens
         "python bench/run_all.py          # BENCH_N, BENCH_PAGE_N, BENCH_MAPPED_N, BENCH_LATENCY_MS to change sizes",
         "python bench/event_driven.py     # the event-driven section alone (EVENT_SINGLES, EVENT_BURST)",
         "python bench/rate_limit.py       # the rate-limit section alone (BENCH_LABEL, BENCH_RATE_SCENARIOS)",
+        "python bench/round_trip.py       # the round-trips section alone (ROUND_TRIP_POLL_S, ROUND_TRIP_SIZES)",
         f"airflow dags test bench_mapped_per_instance   # run twice by the script ({MAPPED_N // 4} and {MAPPED_N} "
         "instances), dags folder bench/dags",
         "python -X importtime -c 'import airflow.sdk; import <module>'",

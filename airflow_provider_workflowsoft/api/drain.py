@@ -5,7 +5,7 @@ Pure code, no I/O and no Airflow, so the sensor (and every DAG file importing it
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from airflow_provider_workflowsoft.api.protocol import instance_key
@@ -22,13 +22,20 @@ class Drain:
     :param limit: the most instances to take (already-taken instances passed in ``taken`` count)
     :param taken: instances already taken (for example claims re-offered from the ledger)
     :param skip: instance ids not to take
+    :param keep: which answers this poller keeps (the claims' routing rule, ``ClaimsLedger.keeps``); an answer it
+        does not keep is not taken, goes to :attr:`passed` (the caller records it as put back before the next
+        poll) and the drain polls on. ``None``: every answer is kept
     """
 
-    def __init__(self, limit: int, taken: Iterable[dict[str, Any]] = (), skip: Iterable[Any] = ()) -> None:
+    def __init__(self, limit: int, taken: Iterable[dict[str, Any]] = (), skip: Iterable[Any] = (),
+                 keep: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
         self.limit = max(1, int(limit))
         self.instances: list[dict[str, Any]] = list(taken)
         self.seen = {instance_key(i) for i in self.instances}
         self.skip = {instance_key(i) for i in skip}
+        self.keep = keep
+        #: answers received and not kept (``keep``), waiting to be passed on by the caller
+        self.passed: list[dict[str, Any]] = []
         self.finished = len(self.instances) >= self.limit
         self.reason = "limit" if self.finished else ""
 
@@ -45,6 +52,9 @@ class Drain:
             if iid in self.seen or iid in self.skip:
                 return False
             self.seen.add(iid)
+            if self.keep is not None and not self.keep(instance):
+                self.passed.append(dict(instance))
+                return False
             self.instances.append(dict(instance))
             return True
         if instance is None:
@@ -58,7 +68,15 @@ class Drain:
             self.finished, self.reason = True, "held elsewhere"
             return False
         self.seen.add(iid)
+        if self.keep is not None and not self.keep(instance):
+            self.passed.append(dict(instance))  # someone else's: put back by the caller, and poll on
+            return False
         self.instances.append(dict(instance))
         if len(self.instances) >= self.limit:
             self.finished, self.reason = True, "limit"
         return True
+
+    def take_passed(self) -> list[dict[str, Any]]:
+        """Return the answers not kept since the last call (to pass on), and forget them."""
+        passed, self.passed = self.passed, []
+        return passed

@@ -7,6 +7,7 @@ Every reading of a point the vendor's page leaves open is made here and listed i
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import dataclasses
@@ -170,16 +171,46 @@ def coerce_instance_id(value: Any) -> int:
             value = json.loads(value)
     if isinstance(value, Mapping):
         value = next((value[key] for key in INSTANCE_ID_KEYS if key in value), value)
+    return _positive_id(value, "integration_instance_id must be an integer id, a numeric string or an instance dict "
+                               f"with 'IntegrationInstanceId', got {original!r}")
+
+
+def _positive_id(value: Any, refusal: str) -> int:
+    """Return ``value`` as a positive integer id (:func:`coerce_id`), or refuse it with ``refusal``."""
     try:
         number = coerce_id(value)
     except WorkflowsoftInputError:
         number = 0
     if not isinstance(number, int) or number <= 0:
-        raise WorkflowsoftInputError(
-            "integration_instance_id must be an integer id, a numeric string or an instance dict with "
-            f"'IntegrationInstanceId', got {original!r}"
-        )
+        raise WorkflowsoftInputError(refusal)
     return number
+
+
+#: The keys a process instance's dict names its id under: a poll answer's, then a start's answer (``Id``).
+PROCESS_INSTANCE_ID_KEYS = ("ProcessInstanceId", "process_instance_id", "processInstanceId", "Id")
+
+
+def coerce_process_instance_id(value: Any) -> int:
+    """Return a process instance id a user gave.
+
+    An int, a numeric string, the start's answer (``{"Id", "Title"}``), an instance dict of a poll
+    (``ProcessInstanceId``) or a one-element list of them, or the JSON or Python text of one of those (a rendered
+    template: ``"{{ ti.xcom_pull('start') }}"``).
+    """
+    original = value
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            with contextlib.suppress(ValueError, SyntaxError, MemoryError, RecursionError):
+                value = ast.literal_eval(value.strip())
+    if isinstance(value, list | tuple) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, Mapping):
+        value = next((value[key] for key in PROCESS_INSTANCE_ID_KEYS if key in value), None)
+    return _positive_id(value, "process_instance_id must be a process instance id (an integer, a numeric string, the "
+                               f"start operator's answer with 'Id', or an instance dict with 'ProcessInstanceId'), "
+                               f"got {original!r}")
 
 
 def id_value(value: Any) -> Any:

@@ -145,6 +145,19 @@ class StepSpec:
     id: int
     title: str
     fields: tuple[FieldSpec, ...]
+    #: when a started process reaches this step: ``"at-start"`` (its instance is created with the process),
+    #: a number of seconds after the start, or ``"admin-call"`` (``POST /_emulator/processes/<id>/reach``)
+    reached: str | float = "at-start"
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"Id": self.id, "Title": self.title, "fields": [f.to_dict() for f in self.fields]}
+        if self.reached != "at-start":
+            data["reached"] = self.reached
+        return data
+
+
+#: The ``reached`` texts of a step (a number of seconds is the third choice).
+REACHED_CHOICES = ("at-start", "admin-call")
 
 
 @dataclass(frozen=True)
@@ -210,9 +223,7 @@ class Scenario:
                 {
                     "Id": d.id,
                     "Title": d.title,
-                    "integration_steps": [
-                        {"Id": s.id, "Title": s.title, "fields": [f.to_dict() for f in s.fields]} for s in d.steps
-                    ],
+                    "integration_steps": [s.to_dict() for s in d.steps],
                 }
                 for d in self.diagrams
             ],
@@ -407,10 +418,18 @@ def _parse_field(where: str, raw: Any) -> FieldSpec:
 
 def _parse_step(where: str, raw: Any) -> StepSpec:
     data = _expect_mapping(where, raw)
-    _check_keys(where, data, {"Id", "Title", "fields"}, {"Id", "Title"})
+    _check_keys(where, data, {"Id", "Title", "fields", "reached"}, {"Id", "Title"})
     step_id = _expect_int(f"{where}.Id", data["Id"])
     title = _expect_str(f"{where}.Title", data["Title"])
     where = f"{where} (Id {step_id})"
+    reached = data.get("reached", "at-start")
+    if isinstance(reached, bool) or not (
+        reached in REACHED_CHOICES or (isinstance(reached, int | float | decimal.Decimal) and 0 <= reached < 1e9)
+    ):
+        raise ScenarioError(f"{where}.reached: {', '.join(map(repr, REACHED_CHOICES))} or a number of seconds "
+                            f"(0 or more), got {reached!r}")
+    if not isinstance(reached, str):
+        reached = float(reached)
     fields: list[FieldSpec] = []
     for index, raw_field in enumerate(_expect_list(f"{where}.fields", data.get("fields", []))):
         spec = _parse_field(f"{where}.fields[{index}]", raw_field)
@@ -420,7 +439,7 @@ def _parse_step(where: str, raw: Any) -> StepSpec:
             if other.api_name == spec.api_name:
                 raise ScenarioError(f"{where}.fields[{index}]: duplicate key {spec.key!r}")
         fields.append(spec)
-    return StepSpec(step_id, title, tuple(fields))
+    return StepSpec(step_id, title, tuple(fields), reached)
 
 
 def resolve_field(step: StepSpec, name: str) -> FieldSpec | None:

@@ -454,6 +454,18 @@ class _Handler(BaseHTTPRequestHandler):
                     created_by=data.get("created_by", "emulator"),
                 )
                 return _json_response(201, created)
+            reach = re.fullmatch(r"/processes/(\d+)/reach", route)
+            if reach:
+                self._allow(method, "POST")
+                data = _mapping(body)
+                unknown = sorted(set(data) - {"integration_step_id", "values"})
+                if unknown:
+                    raise ApiError(400, f"Unknown key(s): {', '.join(unknown)}")
+                step = data.get("integration_step_id")
+                if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+                    raise ApiError(400, f"integration_step_id must be an integer; got {step!r}")
+                created = state.reach(int(reach.group(1)), step, _mapping(data.get("values")))
+                return _json_response(201, created)
             if route == "/reset":
                 self._allow(method, "POST")
                 state.reset()
@@ -642,6 +654,11 @@ class EmulatorServer:
 
     def snapshot(self) -> dict[str, Any]:
         return self.state.snapshot()
+
+    def reach(self, process_instance_id: int, integration_step_id: int | None = None,
+              values: Mapping[str, Any] | None = None) -> list[dict[str, int]]:
+        """Make a started process reach its pending integration step(s) now; see :meth:`EmulatorState.reach`."""
+        return self.state.reach(process_instance_id, integration_step_id, values)
 
     def request_log(self, *, admin: bool = False) -> list[dict[str, Any]]:
         return self.state.request_log(admin=admin)

@@ -32,6 +32,7 @@ from .scenario import (
     json_dumps,
     json_loads,
     load_scenario,
+    resolve_field,
     seed_values,
     value_to_json,
 )
@@ -646,6 +647,7 @@ class EmulatorState:
         with self._lock:
             if self.scenario.step(step_id) is None:
                 raise ApiError(404, f"Integration step {step_id} not found")
+            self._arrive_due_locked()
             wanted = ("new",) if self.settings.poll_semantics == "once" else ("new", "handed_out")
             candidates = [i for i in self.instances.values() if i.integration_step_id == step_id and i.status in wanted]
             if not candidates:
@@ -738,12 +740,79 @@ class EmulatorState:
             diagram = self.scenario.diagram(template_id)
             if diagram is None:
                 raise ApiError(404, f"Process diagram {template_id} not found")
+            later = [step for step in diagram.steps if step.reached != "at-start"]
+            for step in later:  # the process's fields that a later step has: checked now, given to it then
+                try:
+                    seed_values(step, self._step_values(step, process_fields))
+                except FieldValueError as exc:
+                    raise ApiError(400, str(exc)) from None
             process = self._new_process_locked(diagram.id, user_id, dict(process_fields), "api")
             for step in diagram.steps:
-                instance = self._new_instance_locked(process["id"], diagram.id, step, None)
-                process["integration_instance_ids"].append(instance.id)
+                if step.reached == "at-start":
+                    instance = self._new_instance_locked(process["id"], diagram.id, step, None)
+                    process["integration_instance_ids"].append(instance.id)
+                else:  # reached later: after a delay, or on an admin call (None)
+                    due = None if step.reached == "admin-call" else self.now() + float(step.reached)
+                    process.setdefault("pending_steps", {})[str(step.id)] = due
             self._persist()
             return {"Id": process["id"], "Title": process["title"]}
+
+    @staticmethod
+    def _step_values(step: StepSpec, process_fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the process's fields that name a field of ``step`` (label, key or ``field_<key>``)."""
+        return {name: value for name, value in process_fields.items() if resolve_field(step, str(name)) is not None}
+
+    def _reach_locked(self, process: dict[str, Any], step: StepSpec,
+                      values: Mapping[str, Any] | None) -> dict[str, int]:
+        """Make the process reach ``step`` now: its integration instance is created and queued for polling."""
+        step_values = {**self._step_values(step, process.get("fields") or {}), **dict(values or {})}
+        instance = self._new_instance_locked(process["id"], process["process_diagram_id"], step, step_values)
+        process["integration_instance_ids"].append(instance.id)
+        process.get("pending_steps", {}).pop(str(step.id), None)
+        if not process.get("pending_steps"):
+            process.pop("pending_steps", None)
+        return {"IntegrationInstanceId": instance.id, "ProcessInstanceId": process["id"]}
+
+    def _arrive_due_locked(self) -> None:
+        """Make the processes whose delay before a step has run out reach it (called before every poll and snapshot)."""
+        now = self.now()
+        changed = False
+        for process in self.processes.values():
+            for step_id, due in list((process.get("pending_steps") or {}).items()):
+                found = self.scenario.step(int(step_id))
+                if due is not None and float(due) <= now and found is not None:
+                    self._reach_locked(process, found[1], None)
+                    changed = True
+        if changed:
+            self._persist()
+
+    def reach(self, process_instance_id: int, integration_step_id: int | None = None,
+              values: Mapping[str, Any] | None = None) -> list[dict[str, int]]:
+        """Make a started process reach its pending integration step(s) now (``None``: every pending one).
+
+        ``values`` (by label, key or ``field_<key>``; read-only fields too) are what a person entered in the process
+        before the step. Raises ``LookupError`` for an unknown process and ``ApiError(409)`` when it has no such
+        pending step.
+        """
+        with self._lock:
+            self._arrive_due_locked()
+            process = self.processes.get(process_instance_id) if isinstance(process_instance_id, int) else None
+            if process is None:
+                raise LookupError(f"process instance {process_instance_id!r} not found")
+            pending = [int(i) for i in process.get("pending_steps") or {}]
+            if integration_step_id is not None:
+                if integration_step_id not in pending:
+                    raise ApiError(409, f"Process instance {process_instance_id} has no pending integration step "
+                                        f"{integration_step_id} (pending: {pending or 'none'})")
+                pending = [integration_step_id]
+            if not pending:
+                raise ApiError(409, f"Process instance {process_instance_id} has no pending integration step")
+            steps = [found[1] for i in pending if (found := self.scenario.step(i)) is not None]
+            for step in steps:
+                seed_values(step, {**self._step_values(step, process.get("fields") or {}), **dict(values or {})})
+            created = [self._reach_locked(process, step, values) for step in steps]
+            self._persist()
+            return created
 
     def create_task(self, body: Any, on_behalf_of: str | None) -> dict[str, Any]:
         user_id = self._require_user(on_behalf_of, "Header X-OnBehalfOf-Id")
@@ -818,6 +887,7 @@ class EmulatorState:
     def snapshot(self) -> dict[str, Any]:
         """Whole state as plain data (token values are never included)."""
         with self._lock:
+            self._arrive_due_locked()
             now = self.now()
             return {
                 "scenario": self.scenario.source,
@@ -865,6 +935,8 @@ class EmulatorState:
     def _process_view(process: Mapping[str, Any]) -> dict[str, Any]:
         view = copy.deepcopy(dict(process))
         view["created_at"] = utc_now_iso(process["created_at"])
+        if "pending_steps" in view:  # step id -> when it is reached (null: on an admin call)
+            view["pending_steps"] = {k: _iso_or_none(_float_or_none(v)) for k, v in view["pending_steps"].items()}
         return view
 
     @staticmethod

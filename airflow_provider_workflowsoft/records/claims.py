@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from airflow_provider_workflowsoft.api.protocol import coerce_id
+from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, id_value
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.stores import KeyValueStore, VariableStore
 
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 CLAIMED = "claimed"
 DONE = "done"
 PARKED = "parked"
+#: The key of a record's waits: ``{"<step>:<process instance>": {"step", "process_instance_id", "since", "seen_at"}}``
+WAITS = "waits"
 
 
 def _now() -> dt.datetime:
@@ -83,6 +85,8 @@ def read_record(raw: Any, owner: str = "") -> dict[str, Any]:
     }
     if isinstance(record.get("polling"), dict):
         record_out["polling"] = dict(record["polling"])
+    if isinstance(record.get(WAITS), dict):
+        record_out[WAITS] = {str(k): dict(v) for k, v in record[WAITS].items() if isinstance(v, dict)}
     return record_out
 
 
@@ -131,6 +135,9 @@ class ClaimsLedger:
         #: traces of drains killed while polling, found (and cleared) by the last :meth:`prepare_drain`
         self.interrupted: list[dict[str, Any]] = []
         self._last_records: dict[str, dict[str, Any]] | None = None  # what the last prepare_drain read
+        #: the step's live waits read by the last :meth:`prepare_drain` (process instance -> waiting owner)
+        self.waits: dict[str, str] = {}
+        self._waiting_for: str | None = None
 
     # -- our own record ----------------------------------------------------------------------------
 
@@ -146,7 +153,7 @@ class ClaimsLedger:
     def _write(self) -> None:
         """One round trip: the whole record (or its deletion once nothing in it matters any more)."""
         mine = self._own()
-        if not (mine["claims"] or mine["done"] or mine["parked"] or mine.get("polling")):
+        if not (mine["claims"] or mine["done"] or mine["parked"] or mine.get("polling") or mine.get(WAITS)):
             if self._stored:
                 self.own_store.delete(self.key)
                 self._stored = False
@@ -229,6 +236,7 @@ class ClaimsLedger:
             mine = self._own()
             mine["closed"] = True
             mine.pop("polling", None)
+            mine.pop(WAITS, None)  # a closed record waits for nothing
             self._write()
 
     # -- the trace of polls in flight --------------------------------------------------------------
@@ -341,7 +349,7 @@ class ClaimsLedger:
 
     def prepare_drain(
         self, integration_step_id: Any, reclaim_after: dt.timedelta | None, limit: int,
-        *, own_at_once: bool = True, max_offers: int | None = None,
+        *, own_at_once: bool = True, max_offers: int | None = None, process_instance_id: Any = None,
     ) -> tuple[list[dict[str, Any]], list[int | str]]:
         """Before polling a step: the instances to offer again and the ids to leave alone.
 
@@ -363,6 +371,10 @@ class ClaimsLedger:
         ``own_at_once=False`` (an asset watcher, whose own claims are handed to DAG runs it cannot see): its
         own open claims are offered again only once their lease is over, like anyone else's, and are left
         alone until then.
+
+        ``process_instance_id`` (a waiter: a sensor waiting for that one process instance at this step): its wait is
+        recorded first, and what it is offered and what it polls follow :meth:`route` (also for every other
+        poller, whose drain leaves alone what a waiter wants).
         """
         poison = checked_max_offers(max_offers)
         with self._lock:
@@ -371,6 +383,7 @@ class ClaimsLedger:
             self._last_records = records
             self._apply_commands(commands)
             self.interrupted = self._interrupted(records, reclaim_after)
+            self._route_for(records, integration_step_id, process_instance_id, reclaim_after)
             done = {iid for record in records.values() for iid in record["done"]}
             parked_anywhere = {iid for record in records.values() for iid in record["parked"]}
             now = self.clock()
@@ -402,6 +415,9 @@ class ClaimsLedger:
                     continue
                 if iid in parked_anywhere and not claim.get("released"):
                     continue  # parked elsewhere (left alone below)
+                if not self.keeps(claim):  # passed on: it goes to a waiter, or to the step's other pollers
+                    skip.append(coerce_id(iid))
+                    continue
                 if not (own_at_once or due(iid, claim)):
                     skip.append(coerce_id(iid))  # handed to a run within its lease
                 elif exhausted(claim):
@@ -418,14 +434,24 @@ class ClaimsLedger:
                     if (str(claim.get("step")) != step or iid in done or coerce_id(iid) in held or iid in mine["claims"]
                             or iid in mine["parked"]):
                         continue
+                    if not self.keeps(claim):  # a waiter's (or, for a waiter, another process's): left alone
+                        if coerce_id(iid) not in skip:
+                            skip.append(coerce_id(iid))
+                        continue
                     expired = due(iid, claim)
                     if expired and iid not in parked_anywhere and exhausted(claim):
                         mine["parked"][iid] = self._parked_entry(claim, "offered", poison)
                         parked_now.append(coerce_id(iid))
                     elif expired and iid not in parked_anywhere and len(offered) < limit:
-                        offered.append({**_instance(iid, claim, reclaimed=True), "offers": claim.get("offers", 1),
+                        passed_on = bool(claim.get("passed_on"))  # put back by a poller that did not keep it
+                        offered.append({**_instance(iid, claim, reclaimed=not passed_on),
+                                        "offers": claim.get("offers", 1),
                                         "first_claimed_at": claim.get("first_claimed_at"), "shared": True})
                         held.add(coerce_id(iid))
+                        if passed_on:
+                            log.info("Taking integration instance %s (process instance %s), passed on by %s",
+                                     iid, claim.get("process_instance_id"), record.get("owner"))
+                            continue
                         log.warning("Re-offering integration instance %s (reclaimed): claimed by %s at %s and not "
                                     "completed (offer %s of %s)", iid, record.get("owner"), claim.get("claimed_at"),
                                     int(claim.get("offers", 1) or 0) + 1, poison or "unlimited")
@@ -588,7 +614,7 @@ class ClaimsLedger:
                 claim.pop("shared")
 
     def _rewrite(self, key: str, record: dict[str, Any]) -> None:
-        if record["claims"] or record["done"] or record["parked"] or record.get("polling"):
+        if record["claims"] or record["done"] or record["parked"] or record.get("polling") or record.get(WAITS):
             self.store.set(key, record)
         else:
             self.store.delete(key)
@@ -637,6 +663,117 @@ class ClaimsLedger:
                 out.setdefault(iid, {"integration_instance_id": coerce_id(iid), "state": DONE, "owner": owner,
                                      "record": key, **mark})
         return sorted(out.values(), key=lambda e: str(e["integration_instance_id"]))
+
+    # -- waiting for one process instance at a step ------------------------------------------------
+
+    def wait_for(self, integration_step_id: Any, process_instance_id: Any, lease: dt.timedelta | None) -> bool:
+        """Record that this task instance waits for ``process_instance_id`` to reach ``integration_step_id``.
+
+        The wait lives in this task instance's record (``"waits"``) and is *live* while the record is open and the
+        wait was seen within the lease (``lease``; ``None``: an hour): a waiter refreshes it when a third of the
+        lease has gone by (one write), so a waiter that is killed stops wanting its instance one lease later.
+        Returns whether it was written.
+        """
+        pid = process_key(process_instance_id)
+        if pid is None:
+            raise ValueError(f"process_instance_id must be an id, got {process_instance_id!r}")
+        life = lease if lease is not None else DEFAULT_WAIT_LIFE
+        with self._lock:
+            mine = self._own()
+            waits = mine.setdefault(WAITS, {})
+            key = f"{integration_step_id}:{pid}"
+            entry = waits.get(key) or {}
+            now = self.clock()
+            seen = parse_time(entry.get("seen_at"))
+            if seen is not None and now - seen < life / 3:
+                return False
+            waits[key] = {"step": integration_step_id, "process_instance_id": id_value(process_instance_id),
+                          "since": entry.get("since") or _iso(now), "seen_at": _iso(now)}
+            self._write()
+            return True
+
+    def stop_waiting(self) -> None:
+        """Drop this task instance's waits (a waiter that timed out): what it wanted goes to the others at once."""
+        with self._lock:
+            mine = self._own()
+            if mine.pop(WAITS, None):
+                self._write()
+
+    def live_waits(self, records: Mapping[str, dict[str, Any]], integration_step_id: Any,
+                   lease: dt.timedelta | None) -> dict[str, str]:
+        """Return the live waits of a step in ``records``: process instance (:func:`process_key`) -> its waiter."""
+        life = lease if lease is not None else DEFAULT_WAIT_LIFE
+        now = self.clock()
+        out: dict[str, str] = {}
+        for record in records.values():
+            if record["closed"]:
+                continue
+            for wait in (record.get(WAITS) or {}).values():
+                seen = parse_time(wait.get("seen_at"))
+                pid = process_key(wait.get("process_instance_id"))
+                if (str(wait.get("step")) == str(integration_step_id) and pid is not None and seen is not None
+                        and now - seen < life):
+                    out[pid] = str(record.get("owner") or "")
+        return out
+
+    def _route_for(self, records: Mapping[str, dict[str, Any]], integration_step_id: Any, process_instance_id: Any,
+                   lease: dt.timedelta | None) -> None:
+        """Record (or refresh) our wait, then read the step's live waits: what :meth:`keeps` decides by."""
+        self._waiting_for = None
+        if process_instance_id is not None:
+            self.wait_for(integration_step_id, process_instance_id, lease)
+            self._waiting_for = process_key(process_instance_id)
+        self.waits = self.live_waits(records, integration_step_id, lease)
+        if self._waiting_for is not None:
+            self.waits[self._waiting_for] = self.owner
+
+    def keeps(self, instance: Mapping[str, Any]) -> bool:
+        """Tell whether this poller keeps ``instance``: **the routing rule** of a step, the same for every poller.
+
+        Every poller (sensor, trigger, batch worker, asset watcher) asks it of each answer.
+
+        ``instance`` is a poll answer (``ProcessInstanceId``) or a claim (``process_instance_id``). A waiter (its last
+        :meth:`prepare_drain` got a ``process_instance_id``) keeps only instances of that process; every other poller
+        keeps every instance except those of a process a live waiter waits for. What is not kept is passed on
+        (:meth:`pass_on`), never dropped. An answer without a process instance id is no waiter's: a waiter passes it
+        on, the others keep it. Ids are compared as :func:`~..api.protocol.id_value` reads them (``"1001"`` is
+        ``1001``).
+        """
+        pid = process_key(instance.get("ProcessInstanceId", instance.get("process_instance_id")))
+        if self._waiting_for is not None:
+            return pid == self._waiting_for
+        return pid is None or pid not in self.waits
+
+    def pass_on(self, integration_step_id: Any, instances: Iterable[Mapping[str, Any]], *, write: bool = True) -> None:
+        """Record poll answers this poller does not keep (:meth:`keeps`) as put back, in one write.
+
+        Each becomes a claim of this record marked ``released`` and ``passed_on``: the next drain of the step by a
+        poller that keeps it (its waiter, or, when no live waiter wants it, any sensor, batch worker or watcher of the
+        step) is offered it at once, whatever the lease, as after a person's release. Its offers are not counted (no
+        one worked on it). ``write=False`` keeps it for the next write (the batch worker's group commit).
+        """
+        instances = list(instances)
+        if not instances:
+            return
+        with self._lock:
+            mine = self._own()
+            now = _iso(self.clock())
+            for instance in instances:
+                iid = str(coerce_id(instance))
+                previous = mine["claims"].get(iid, {})
+                pid = instance.get("ProcessInstanceId", previous.get("process_instance_id"))
+                mine["claims"][iid] = {
+                    "step": integration_step_id, "process_instance_id": pid, "claimed_at": now,
+                    "first_claimed_at": previous.get("first_claimed_at", now),
+                    "offers": int(previous.get("offers") or 0), "released": True, "released_at": now,
+                    "passed_on": True,
+                }
+                wanted_by = self.waits.get(process_key(pid) or "")
+                log.info("Passed integration instance %s (process instance %s) of step %s on to %s", iid, pid,
+                         integration_step_id, f"its waiter {wanted_by}" if wanted_by and wanted_by != self.owner
+                         else "the step's other pollers")
+            if write:
+                self._write()
 
     # -- a person's decisions ----------------------------------------------------------------------
 
@@ -774,9 +911,19 @@ def checked_max_offers(value: Any) -> int | None:
     return value or None
 
 
+#: How long a wait stays live without being seen again when no lease is given.
+DEFAULT_WAIT_LIFE = dt.timedelta(hours=1)
+
+
+def process_key(value: Any) -> str | None:
+    """Return a process instance id as waits and routing compare it (:func:`id_value`, as text), ``None`` if none."""
+    value = id_value(value)
+    return None if blank(value) else str(value)
+
+
 #: The default of ``max_offers`` everywhere: an instance handed out 5 times without being completed is parked.
 DEFAULT_MAX_OFFERS = 5
 
 
-__all__ = ["ACTIONS", "CLAIMED", "DEFAULT_MAX_OFFERS", "DONE", "FORGET", "PARK", "PARKED", "RELEASE", "ClaimsLedger",
-           "apply_action", "checked_max_offers", "parse_time", "read_record"]
+__all__ = ["ACTIONS", "CLAIMED", "DEFAULT_MAX_OFFERS", "DONE", "FORGET", "PARK", "PARKED", "RELEASE", "WAITS",
+           "ClaimsLedger", "apply_action", "checked_max_offers", "parse_time", "process_key", "read_record"]

@@ -9,13 +9,17 @@ Reliability rules (the claims, :class:`~airflow_provider_workflowsoft.records.cl
   again (they count in ``max_instances``), and so are this task instance's own claims from an earlier try;
 * instances that another run claimed within its lease are not taken again when a server repeats them;
 * deferred, the trigger claims each instance in this task instance's record as soon as it is polled
-  (Airflow 3.3+), so a triggerer killed between a poll and its event loses nothing.
+  (Airflow 3.3+), so a triggerer killed between a poll and its event loses nothing;
+* with ``process_instance_id`` the sensor is a *waiter*: it waits for that process instance to reach the step,
+  and every instance of another process it receives is passed on, never dropped nor held (the claims' routing
+  rule, :meth:`ClaimsLedger.keeps`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +29,13 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.api.protocol import as_timedelta, poll_seconds, to_bool
+from airflow_provider_workflowsoft.api.protocol import (
+    as_timedelta,
+    blank,
+    coerce_process_instance_id,
+    poll_seconds,
+    to_bool,
+)
 from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice, fails_without_retries
@@ -33,6 +43,7 @@ from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
+    AirflowSensorTimeout,
     BaseSensorOperator,
     Context,
     PokeReturnValue,
@@ -66,6 +77,10 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
     :param max_instances: the most instances one run takes; a drain also stops at an empty answer or
         when the server repeats an instance it already gave
     :param fetch_fields: read each instance's fields into ``"fields"``
+    :param process_instance_id: wait for this one process instance to reach the step (the start operator's
+        answer ``{"Id", "Title"}`` as it is, e.g. ``start.output`` or ``"{{ ti.xcom_pull('start') }}"``, or its id):
+        only its instances are returned; instances of other processes received meanwhile are passed on at once to
+        the waiter that wants them or to the step's other pollers (``None``: any instance)
     :param reclaim_after: lease of a claim: claimed-but-not-done instances older than this are offered
         again (``None``: never)
     :param max_offers: an instance handed out this many times without being completed is *parked* by the next
@@ -92,6 +107,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         "integration_step_name",
         "max_instances",
         "fetch_fields",
+        "process_instance_id",
         "reclaim_after",
         "max_offers",
         "notify_on_park",
@@ -115,6 +131,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         poll_interval: dt.timedelta | float | None = None,
         max_offers: int | None = DEFAULT_MAX_OFFERS,
         notify_on_park: dict[str, Any] | None = None,
+        process_instance_id: Any = None,
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
@@ -140,6 +157,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             defaults.DEFAULT_POLL_INTERVAL_SECONDS if poll_interval is None else poll_interval)
         self.max_offers = max_offers
         self.notify_on_park = checked_notice(notify_on_park, "notify_on_park")
+        self.process_instance_id = process_instance_id
         self._step_id: int | None = None
         self._skip_ids: list[Any] = []
 
@@ -165,6 +183,12 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         return self._step_id
 
     integration_diagram_id = RenamedAttribute("integration_step_id")  # the 0.1 name
+
+    def _process_id(self) -> int | None:
+        """Return the rendered ``process_instance_id`` (``None``: not a waiter), refused clearly when it is no id."""
+        if self.process_instance_id is None or blank(self.process_instance_id):
+            return None
+        return coerce_process_instance_id(self.process_instance_id)
 
     @property
     def _lease(self) -> dt.timedelta | None:
@@ -216,10 +240,11 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         step = self.step_id()
         limit = self._limit()
         claims = self.claims_for(context)
-        offered, self._skip_ids = claims.prepare_drain(step, self._lease, limit, max_offers=self._max_offers)
+        offered, self._skip_ids = claims.prepare_drain(step, self._lease, limit, max_offers=self._max_offers,
+                                                       process_instance_id=self._process_id())
         self._report_parked(context, claims.parked)
         self.report_prepared(claims, step)
-        drain = Drain(limit, taken=offered, skip=self._skip_ids)
+        drain = Drain(limit, taken=offered, skip=self._skip_ids, keep=claims.keeps)
         claims.start_polling(step, 1)  # one poll at a time, each answer claimed before the next
         try:
             while not drain.finished:
@@ -227,6 +252,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                 if drain.offer(instance):
                     assert instance is not None
                     claims.claim(step, [instance])  # durable before anything else happens to it
+                elif drain.passed:  # another process's: put back for its waiter or the others, before the next poll
+                    claims.pass_on(step, drain.take_passed())
         except WorkflowsoftError as exc:
             if not drain.instances or isinstance(exc, WorkflowsoftInputError):
                 raise
@@ -252,17 +279,26 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
 
     @fails_without_retries
     def execute(self, context: Context) -> Any:
+        self._process_id()  # a bad process_instance_id fails before anything is polled
         if not self.deferrable:
-            return super().execute(context)
+            try:
+                return super().execute(context)
+            except AirflowSensorTimeout:
+                self._stop_waiting(context)
+                raise
         instances = self.drain(context)
         if instances:
             return instances
         self._defer(context)
         return None  # pragma: no cover - defer raises
 
-    def _defer(self, context: Context) -> None:
+    def _defer(self, context: Context, wait_until: float | None = None) -> None:
         step = self.step_id()
         timeout = self.timeout
+        if self._process_id() is not None and timeout is not None:
+            # A waiter's trigger ends the wait itself at the sensor's timeout, so that the wait is dropped.
+            wait_until = wait_until or time.time() + float(timeout)
+            timeout = max(0.0, wait_until - time.time()) + self.poll_interval + 60
         self.defer(
             trigger=_trigger_class()(
                 integration_step_id=step,
@@ -277,6 +313,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                 claims_owner=naming.owner_from_context(context) or None,
                 reclaim_after=lease.total_seconds() if (lease := self._lease) is not None else None,
                 max_offers=self._max_offers,
+                process_instance_id=self._process_id(),
+                wait_until=wait_until,
             ),
             method_name="execute_complete",
             timeout=dt.timedelta(seconds=float(timeout)) if timeout is not None else None,
@@ -290,6 +328,13 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         step = self.step_id()
         instances = [i for i in event.get("instances") or [] if isinstance(i, dict)]
         self._report_parked(context, [i for i in event.get("parked") or [] if isinstance(i, int | str)])
+        passed = [i for i in event.get("passed") or [] if isinstance(i, dict)]
+        if passed:  # a trigger without the claims records (before Airflow 3.3) hands over what it did not keep
+            self.claims_for(context).pass_on(step, passed)
+        if event.get("status") == "timeout":
+            self._stop_waiting(context)
+            raise AirflowSensorTimeout(f"Process instance {self._process_id()} did not reach Workflowsoft "
+                                       f"integration step {step} within the sensor's timeout")
         if instances:
             claims = self.claims_for(context)
             # On Airflow 3.3 the trigger claimed them in this record before its event: one hand-over, one offer.
@@ -300,10 +345,17 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             raise AirflowException(f"Waiting for Workflowsoft integration step {step} failed: "
                                    f"{event.get('message', 'no message')}{kept}")
         if not instances:
-            self._defer(context)
+            self._defer(context, event.get("wait_until"))
         if event.get("warning"):
             self.log.warning("The trigger reported: %s", event["warning"])
         return self._with_fields(instances)
+
+    def _stop_waiting(self, context: Context) -> None:
+        """Drop the wait of a waiter that timed out: its process's instance, when it comes, goes to the others."""
+        if self._process_id() is not None:
+            self.claims_for(context).stop_waiting()
+            self.log.info("Stopped waiting for process instance %s: its instance at step %s now goes to the "
+                          "step's other pollers", self._process_id(), self.step_id())
 
 
 __all__ = ["WorkflowsoftIntegrationSensor"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,12 @@ from airflow_provider_workflowsoft.api.protocol import as_timedelta, coerce_id, 
 from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.assets.workflowsoft import integration_step_uri
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
-from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, ClaimsLedger, checked_max_offers
+from airflow_provider_workflowsoft.records.claims import (
+    DEFAULT_MAX_OFFERS,
+    ClaimsLedger,
+    checked_max_offers,
+    process_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +117,17 @@ async def drain_and_claim(
     The claims record is written in a worker thread (the store's calls are synchronous round trips to
     Airflow; the triggerer serves them from any thread). An exception leaves ``drain.instances`` holding
     every instance received so far; each is claimed, except the last one when its claim write failed
-    (:class:`RecordsUnavailableError`): the caller still hands it over.
+    (:class:`RecordsUnavailableError`): the caller still hands it over. Answers the drain does not keep (the
+    claims' routing rule) are passed on before the next poll; without claims they stay in ``drain.passed``.
     """
     while not drain.finished:
         instance = await client.poll_new_integration(step)
-        if drain.offer(instance) and claims is not None:
-            assert instance is not None
-            await in_thread(claims.claim, step, [instance])
+        if drain.offer(instance):
+            if claims is not None:
+                assert instance is not None
+                await in_thread(claims.claim, step, [instance])
+        elif drain.passed and claims is not None:
+            await in_thread(claims.pass_on, step, drain.take_passed())
 
 
 class DrainMetrics:
@@ -203,6 +213,11 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         than this are offered again)
     :param max_offers: with ``claims_owner``, claims handed out this many times without being completed are
         parked instead of offered again (``None`` or ``0``: never park)
+    :param process_instance_id: wait for this process instance only (the sensor's ``process_instance_id``):
+        instances of other processes are passed on (with ``claims_owner``: put back in the claims records before the
+        next poll; without: handed to the sensor in the event's ``"passed"``)
+    :param wait_until: with ``process_instance_id``, the epoch second at which the wait ends with a ``"timeout"``
+        event (the sensor's timeout: the sensor drops its wait, then fails as a timed-out sensor)
     """
 
     def __init__(
@@ -221,6 +236,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         claims_owner: str | None = None,
         reclaim_after: float | None = None,
         max_offers: int | None = DEFAULT_MAX_OFFERS,
+        process_instance_id: int | None = None,
+        wait_until: float | None = None,
     ) -> None:
         super().__init__()
         for old, new in (("conn_id", "workflowsoft_conn_id"), ("integration_diagram_id", "integration_step_id")):
@@ -241,6 +258,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         self.claims_owner = claims_owner
         self.reclaim_after = None if reclaim_after is None else float(reclaim_after)
         self.max_offers = checked_max_offers(max_offers)
+        self.process_instance_id = process_instance_id
+        self.wait_until = None if wait_until is None else float(wait_until)
         #: built by ``run()``; tests replace it to inject a transport
         self.client_factory: Callable[[Any], Any] | None = None
         #: where the claims records live (``None``: Airflow Variables); tests inject a store
@@ -266,6 +285,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                 "claims_owner": self.claims_owner,
                 "reclaim_after": self.reclaim_after,
                 "max_offers": self.max_offers,
+                "process_instance_id": self.process_instance_id,
+                "wait_until": self.wait_until,
             },
         )
 
@@ -304,13 +325,22 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         if claims is not None and not received:
             lease = None if self.reclaim_after is None else dt.timedelta(seconds=self.reclaim_after)
             offered, held = await in_thread(claims.prepare_drain, self.integration_step_id, lease, self.max_instances,
-                                            max_offers=self.max_offers)
+                                            max_offers=self.max_offers, process_instance_id=self.process_instance_id)
             self._parked += [i for i in claims.parked if i not in self._parked]
             self._metrics().prepared(claims, self.integration_step_id, len(offered))
             taken = offered
             self._held = list(held)  # kept for the rounds that follow a failed one
         skip = list(self.skip_ids) + [i for i in self._held if i not in self.skip_ids]
-        return Drain(self.max_instances, taken=taken, skip=skip)
+        return Drain(self.max_instances, taken=taken, skip=skip, keep=self._keep(claims))
+
+    def _keep(self, claims: ClaimsLedger | None) -> Callable[[Any], bool] | None:
+        """Return the routing rule: the claims' (:meth:`ClaimsLedger.keeps`); without claims, a waiter's process."""
+        if claims is not None:
+            return claims.keeps
+        if self.process_instance_id is None:
+            return None
+        wanted = process_key(self.process_instance_id)
+        return lambda instance: process_key(instance.get("ProcessInstanceId")) == wanted
 
     async def run(self) -> AsyncIterator[TriggerEvent]:  # type: ignore[override]
         received: list[dict[str, Any]] = []  # kept across failed rounds: never drop a handed-out instance
@@ -327,6 +357,10 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                     received = drain.instances
                     await drain_and_claim(client, self.integration_step_id, drain, claims)
                     received = drain.instances
+                    if drain.passed:  # no claims records here: the sensor passes them on
+                        yield TriggerEvent({"status": "success", "instances": received,
+                                            "passed": drain.take_passed(), "wait_until": self.wait_until})
+                        return
                     if claims is not None:
                         await self._metrics().drained(claims, self.integration_step_id)
                     if self.fetch_fields:
@@ -365,6 +399,9 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                     if self._parked:
                         event["parked"] = list(self._parked)
                     yield TriggerEvent(event)
+                    return
+                if self.wait_until is not None and time.time() + self.poll_interval >= self.wait_until:
+                    yield TriggerEvent({"status": "timeout", "instances": []})
                     return
                 await self.sleep(self.poll_interval)
         finally:
@@ -558,7 +595,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                             await self.sleep(min(self.poll_interval, ACK_CHECK_SECONDS))
                             continue
                         in_flight = False
-                    drain = Drain(self.max_instances, taken=offered, skip=held)
+                    drain = Drain(self.max_instances, taken=offered, skip=held, keep=claims.keeps)
                     try:
                         await drain_and_claim(client, step, drain, claims)
                     finally:

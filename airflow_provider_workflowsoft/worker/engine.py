@@ -430,12 +430,14 @@ class BatchEngine:
             self._tell(self.observer.reclaimed, step, len(offered))
         for instance in offered:
             submit(instance, True)
-        drain = Drain(max(1, self.max_instances), taken=offered, skip=skip)
+        drain = Drain(max(1, self.max_instances), taken=offered, skip=skip,
+                      keep=self.claims.keeps if self.claims is not None else None)
         if not self.max_instances:
             return len(offered)
         state = {"reserved": len(offered), "polling": self.pollers, "in_flight": 0, "committing": 0,
                  "claim_failed": 0}
         polled: list[dict[str, Any]] = []  # answers waiting for their claim write
+        passed: list[dict[str, Any]] = []  # answers a waiter wants: put back by the committer, not processed
 
         def poll_loop() -> None:
             try:
@@ -472,6 +474,10 @@ class BatchEngine:
                             taken = drain.offer(found)
                             if taken:
                                 polled.append(normalise_instances([found])[0])
+                            elif drain.passed:
+                                passed.extend(drain.take_passed())
+                                state["reserved"] -= 1  # not one of this run's instances
+                                self._answers.notify()
                         except Exception as exc:  # an answer this client cannot read: stop, say why
                             drain.finished, drain.reason = True, "an unreadable poll answer"
                             errors.append(f"poll answer {found!r}: {error_text(exc)}")
@@ -493,17 +499,19 @@ class BatchEngine:
         def commit_loop() -> None:
             while True:
                 with self._lock:
-                    while not polled and state["polling"] > 0:
+                    while not polled and not passed and state["polling"] > 0:
                         self._answers.wait()
-                    if not polled:
+                    if not polled and not passed:
                         return
                     batch, polled[:] = list(polled), []
+                    back, passed[:] = list(passed), []
                     done, self._done = self._done, []
                     state["committing"] = len(batch)
                 if self.claims is not None:
                     self.claims.mark_done(done, write=False)  # memory only: written with the next write
                 if self.claims is not None and not state["claim_failed"]:
                     try:  # one write: every answer since the last one, plus the done marks waiting
+                        self.claims.pass_on(step, back, write=not batch)
                         self.claims.claim(step, batch)
                     except Exception as exc:  # still processed (they were handed out), but polling stops
                         state["claim_failed"] = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import time
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -229,3 +230,18 @@ def test_one_parser_per_id_rule() -> None:
     drain = Drain(5, skip=["7"])
     assert not drain.offer({"IntegrationInstanceId": Decimal("7"), "ProcessInstanceId": 1})
     assert drain.reason == "held elsewhere"
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    (1001, 1001), ("1001", 1001), ({"Id": 1001, "Title": "Purchase approval #1001"}, 1001),
+    ('{"Id": 1001, "Title": "x"}', 1001), ("{'Id': 1001, 'Title': 'x'}", 1001),  # rendered templates
+    ([{"IntegrationInstanceId": 5001, "ProcessInstanceId": "1001"}], 1001), ({"ProcessInstanceId": 7, "Id": 9}, 7),
+])
+def test_coerce_process_instance_id_reads_what_a_dag_hands_it(given: Any, expected: int) -> None:
+    assert P.coerce_process_instance_id(given) == expected
+
+
+@pytest.mark.parametrize("bad", [None, "", "abc", 0, -1, True, {"Title": "x"}, "[1, 2]", "{not python", [1, 2]])
+def test_coerce_process_instance_id_refuses_naming_the_field(bad: Any) -> None:
+    with pytest.raises(WorkflowsoftInputError, match=r"process_instance_id must be .* got "):
+        P.coerce_process_instance_id(bad)

@@ -158,3 +158,40 @@ def test_failure_notifier_quiet_on_success(run_dag, emulator):
     result = run_dag("workflowsoft_failure_notifier", emulator=emulator, conf={"fail": False})
     assert_dag_succeeded(result)
     assert emulator.snapshot()["tasks"] == []
+
+
+@needs_airflow_3_examples
+def test_approval_round_trip_waits_for_its_own_process_and_branches_on_the_decision(run_dag, emulator):
+    """The example DAG under ``airflow dags test``: its process reaches the decision step only on an admin call
+    (a person deciding), after the sensor deferred; an instance of another process waiting at the same step is
+    passed on, not completed and not held."""
+    from airflow_provider_workflowsoft.emulator.scenario import load_scenario
+
+    data = load_scenario(None).to_dict()
+    data["process_diagrams"][3]["integration_steps"][0]["reached"] = "admin-call"
+    emulator.state.scenario = load_scenario(data)
+    other = emulator.state.start_process({"TemplateId": 4, "Fields": {"Request": "someone else's"}}, "1")
+    (foreign,) = emulator.reach(other["Id"])
+
+    def decide() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            mine = [p for p in emulator.snapshot()["processes"] if p["id"] != other["Id"] and p.get("pending_steps")]
+            if mine and _trigger_polls(emulator) >= 2:  # the sensor checked, deferred, and its trigger polls
+                emulator.reach(mine[0]["id"], 41, {"Decision": "Rejected"})
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=decide, daemon=True)
+    thread.start()
+    result = run_dag("workflowsoft_approval_round_trip", emulator=emulator,
+                     extra_env={"WORKFLOWSOFT_POLL_INTERVAL": "0.5"})
+    thread.join()
+    assert_dag_succeeded(result)
+    instances = {i["ProcessInstanceId"]: i for i in emulator.state.instances_for(41)}
+    (mine,) = [i for pid, i in instances.items() if pid != other["Id"]]
+    assert mine["status"] == "completed" and mine["fields"]["Reply"] == "Rejected: nothing ordered"
+    assert mine["fields"]["Order number"] is None  # the other branch was skipped
+    assert mine["fields"]["Request"] == "Two laptops for the new hires"  # the start's fields reached the step
+    assert instances[other["Id"]]["status"] == "handed_out"  # passed on: left for its own waiter or a worker
+    assert f"Passed integration instance {foreign['IntegrationInstanceId']}" in result.stdout

@@ -101,7 +101,7 @@ def test_expire_all_tokens_until_reset(api: Api, emulator: EmulatorServer) -> No
 
 
 def test_list_workflows_search_and_limit(api: Api) -> None:
-    assert [w["Id"] for w in api.get("/api/v2/workflows", params={"mode": "view"}).json()] == [1, 2, 3]
+    assert [w["Id"] for w in api.get("/api/v2/workflows", params={"mode": "view"}).json()] == [1, 2, 3, 4]
     found = api.get("/api/v2/workflows", params={"searchTerm": "EVENT", "mode": "view", "limit": 100}).json()
     assert found == [{"Id": 1, "Title": "Event registration"}]
     assert len(api.get("/api/v2/workflows", params={"limit": 2}).json()) == 2

@@ -73,7 +73,8 @@ def test_demo_scenario_ids_and_keys() -> None:
         ("demo-token",),
     )
     assert [(u.id, u.full_name) for u in scenario.users] == [(1, "John Doe"), (2, "Jane Roe"), (3, "Ops Team")]
-    assert [(d.id, [s.id for s in d.steps]) for d in scenario.diagrams] == [(1, [11]), (2, [21]), (3, [])]
+    assert [(d.id, [s.id for s in d.steps]) for d in scenario.diagrams] == [(1, [11]), (2, [21]), (3, []), (4, [41])]
+    assert [s.reached for d in scenario.diagrams for s in d.steps] == ["at-start", "at-start", 2.0]
     found = scenario.step(11)
     assert found is not None
     assert {f.label: f.key for f in found[1].fields} == {

@@ -8,6 +8,9 @@ each instance id, a mapped completion writes them and completes the step.
 
 ``deploy_burst``: scheduled on step 31's Asset (its watcher: four instances per event, 1 s polls); a run completes
 what its events carried. ``deploy_deadline``: a deadline alert whose ``AsyncCallback`` is the notifier.
+``deploy_round_trip``: one waiter: the deferrable sensor waits for the process instance given in the run's conf
+(``process_instance_id``) at step 41, then its run completes that instance, writing the id it waited for.
+``deploy_round_trip_worker``: a batch worker draining step 41 at the same time (``Reply`` = ``"worker"``).
 
 Knobs (read when the file is parsed, so every component sees the same): ``WFS_DEPLOY_RECLAIM_AFTER_S``
 (claim lease, default 5 s: a run after a killed one takes its claims over), ``WFS_DEPLOY_BATCH_MAX``
@@ -153,3 +156,48 @@ with DAG(
         time.sleep(15)
 
     slow()
+
+
+ROUND_TRIP_STEP = 41
+
+with DAG(
+    dag_id="deploy_round_trip",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=50,
+    default_args={"retries": 0},
+    tags=["workflowsoft", "deployment"],
+):
+    waiting_for_mine = WorkflowsoftIntegrationSensor(
+        task_id="wait",
+        integration_step_id=ROUND_TRIP_STEP,
+        process_instance_id="{{ dag_run.conf['process_instance_id'] }}",
+        reclaim_after=dt.timedelta(seconds=60),
+        deferrable=True,
+        poll_interval=float(os.environ.get("WFS_DEPLOY_ROUND_TRIP_POLL_S", "3")),
+        timeout=600,
+    )
+    WorkflowsoftCompleteStepOperator(
+        task_id="complete",
+        integration_instance_id="{{ ti.xcom_pull(task_ids='wait')[0]['IntegrationInstanceId'] }}",
+        fields={"Reply": "waiter of {{ dag_run.conf['process_instance_id'] }}"},
+    ).set_upstream(waiting_for_mine)
+
+
+with DAG(
+    dag_id="deploy_round_trip_worker",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 0},
+    tags=["workflowsoft", "deployment"],
+):
+
+    @task.workflowsoft_worker(  # type: ignore[attr-defined]
+        integration_step_id=ROUND_TRIP_STEP, max_instances=100, max_workers=4, reclaim_after=dt.timedelta(seconds=60))
+    def reply(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
+        return {"Reply": "worker"}
+
+    reply()

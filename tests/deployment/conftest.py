@@ -785,3 +785,61 @@ def _forget_queue(redis_url: str, queue: str) -> None:
                 client.zrem("unacked_index", tag)
     except Exception as exc:  # cleanup only: never fail the run on it
         print(f"could not clean Redis of queue {queue}: {exc}")
+
+
+# -- an asset watcher's records and events (test_embedded*.py) ----------------------------------------------
+
+#: the event-driven example DAG, scheduled on step 11's Asset
+EVENT_DAG = "workflowsoft_enrich_events_on_arrival"
+
+
+def watcher_records(dep: Deployment) -> list[dict[str, Any]]:
+    """The watcher's claims records (in the Asset state store)."""
+    rows = dep.query("SELECT s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id "
+                     "WHERE a.uri LIKE 'workflowsoft://%' AND s.key LIKE 'workflowsoft.claims.%'")
+    return [json.loads(r[0]) if isinstance(r[0], str) else r[0] for r in rows]
+
+
+def watcher_claims(dep: Deployment) -> set[int]:
+    return {int(i) for r in watcher_records(dep) for i in (r.get("claims") or {})}
+
+
+def check_event_instances(dep: Deployment, ids: list[int]) -> dict[str, Any]:
+    """Every instance completed exactly once with the example DAG's values; no claim left open anywhere."""
+    snapshot = {int(i["IntegrationInstanceId"]): i for i in dep.emulator.snapshot()["instances"]}
+    done = completions(dep.emulator)
+    lost = [i for i in ids if snapshot[i]["status"] != "completed"]
+    wrong = [i for i in ids if i not in lost and (
+        snapshot[i]["fields"].get("Venue code") != "HALL-" + str(snapshot[i]["fields"].get("Event name"))[:3].upper()
+        or snapshot[i]["fields"].get("Event exists") is not True)]
+    watcher_open = sorted(int(i) for r in watcher_records(dep) for i in (r.get("claims") or {}) if int(i) in set(ids))
+    handed = handed_out_in_events(dep)
+    return {"instances": len(ids), "lost": lost, "duplicated": [i for i in ids if done.get(i, 0) > 1],
+            "in_several_events": [i for i in ids if handed.get(i, 0) > 1],
+            "wrong_values": wrong, "open_claims": sorted(i for i in dep.open_claims() if i in set(ids)),
+            "watcher_open_claims": watcher_open}
+
+
+def handed_out_in_events(dep: Deployment) -> dict[int, int]:
+    """How many stored asset events carried each instance (a watcher must hand an instance out once; only
+    an event lost with the triggerer, or a run that did not complete it within the lease, makes a second)."""
+    counts: dict[int, int] = {}
+    for (extra,) in dep.query("SELECT extra FROM asset_event"):
+        data = json.loads(extra) if isinstance(extra, str) else extra or {}
+        for instance in (data.get("payload") or {}).get("instances") or []:
+            iid = int(instance["IntegrationInstanceId"])
+            counts[iid] = counts.get(iid, 0) + 1
+    return counts
+
+
+def wait_watcher_resolved(dep: Deployment, ids: list[int], timeout: float = 60) -> None:
+    """The watcher drops claims whose instances were completed at its next round (every poll interval)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(int(i) in set(ids) for r in watcher_records(dep) for i in (r.get("claims") or {})):
+            return
+        time.sleep(1)
+
+
+def event_runs(dep: Deployment) -> list[Any]:
+    return dep.query("SELECT run_id, state, run_type FROM dag_run WHERE dag_id=:d", d=EVENT_DAG)

@@ -4,7 +4,6 @@ in the real triggerer, for their own process at one integration step while a bat
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -35,10 +34,7 @@ def round_trip_scenario(dep: Deployment) -> Any:
     return previous
 
 
-@pytest.mark.skipif(os.environ.get("WFS_ROUND_TRIPS") != "1",
-                    reason="many waiters on one step: set WFS_ROUND_TRIPS=1 (not yet seen green on a 2-core machine "
-                           "under load, where Airflow's SQLite-backed components exit with 'database is locked')")
-@pytest.mark.parametrize(("semantics", "waiters", "others"), [("once", 6, 3), ("until-completed", 3, 1)])
+@pytest.mark.parametrize(("semantics", "waiters", "others"), [("once", 20, 5), ("until-completed", 5, 2)])
 def test_many_waiters_and_a_batch_worker_on_one_step(embedded: Deployment, semantics: str, waiters: int,
                                                      others: int) -> None:
     """Runs of ``deploy_round_trip`` each wait (deferred, in the real triggerer) for their own process at step 41

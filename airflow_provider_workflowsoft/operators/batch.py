@@ -301,6 +301,7 @@ def write_full_report(url: str, report: Mapping[str, Any]) -> str:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     path = ObjectStoragePath(url)
+    path.parent.mkdir(parents=True, exist_ok=True)  # a folder on local storage; object stores have none to make
     full = {k: v for k, v in report.items() if k not in ("in_flight",)}
     with path.open("w") as out:
         json.dump(full, out, default=str)

@@ -539,6 +539,11 @@ class BatchEngine:
                 if not handed_back:
                     out["handed_back"] = self._hand_back_not_started()
                     handed_back = True
+                    back = set(out["handed_back"])
+                    for future in [f for f in pending if futures[f]["IntegrationInstanceId"] in back]:
+                        future.cancel()  # not waited for: a worker that picks it up skips it
+                        pending.discard(future)
+                        collected.add(future)
                 assert self._stop_at is not None
                 remaining = self._stop_at + self.grace_period - self.clock()
                 if remaining <= 0:

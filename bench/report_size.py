@@ -22,11 +22,18 @@ SIZES = [int(n) for n in os.environ.get("REPORT_SIZES", "1000,10000,100000").spl
 
 
 class InMemoryApi:
-    """Poll, read and complete answered from memory."""
+    """Poll, read and complete answered from memory (the engine's three calls; also used by the report tests).
 
-    def __init__(self, count: int) -> None:
+    :param count: instances 1 to ``count`` are handed out once each
+    :param failing: the ids whose completion is refused (default: one in 500)
+    :param error_chars: how long the refusal's text is made (0: as it is)
+    """
+
+    def __init__(self, count: int, failing: set[int] | None = None, error_chars: int = 0) -> None:
         self._next = iter(range(1, count + 1))
         self._lock = threading.Lock()
+        self.failing = set(range(500, count + 1, 500)) if failing is None else failing
+        self.error_chars = error_chars
 
     def poll_new_integration(self, step: Any) -> dict[str, Any] | None:
         with self._lock:
@@ -37,8 +44,9 @@ class InMemoryApi:
         return []
 
     def update_and_complete(self, iid: Any, values: Any, **kwargs: Any) -> dict[str, Any]:
-        if iid % 500 == 0:
-            raise RuntimeError(f"Workflowsoft refused the completion of {iid}: a required field is empty")
+        if iid in self.failing:
+            text = f"Workflowsoft refused the completion of {iid}: a required field is empty"
+            raise RuntimeError(text.ljust(self.error_chars, "."))
         return {"fields": dict(values or {}), "already_completed": False}
 
 

@@ -26,6 +26,7 @@ from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.leases import LeaseKeeper
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from bench.report_size import InMemoryApi
 from tests.conftest import fake_context
 
 CONN = "workflowsoft_default"
@@ -256,35 +257,13 @@ def test_an_interrupt_of_the_run_stops_it_gracefully_and_goes_on(emu: EmulatorSe
         engine.outcomes["handed_back"])
 
 
-# -- bounded reports ---------------------------------------------------------------------------------------------
-
-
-class InMemoryApi:
-    """The three calls the engine makes, answered from memory: 10,000 instances in seconds (no HTTP)."""
-
-    def __init__(self, count: int, failing: set[int]) -> None:
-        self._next = iter(range(1, count + 1))
-        self._lock = threading.Lock()
-        self.failing = failing
-
-    def poll_new_integration(self, step: Any) -> dict[str, Any] | None:
-        with self._lock:
-            iid = next(self._next, None)
-        return None if iid is None else {"IntegrationInstanceId": iid, "ProcessInstanceId": iid}
-
-    def get_fields(self, iid: Any) -> list[Any]:
-        return []
-
-    def update_and_complete(self, iid: Any, values: Any, **kwargs: Any) -> dict[str, Any]:
-        if iid in self.failing:
-            raise RuntimeError(f"refused {iid}: " + "x" * 3000)
-        return {"fields": dict(values or {}), "already_completed": False}
+# -- bounded reports (the engine against bench/report_size.py's in-memory API: 10,000 instances in seconds) -------
 
 
 @pytest.mark.parametrize("full_report", [False, True])
 def test_the_report_of_10000_instances_stays_bounded_unless_the_full_report_is_asked(full_report: bool) -> None:
     n, failing = 10_000, set(range(10, 10_000, 50))  # 200 failures
-    engine = BatchEngine(InMemoryApi(n, failing), lambda fields, instance: {  # 87 bytes per instance in 0.4
+    engine = BatchEngine(InMemoryApi(n, failing, error_chars=3000), lambda fields, instance: {
         "Venue code": f"HALL-{instance['IntegrationInstanceId']:06d}", "Event exists": True},
         integration_step_id=STEP, max_instances=n, max_workers=16,
         claims=ClaimsLedger(CONN, MemoryStore(), owner="dag/run1/work/-1"), progress_interval=None,

@@ -14,3 +14,6 @@ DEFAULT_MAX_RETRIES = 5
 #: Seconds between the triggerer's polls of a step when nothing is new (the deferred sensor, the asset watcher).
 DEFAULT_POLL_INTERVAL_SECONDS = 30.0
 DEFAULT_PROGRESS_INTERVAL_SECONDS = 10.0  # the batch worker's progress lines
+#: Seconds a stopped batch worker gives its instances in flight (Airflow's supervisor sends SIGKILL 5 s after SIGTERM).
+DEFAULT_GRACE_PERIOD_SECONDS = 3.0
+DEFAULT_REPORT_IDS_LIMIT = 100  # the most ids per list in the batch worker's XCom report

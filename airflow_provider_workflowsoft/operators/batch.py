@@ -35,10 +35,12 @@ the failed ones stay claimed, so a later run (after ``reclaim_after``) offers th
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
@@ -72,7 +74,22 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
     :param max_offers: an instance handed out this many times without being completed is *parked* by the next
         drain instead of offered again (``"parked"`` in the XCom; not offered again until released);
         ``None`` or ``0``: never park
+    :param grace_period: seconds (or a timedelta) the instances in flight may take to finish once the task is told to
+        stop (SIGTERM: a task timeout, a task marked failed, a worker's shutdown); the instances not started are
+        handed back at once (offered again at once by the next run), those still in flight after it stay claimed
+        (offered again after the lease). Default 3 s: Airflow's supervisor kills a task 5 s after its SIGTERM
+    :param report_ids_limit: the most ids per list in the XCom report (``"succeeded"``, ``"skipped"``,
+        ``"handed_back"``; ``"results"`` holds the written values of the listed ones), default 100; counts and every
+        failure are always there; ``None``: no limit
+    :param full_report: ``True``: every id and every instance's written values in the XCom (it grows with the batch);
+        an object-storage URL (``"s3://bucket/reports/{{ run_id }}.json"``, ``"file:///..."``; templated): the full
+        report is written there as JSON and its URL is the XCom key ``"full_report"``; ``False`` (default): the
+        bounded report only
     :param workflowsoft_conn_id: the Airflow connection
+
+    While it works, the task renews the lease of the claims it holds (queued or in flight) every third of
+    ``reclaim_after`` (one write of its claims record per renewal), so work that takes longer than the lease is not
+    offered to another run; a task that dies stops renewing, and its claims come back one lease after.
 
     Give the step's Asset as ``inlets`` (the Assets view then shows who reads the step; when the DAG is
     event-driven, the very Asset of its schedule). With the OpenLineage provider installed, the completions
@@ -87,6 +104,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         "instances",
         "op_kwargs",
         "notify_on_failure",
+        "full_report",
         "workflowsoft_conn_id",
     )
     template_fields_renderers = {"op_kwargs": "py", "instances": "json", "notify_on_failure": "json"}
@@ -112,6 +130,9 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         integration_diagram_id: int | str | None = None,
         progress_interval: float | None = defaults.DEFAULT_PROGRESS_INTERVAL_SECONDS,
         max_offers: int | None = DEFAULT_MAX_OFFERS,
+        grace_period: float | dt.timedelta = defaults.DEFAULT_GRACE_PERIOD_SECONDS,
+        report_ids_limit: int | None = defaults.DEFAULT_REPORT_IDS_LIMIT,
+        full_report: bool | str = False,
         **kwargs: Any,
     ) -> None:
         self._take_ledger_store(kwargs)
@@ -121,9 +142,22 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             raise TypeError("python_callable must be callable")
         if instances is None:
             StepRef(integration_step_id, process_diagram_name, integration_step_name)  # or refused, naming them
-        from airflow_provider_workflowsoft.worker.engine import checked_interval, checked_sizes, checked_unclaimed
+        from airflow_provider_workflowsoft.worker.engine import (
+            checked_grace,
+            checked_interval,
+            checked_report_limit,
+            checked_sizes,
+            checked_unclaimed,
+        )
 
         pollers = checked_sizes(max_workers, pollers, max_instances)
+        self.grace_period = checked_grace(grace_period)
+        self.report_ids_limit = checked_report_limit(report_ids_limit)
+        if not isinstance(full_report, bool | str):
+            raise WorkflowsoftInputError(
+                f"full_report must be True, False or an object-storage URL, got {full_report!r}")
+        self.full_report = full_report
+        self._engine: Any = None
         self.progress_interval = checked_interval(progress_interval)
         self.max_unclaimed = checked_unclaimed(max_unclaimed, pollers)
         self.python_callable = python_callable
@@ -161,7 +195,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         hook = self.hook
         claims = self.claims_for(context)
         step = self._step_id()
-        engine = BatchEngine(
+        engine = self._engine = BatchEngine(
             hook.client,
             self.python_callable,
             integration_step_id=step,
@@ -175,13 +209,17 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             progress_interval=self.progress_interval,
             observer=self.metrics(),
             max_offers=self.max_offers,
+            grace_period=self.grace_period,
+            report_ids_limit=self.report_ids_limit,
+            full_report=self.full_report is True,
         )
         report = engine.run(self.instances)
+        if isinstance(self.full_report, str) and self.full_report.strip():
+            report["full_report"] = write_full_report(self.full_report.strip(), {**report, **engine.outcomes})
         if step is not None:
             self.report_claims(claims, step)  # what this run leaves open (reclaimed ones: counted by the engine)
         self._lineage = {"steps": [f"integration-steps/{step}"] if step is not None else step_paths(self.inlets),
-                         "fields": sorted({k for v in report["results"].values() for k in (v or {})}),
-                         "completed": len(report["succeeded"])}
+                         "fields": report["fields_written"], "completed": report["succeeded_count"]}
         report["store_round_trips"] = self.store_round_trips()
         report["store_write_ms"] = self.store_write_ms()
         if report["parked"]:
@@ -191,9 +229,12 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         self.log.info(
             "Processed %d integration instance(s) in %.2f s: %d succeeded, %d failed, %d skipped (already done); "
             "%d store round trip(s), %.1f ms per record write",
-            report["processed"], report["seconds"], len(report["succeeded"]), len(report["failed"]),
-            len(report["skipped"]), report["store_round_trips"], report["store_write_ms"],
+            report["processed"], report["seconds"], report["succeeded_count"], report["failed_count"],
+            report["skipped_count"], report["store_round_trips"], report["store_write_ms"],
         )
+        if report.get("stopped"):
+            context["ti"].xcom_push(key="return_value", value=report)
+            raise AirflowException(stopped_message(report))
         if report["parked"] and self.notify_on_failure and not report["failed"]:
             try:
                 report["notification"] = self._notify(hook, context, report)
@@ -210,6 +251,16 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             context["ti"].xcom_push(key="return_value", value=report)
             raise AirflowException(message)
         return report
+
+    def on_kill(self) -> None:
+        """Airflow's task runner on SIGTERM (task timeout, task marked failed, worker shutdown): stop gracefully.
+
+        No more polls; the claims of the instances not started are handed back (offered again at once by the next
+        run); the instances in flight get ``grace_period`` seconds to finish; then the task fails, saying so.
+        """
+        engine = self._engine
+        if engine is not None:
+            engine.stop("SIGTERM")
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the step this run fed, the fields it wrote, how many instances it completed."""
@@ -234,6 +285,27 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
                                   listing="\n\n".join(parts))
         self.log.info("Created Workflowsoft task %s for the failed or parked instances", task.get("Id"))
         return task
+
+
+def stopped_message(report: Mapping[str, Any]) -> str:
+    """Return the error of a run that was stopped: what it finished, handed back and left in flight."""
+    return (f"The batch worker was stopped ({report['stopped']}): {report['succeeded_count']} instance(s) completed, "
+            f"{report['failed_count']} failed, {report['handed_back_count']} not started handed back (offered again at "
+            f"once by the next run), {len(report['in_flight_at_stop'])} still in flight after the "
+            "grace period (offered again after the lease)")
+
+
+def write_full_report(url: str, report: Mapping[str, Any]) -> str:
+    """Write the full report (every id, every written value) as JSON to an Airflow object-storage URL; return it."""
+    # Object storage (fsspec) is loaded only when a full report is written there: DAG files never pay for it.
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(url)
+    path.parent.mkdir(parents=True, exist_ok=True)  # a folder on local storage; object stores have none to make
+    full = {k: v for k, v in report.items() if k not in ("in_flight",)}
+    with path.open("w") as out:
+        json.dump(full, out, default=str)
+    return str(path)
 
 
 def parked_listing(parked: list[Any], max_offers: Any) -> str:

@@ -90,6 +90,12 @@ def read_record(raw: Any, owner: str = "") -> dict[str, Any]:
     return record_out
 
 
+def lease_start(claim: Mapping[str, Any]) -> dt.datetime | None:
+    """When a claim's lease runs from: its claim, or its last renewal by a live holder (:meth:`ClaimsLedger.renew`)."""
+    times = [t for t in (parse_time(claim.get("claimed_at")), parse_time(claim.get("renewed_at"))) if t is not None]
+    return max(times) if times else None
+
+
 def _instance(iid: str, claim: Mapping[str, Any], *, reclaimed: bool) -> dict[str, Any]:
     item: dict[str, Any] = {"IntegrationInstanceId": coerce_id(iid),
                             "ProcessInstanceId": claim.get("process_instance_id")}
@@ -238,6 +244,51 @@ class ClaimsLedger:
             mine.pop("polling", None)
             mine.pop(WAITS, None)  # a closed record waits for nothing
             self._write()
+
+    # -- leases kept alive, claims handed back ---------------------------------------------------------
+
+    def renew(self, instance_ids: Iterable[Any] | None = None) -> int:
+        """Renew the lease of this task instance's open claims (all of them, or ``instance_ids``): one write.
+
+        The holder is alive and still working on them (a heartbeat, see :class:`~.leases.LeaseKeeper`): their lease
+        (``reclaim_after``) runs again from now, so no other run offers them again meanwhile. A claim put back
+        (released, handed back) is not renewed. Returns how many claims were renewed (``0``: nothing written).
+        """
+        with self._lock:
+            mine = self._own()
+            wanted = None if instance_ids is None else {str(coerce_id(i)) for i in instance_ids}
+            at = _iso(self.clock())
+            renewed = 0
+            for iid, claim in mine["claims"].items():
+                if (wanted is None or iid in wanted) and not claim.get("released"):
+                    claim["renewed_at"] = at
+                    renewed += 1
+            if renewed:
+                self._write()
+            return renewed
+
+    def hand_back(self, instance_ids: Iterable[Any]) -> list[int | str]:
+        """Put back claims this task instance took and never started (a graceful stop): one write.
+
+        The next drain of their step offers them again at once, whatever the lease, like a person's release; their
+        ``offers`` count this offer out (it never reached the callable). Returns the ids handed back.
+        """
+        with self._lock:
+            mine = self._own()
+            at = _iso(self.clock())
+            back: list[int | str] = []
+            for instance_id in instance_ids:
+                iid = str(coerce_id(instance_id))
+                claim = mine["claims"].get(iid)
+                if claim is None:
+                    continue
+                claim.pop("renewed_at", None)
+                claim.update({"released": True, "released_at": at, "claimed_at": at, "handed_back": True,
+                              "offers": max(int(claim.get("offers") or 1) - 1, 0)})
+                back.append(coerce_id(iid))
+            if back:
+                self._write()
+            return back
 
     # -- the trace of polls in flight --------------------------------------------------------------
 
@@ -392,7 +443,7 @@ class ClaimsLedger:
             latest: dict[str, dt.datetime] = {}
             for record in records.values():
                 for iid, claim in record["claims"].items():
-                    at = parse_time(claim.get("claimed_at")) or now
+                    at = lease_start(claim) or now
                     if iid not in latest or at > latest[iid]:
                         latest[iid] = at
 
@@ -926,4 +977,5 @@ DEFAULT_MAX_OFFERS = 5
 
 
 __all__ = ["ACTIONS", "CLAIMED", "DEFAULT_MAX_OFFERS", "DONE", "FORGET", "PARK", "PARKED", "RELEASE", "WAITS",
-           "ClaimsLedger", "apply_action", "checked_max_offers", "parse_time", "process_key", "read_record"]
+           "ClaimsLedger", "apply_action", "checked_max_offers", "lease_start", "parse_time", "process_key",
+           "read_record"]

@@ -41,6 +41,7 @@ from airflow_provider_workflowsoft.deprecation import RenamedAttribute
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DEFAULT_MAX_OFFERS, checked_max_offers
+from airflow_provider_workflowsoft.records.leases import LeaseKeeper
 from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
     AirflowSensorTimeout,
@@ -247,13 +248,15 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         drain = Drain(limit, taken=offered, skip=self._skip_ids, keep=claims.keeps)
         claims.start_polling(step, 1)  # one poll at a time, each answer claimed before the next
         try:
-            while not drain.finished:
-                instance = self.hook.client.poll_new_integration(step)
-                if drain.offer(instance):
-                    assert instance is not None
-                    claims.claim(step, [instance])  # durable before anything else happens to it
-                elif drain.passed:  # another process's: put back for its waiter or the others, before the next poll
-                    claims.pass_on(step, drain.take_passed())
+            # a slow drain (a throttled tenant, many instances) keeps what it took within its lease
+            with LeaseKeeper(claims, self._lease):
+                while not drain.finished:
+                    instance = self.hook.client.poll_new_integration(step)
+                    if drain.offer(instance):
+                        assert instance is not None
+                        claims.claim(step, [instance])  # durable before anything else happens to it
+                    elif drain.passed:  # another process's: put back for its waiter or the others, before the next poll
+                        claims.pass_on(step, drain.take_passed())
         except WorkflowsoftError as exc:
             if not drain.instances or isinstance(exc, WorkflowsoftInputError):
                 raise

@@ -17,6 +17,21 @@ trip. Done marks ride along with the next claim write (and are flushed every few
 ended); a done mark lost to a kill only makes a later run offer the instance again, and the completion then
 answers "already completed", which counts as success for a re-offered instance.
 
+**Leases kept alive.** While it works, the run renews the claims of the instances it holds (queued or in flight)
+every third of ``reclaim_after`` (:class:`~airflow_provider_workflowsoft.records.leases.LeaseKeeper`: one write of its
+record per beat), so an instance whose work takes longer than the lease is not offered again to another run; a run
+that dies stops renewing, and its claims come back one lease after its last beat.
+
+**Graceful stop.** :meth:`BatchEngine.stop` (the operator's ``on_kill``: SIGTERM from Airflow's task runner on a
+task timeout, a task marked failed, a worker's shutdown; and any exception reaching the run, such as
+``AirflowTaskTimeout`` or ``KeyboardInterrupt``) stops the polls, hands back at once the claims of the instances not
+started yet (released: the next run offers them at once, see :meth:`ClaimsLedger.hand_back`), lets the instances in
+flight finish within ``grace_period`` seconds, writes their done marks and closes the record. Instances still in
+flight after the grace period stay claimed (offered again after the lease).
+
+**Bounded report.** The report holds counts, every failure, and at most ``report_ids_limit`` ids (and their
+written values) per list, whatever the batch size; ``full_report=True`` keeps everything.
+
 While it runs, a progress line is logged every ``progress_interval`` seconds (received, completed, failed,
 rate, elapsed), and a :class:`RunObserver` (the operator's is Airflow's metrics) hears of every finished
 instance and every re-offered claim.
@@ -34,12 +49,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import field_values, to_jsonable
 from airflow_provider_workflowsoft.api.protocol import coerce_id, renamed_argument
 from airflow_provider_workflowsoft.defaults import DEFAULT_PROGRESS_INTERVAL_SECONDS
 from airflow_provider_workflowsoft.records.claims import checked_max_offers
+from airflow_provider_workflowsoft.records.leases import LeaseKeeper
 
 if TYPE_CHECKING:
     from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
@@ -49,8 +66,17 @@ log = logging.getLogger(__name__)
 
 #: Longest error text kept per failed instance in the report (XCom stays small).
 MAX_ERROR_CHARS = 2000
+#: Longest error text of a failure beyond the first ``report_ids_limit`` ones (every failure is listed).
+SHORT_ERROR_CHARS = 200
+#: Seconds the instances in flight may take to finish after a stop (SIGTERM) before the run ends without them.
+#: Airflow's supervisor sends SIGKILL 5 s after its SIGTERM: this leaves time for the last record writes.
+DEFAULT_GRACE_PERIOD = defaults.DEFAULT_GRACE_PERIOD_SECONDS
+#: The most ids (and written values) per list in the report, unless told otherwise.
+DEFAULT_REPORT_IDS_LIMIT = defaults.DEFAULT_REPORT_IDS_LIMIT
 #: Once polling has ended, done marks are written at most this often (seconds).
 DONE_FLUSH_SECONDS = 2.0
+#: How often the run looks up from waiting for its instances (a stop is seen within this, seconds).
+COLLECT_WAKE_SECONDS = 0.25
 #: Seconds between two progress lines of a run, unless told otherwise.
 DEFAULT_PROGRESS_INTERVAL = DEFAULT_PROGRESS_INTERVAL_SECONDS
 
@@ -145,9 +171,39 @@ def _accepts_instance(func: Callable[..., Any]) -> bool:
     return any(p.name == "instance" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-def error_text(exc: BaseException) -> str:
+def error_text(exc: BaseException, limit: int = MAX_ERROR_CHARS) -> str:
     text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def checked_grace(grace_period: Any) -> float:
+    """``grace_period`` checked: seconds >= 0 (a number or a timedelta)."""
+    if isinstance(grace_period, dt.timedelta):
+        grace_period = grace_period.total_seconds()
+    if isinstance(grace_period, bool) or not isinstance(grace_period, int | float) or not (
+        0 <= grace_period < float("inf")
+    ):
+        raise WorkflowsoftInputError(
+            f"grace_period must be a number of seconds of 0 or more (or a timedelta), got {grace_period!r}")
+    return float(grace_period)
+
+
+def checked_report_limit(report_ids_limit: Any) -> int | None:
+    """``report_ids_limit`` checked: a whole number >= 0 (``None``: no limit)."""
+    if report_ids_limit is None:
+        return None
+    if isinstance(report_ids_limit, bool) or not isinstance(report_ids_limit, int) or report_ids_limit < 0:
+        raise WorkflowsoftInputError(
+            f"report_ids_limit must be a whole number of 0 or more (None: no limit), got {report_ids_limit!r}")
+    return report_ids_limit
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= SHORT_ERROR_CHARS else text[: SHORT_ERROR_CHARS - 3] + "..."
+
+
+class _HandedBack(Exception):
+    """An instance the run stopped before starting: its claim is handed back, not failed."""
 
 
 class BatchEngine:
@@ -174,6 +230,10 @@ class BatchEngine:
     :param clock: the run's clock, in seconds (elapsed times, rates, instance durations)
     :param max_offers: an instance handed out this many times without being completed is parked by the drain
         instead of offered again (``None`` or ``0``: never park); see :meth:`ClaimsLedger.prepare_drain`
+    :param grace_period: seconds the instances in flight may take to finish after :meth:`stop`
+    :param report_ids_limit: the most ids (and written values) per list of the report (``None``: no limit); counts
+        and every failure are always there
+    :param full_report: every id and every instance's written values in the report, whatever ``report_ids_limit``
     """
 
     def __init__(
@@ -194,6 +254,9 @@ class BatchEngine:
         clock: Callable[[], float] = time.monotonic,
         max_offers: int | None = None,
         integration_diagram_id: int | str | None = None,
+        grace_period: float | dt.timedelta = DEFAULT_GRACE_PERIOD,
+        report_ids_limit: int | None = DEFAULT_REPORT_IDS_LIMIT,
+        full_report: bool = False,
     ) -> None:
         self.pollers = checked_sizes(max_workers, pollers, max_instances)
         self.progress_interval = checked_interval(progress_interval)
@@ -211,6 +274,11 @@ class BatchEngine:
         self.op_kwargs = dict(op_kwargs or {})
         self.reclaim_after = reclaim_after
         self.max_offers = checked_max_offers(max_offers)
+        self.grace_period = checked_grace(grace_period)
+        self.report_ids_limit = checked_report_limit(report_ids_limit)
+        self.full_report = bool(full_report)
+        #: every instance's outcome, whatever the report keeps: ``{"succeeded", "results", "failed", "skipped"}``
+        self.outcomes: dict[str, Any] = {}
         self._pass_instance = _accepts_instance(python_callable)
         # One lock, two conditions: pollers wait for room (a slot under the bounds), the committer for
         # answers. Each event wakes only whom it concerns: 32 threads woken on every event cost more CPU
@@ -221,6 +289,13 @@ class BatchEngine:
         self._done: list[int | str] = []  # completed, done mark not written yet
         self._outstanding = 0  # submitted to the workers, not finished yet
         self._counts = {"received": 0, "completed": 0, "failed": 0, "reclaimed": 0}  # for progress lines
+        # Held: submitted and not finished (their leases are renewed); started: reached the callable's thread.
+        self._held: set[int | str] = set()
+        self._started: set[int | str] = set()
+        self._handed_back: set[int | str] = set()
+        self._stop_reason: str | None = None
+        self._stop_at: float | None = None
+        self._drain_state: Drain | None = None
 
     # -- one instance -------------------------------------------------------------------------------
 
@@ -244,15 +319,75 @@ class BatchEngine:
                 "already_completed": bool(outcome.get("already_completed"))}
 
     def _run_one(self, instance: dict[str, Any], already_completed_ok: bool) -> dict[str, Any]:
-        """:meth:`process_one`, counted and timed (progress lines, the observer)."""
+        """:meth:`process_one`, counted and timed (progress lines, the observer); not started once the run stops."""
+        iid = instance["IntegrationInstanceId"]
+        with self._lock:
+            if self._stop_reason is not None or iid in self._handed_back:
+                self._handed_back.add(iid)
+                self._held.discard(iid)
+                raise _HandedBack(iid)
+            self._started.add(iid)
         started = self.clock()
         try:
             result = self.process_one(instance, already_completed_ok=already_completed_ok)
         except BaseException:
             self._count_finished(False, started)
             raise
+        finally:
+            with self._lock:
+                self._held.discard(iid)
         self._count_finished(True, started)
         return result
+
+    # -- stopping -----------------------------------------------------------------------------------
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop the run gracefully: no more polls, the instances not started handed back, those in flight finished.
+
+        Safe to call from a signal handler (the operator's ``on_kill``) and from any thread: it only sets a flag and
+        wakes the run's threads from a thread of its own. The run then hands back the claims of the instances not
+        started yet, waits up to ``grace_period`` seconds for those in flight, closes its record and returns its report
+        with ``"stopped"`` (the operator then fails the task, naming what was handed back).
+        """
+        if self._stop_reason is not None:
+            return
+        self._stop_reason = reason
+        self._stop_at = self.clock()
+        threading.Thread(target=self._wake_all, name="workflowsoft-stop", daemon=True).start()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            drain = self._drain_state
+            if drain is not None and not drain.finished:
+                drain.finished, drain.reason = True, f"the run was stopped ({self._stop_reason})"
+            self._room.notify_all()
+            self._answers.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._stop_reason is not None
+
+    def _held_ids(self) -> list[int | str]:
+        with self._lock:
+            return [i for i in self._held if i not in self._handed_back]
+
+    def _hand_back_not_started(self) -> list[int | str]:
+        """Hand back (one write) the claims of every instance submitted and not started; returns their ids."""
+        with self._lock:
+            self._handed_back |= self._held - self._started
+            back = sorted(self._handed_back, key=str)
+            self._held -= self._handed_back
+        if back and self.claims is not None:
+            try:
+                self.claims.hand_back(back)
+            except Exception as exc:  # they stay claimed: offered again after the lease instead of at once
+                log.error("Handing back %d claim(s) failed (%s); they are offered again after the lease",
+                          len(back), error_text(exc))
+        if back:
+            log.warning("Stopping (%s): handed back %d integration instance(s) not started (offered again at once "
+                        "by the next run): %s", self._stop_reason, len(back), back[:20])
+        return back
 
     def _count_finished(self, completed: bool, started: float) -> None:
         seconds = self.clock() - started
@@ -288,45 +423,99 @@ class BatchEngine:
     def run(self, instances: Sequence[Any] | None = None) -> dict[str, Any]:
         """Process ``instances`` (ids or dicts), or drain new ones (re-offered claims first, then polls).
 
-        :return: the JSON-safe report ``{"processed", "received", "succeeded", "failed", "results",
-            "skipped", "seconds", ...}``
+        :return: the JSON-safe report: counts (``"processed"``, ``"received"``, ``"succeeded_count"``,
+            ``"failed_count"``, ``"skipped_count"``, ``"already_completed_count"``), every failure (``"failed"``), at
+            most ``report_ids_limit`` ids in ``"succeeded"``, ``"skipped"`` (and their written values in
+            ``"results"``), ``"fields_written"``, ``"truncated"``, ``"seconds"``; after a stop ``"stopped"``,
+            ``"handed_back"`` and ``"in_flight_at_stop"``
         """
         started = self.clock()
-        report: dict[str, Any] = {"processed": 0, "succeeded": [], "failed": [], "results": {}, "skipped": [],
-                                  "parked": []}
+        report: dict[str, Any] = {"processed": 0, "parked": []}
+        self.outcomes = {"succeeded": [], "results": {}, "failed": [], "skipped": [], "handed_back": [],
+                         "in_flight": [], "already_completed": 0}
         futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]] = {}
         errors: list[str] = []
+        received = 0
         stop_progress = threading.Event()
         if self.progress_interval is not None:
             threading.Thread(target=self._report_progress, args=(started, stop_progress),
                              name="workflowsoft-progress", daemon=True).start()
+        lease = LeaseKeeper(self.claims, self.reclaim_after, held=self._held_ids).start()
+        pool = concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="workflowsoft-worker")
+        collected: set[concurrent.futures.Future[dict[str, Any]]] = set()
         try:
-            with concurrent.futures.ThreadPoolExecutor(self.max_workers,
-                                                       thread_name_prefix="workflowsoft-worker") as pool:
 
-                def submit(instance: dict[str, Any], already_ok: bool) -> None:
-                    with self._lock:
-                        self._outstanding += 1
-                        self._counts["received"] += 1
-                    future = pool.submit(self._run_one, instance, already_ok)
-                    future.add_done_callback(self._finished_one)
-                    futures[future] = instance
+            def submit(instance: dict[str, Any], already_ok: bool) -> None:
+                with self._lock:
+                    self._outstanding += 1
+                    self._counts["received"] += 1
+                    self._held.add(instance["IntegrationInstanceId"])
+                future = pool.submit(self._run_one, instance, already_ok)
+                future.add_done_callback(self._finished_one)
+                futures[future] = instance
 
+            try:
                 if instances is not None:
-                    received = self._offer_given(normalise_instances(instances), submit, report)
+                    received = self._offer_given(normalise_instances(instances), submit, self.outcomes)
                 else:
                     received = self._drain(submit, errors, report)
-                self._collect(futures, report)
+                self._collect(futures, collected)
+            except BaseException as exc:  # a task timeout, an interrupt: the same graceful stop, then it goes on
+                self.stop(type(exc).__name__)
+                self._collect(futures, collected)
+                self._finish()
+                raise
         finally:
+            # after a stop the instances still in flight are not waited for beyond the grace period
+            pool.shutdown(wait=not self.stopping, cancel_futures=self.stopping)
+            lease.stop()
             stop_progress.set()
         self._finish()
-        report["processed"] = len(futures)
+        report["processed"] = len(futures) - len(self.outcomes["handed_back"])
         report["received"] = received
-        report["succeeded"].sort(key=str)
-        report["failed"].sort(key=lambda f: str(f["IntegrationInstanceId"]))
         if errors:
             report["poll_error"] = errors[0]
+        report["lease_renewals"] = lease.renewals
+        report.update(self.bounded_report())
         report["seconds"] = round(self.clock() - started, 3)
+        return report
+
+    def bounded_report(self) -> dict[str, Any]:
+        """Return the outcomes as the report keeps them: counts, every failure, ``report_ids_limit`` ids per list.
+
+        With ``full_report``, every id and every written value.
+        """
+        out = self.outcomes
+        limit = None if self.full_report else self.report_ids_limit
+        succeeded = sorted(out["succeeded"], key=str)
+        failed = sorted(out["failed"], key=lambda f: str(f["IntegrationInstanceId"]))
+        skipped = sorted(out["skipped"], key=str)
+
+        def cap(ids: list[Any]) -> list[Any]:
+            return ids if limit is None else ids[:limit]
+
+        shown = cap(succeeded)
+        report: dict[str, Any] = {
+            "succeeded": shown,
+            "results": {str(i): out["results"].get(str(i), {}) for i in shown},
+            # every failure; beyond the first report_ids_limit ones, with a shorter error text
+            "failed": [f if limit is None or n < limit else {**f, "error": _shortened(f["error"])}
+                       for n, f in enumerate(failed)],
+            "skipped": cap(skipped),
+            "succeeded_count": len(succeeded),
+            "failed_count": len(failed),
+            "skipped_count": len(skipped),
+            "already_completed_count": out["already_completed"],
+            "fields_written": sorted({k for v in out["results"].values() for k in (v or {})}),
+            "report_ids_limit": limit,
+            "truncated": limit is not None and max(len(succeeded), len(skipped)) > limit,
+        }
+        if self.stopping:
+            report["stopped"] = self._stop_reason
+            report["handed_back"] = cap(sorted(out["handed_back"], key=str))
+            report["handed_back_count"] = len(out["handed_back"])
+            report["in_flight_at_stop"] = sorted(out["in_flight"], key=str)
+            report["truncated"] = report["truncated"] or (limit is not None and len(out["handed_back"]) > limit)
         return report
 
     def _finished_one(self, _future: concurrent.futures.Future[dict[str, Any]]) -> None:
@@ -335,23 +524,58 @@ class BatchEngine:
             self._room.notify()  # a poller may poll again
 
     def _collect(self, futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]],
-                 report: dict[str, Any]) -> None:
-        """Wait for every instance, writing done marks every few seconds meanwhile."""
-        pending = set(futures)
+                 collected: set[concurrent.futures.Future[dict[str, Any]]]) -> None:
+        """Wait for every instance, writing done marks every few seconds meanwhile.
+
+        After a stop: hand back the instances not started, then wait for those in flight up to the grace period.
+        """
+        out = self.outcomes
+        pending = set(futures) - collected
+        handed_back = False
+        last_flush = self.clock()
         while pending:
-            finished, pending = concurrent.futures.wait(pending, timeout=DONE_FLUSH_SECONDS)
+            timeout = COLLECT_WAKE_SECONDS
+            if self.stopping:
+                if not handed_back:
+                    out["handed_back"] = self._hand_back_not_started()
+                    handed_back = True
+                    back = set(out["handed_back"])
+                    for future in [f for f in pending if futures[f]["IntegrationInstanceId"] in back]:
+                        future.cancel()  # not waited for: a worker that picks it up skips it
+                        pending.discard(future)
+                        collected.add(future)
+                assert self._stop_at is not None
+                remaining = self._stop_at + self.grace_period - self.clock()
+                if remaining <= 0:
+                    break
+                timeout = min(timeout, remaining)
+            finished, pending = concurrent.futures.wait(pending, timeout=timeout)
             for future in finished:
+                collected.add(future)
                 iid = futures[future]["IntegrationInstanceId"]
                 try:
                     outcome = future.result()
+                except _HandedBack:
+                    continue
+                except concurrent.futures.CancelledError:
+                    continue
                 except Exception as exc:
                     log.error("Integration instance %s failed: %s", iid, error_text(exc))
-                    report["failed"].append({"IntegrationInstanceId": iid, "error": error_text(exc)})
+                    out["failed"].append({"IntegrationInstanceId": iid, "error": error_text(exc)})
                     continue
-                report["succeeded"].append(iid)
-                report["results"][str(iid)] = outcome["fields"]
-            if pending:
+                out["succeeded"].append(iid)
+                out["results"][str(iid)] = outcome["fields"]
+                out["already_completed"] += bool(outcome.get("already_completed"))
+            if pending and self.clock() - last_flush >= DONE_FLUSH_SECONDS:
                 self._write_done_marks()
+                last_flush = self.clock()
+        if self.stopping and not handed_back:
+            out["handed_back"] = self._hand_back_not_started()
+        if pending:
+            out["in_flight"] = [futures[f]["IntegrationInstanceId"] for f in pending]
+            log.warning("Stopping (%s): %d integration instance(s) still in flight after the %.1f s grace period "
+                        "stay claimed (offered again after the lease): %s", self._stop_reason, len(pending),
+                        self.grace_period, out["in_flight"])
 
     def _write_done_marks(self) -> None:
         with self._lock:
@@ -434,6 +658,10 @@ class BatchEngine:
                       keep=self.claims.keeps if self.claims is not None else None)
         if not self.max_instances:
             return len(offered)
+        with self._lock:
+            self._drain_state = drain  # a stop ends it
+            if self._stop_reason is not None:
+                drain.finished, drain.reason = True, f"the run was stopped ({self._stop_reason})"
         state = {"reserved": len(offered), "polling": self.pollers, "in_flight": 0, "committing": 0,
                  "claim_failed": 0}
         polled: list[dict[str, Any]] = []  # answers waiting for their claim write
@@ -533,10 +761,15 @@ class BatchEngine:
             thread.start()
         try:
             commit_loop()
-        except BaseException:  # a task timeout or SIGTERM lands here: stop the pollers before leaving
+        except BaseException as exc:  # a task timeout or an interrupt lands here: stop the pollers before leaving
+            self.stop(type(exc).__name__)
             with self._lock:
                 drain.finished, drain.reason = True, "the run was interrupted"
                 self._room.notify_all()
+            try:  # what the polls in flight still receive is claimed (then handed back), not dropped
+                commit_loop()
+            except BaseException as again:
+                log.error("Claiming the answers of the polls in flight failed: %s", error_text(again))
             raise
         for thread in threads:
             thread.join()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG, get_current_context, task
@@ -141,3 +143,42 @@ with DAG(
         return values_for(int(instance["IntegrationInstanceId"]))
 
     burst()
+
+
+# ``reliability_lease``: a slow callable against a short lease (tests/dag_runs/test_batch_lease.py). A gate task
+# waits for the file ``RELIABILITY_START_FILE`` and then until the time it holds (epoch seconds), so two runs drain
+# at the distance the test chooses whatever their start-up takes. Each call is logged (``called <id>``).
+LEASE_SECONDS = float(os.environ.get("RELIABILITY_LEASE_S", "3"))
+WORK_SECONDS = float(os.environ.get("RELIABILITY_WORK_S", "4.2"))
+
+with DAG(
+    dag_id="reliability_lease",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    default_args={"retries": 0},
+    tags=["workflowsoft", "reliability"],
+):
+
+    @task
+    def gate() -> None:
+        gate_file = Path(os.environ.get("RELIABILITY_START_FILE") or "")
+        log.warning("at the gate")
+        while not gate_file.is_file() or not gate_file.read_text().strip():
+            time.sleep(0.05)
+        time.sleep(max(0.0, float(gate_file.read_text()) - time.time()))
+
+    @task.workflowsoft_worker(  # type: ignore[attr-defined]
+        integration_step_id=11,
+        max_instances=int(os.environ.get("RELIABILITY_BATCH_INSTANCES", "8")),
+        max_workers=int(os.environ.get("RELIABILITY_BATCH_WORKERS", "4")),
+        reclaim_after=dt.timedelta(seconds=LEASE_SECONDS),
+        grace_period=float(os.environ.get("RELIABILITY_GRACE_S", "3")),
+        progress_interval=None,
+    )
+    def slow(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
+        log.warning("called %s", instance["IntegrationInstanceId"])
+        time.sleep(WORK_SECONDS)
+        return values_for(int(instance["IntegrationInstanceId"]))
+
+    gate() >> slow()

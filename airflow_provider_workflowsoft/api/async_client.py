@@ -259,8 +259,7 @@ class AsyncWorkflowsoftClient(ClientCore):
         on_behalf_of: str | int | None = None,
     ) -> dict[str, Any]:
         """Create a task; return the task object (``Id``, ``Title``, ``Description``); the sync client's rules."""
-        user = await self.resolve_on_behalf_of(self.task_creator(assigned_user_id, on_behalf_of),
-                                               needs_user="Creating a task")
+        user = await self.resolve_on_behalf_of(on_behalf_of, needs_user="Creating a task")
         assignee = None if protocol.blank(assigned_user_id) else await self.resolve_user_id(assigned_user_id)
         call = protocol.call_create_task(title, assignee, description, files, user)
         return protocol.normalise_object(await self.request(call), call.method, call.path)

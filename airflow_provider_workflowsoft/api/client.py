@@ -395,12 +395,9 @@ class WorkflowsoftClient(ClientCore):
     ) -> dict[str, Any]:
         """Create a task; return the task object (``Id``, ``Title``, ``Description``).
 
-        ``on_behalf_of`` is the user who creates it (an id, an email or a full name); when it is not given, the
-        connection's ``on_behalf_of`` if that is a user, else the assignee (:meth:`task_creator`). Without an
-        assignee the task goes to its creator.
+        ``on_behalf_of`` is the user who creates it, as for :meth:`start_process`.
         """
-        user = self.resolve_on_behalf_of(self.task_creator(assigned_user_id, on_behalf_of),
-                                         needs_user="Creating a task")
+        user = self.resolve_on_behalf_of(on_behalf_of, needs_user="Creating a task")
         assignee = None if protocol.blank(assigned_user_id) else self.resolve_user_id(assigned_user_id)
         call = protocol.call_create_task(title, assignee, description, files, user)
         return protocol.normalise_object(self.request(call), call.method, call.path)

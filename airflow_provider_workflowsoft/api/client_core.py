@@ -126,19 +126,6 @@ class ClientCore:
             f"{len(exact)} Workflowsoft users match {text!r}; use an id or an email: {shown}", exact
         )
 
-    def task_creator(self, assignee: Any, on_behalf_of: Any) -> Any:
-        """Return who creates a task (``X-OnBehalfOf-Id``, still to resolve): one rule for every task the package makes.
-
-        ``on_behalf_of`` when given; else the connection's ``on_behalf_of`` when it names a user; else (the
-        connection's default is ``system``, which cannot create tasks) the assignee. Who gets the task is the
-        ``assignee``, or, when none is given, the creator (Workflowsoft's own default for ``AssignedUserId``).
-        """
-        if not protocol.blank(on_behalf_of):
-            return on_behalf_of
-        default = self.config.on_behalf_of
-        connection_is_system = protocol.blank(default) or str(default).strip().casefold() == DEFAULT_ON_BEHALF_OF
-        return assignee if connection_is_system and not protocol.blank(assignee) else None
-
     def _on_behalf_of_user(self, on_behalf_of: Any, needs_user: str | None) -> Any:
         """Return who a request is made on behalf of: ``system`` (sent as it is), or the user to resolve.
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
+from airflow_provider_workflowsoft.api.protocol import blank
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.version_compat import BaseNotifier
 
@@ -60,8 +61,7 @@ class WorkflowsoftNotifier(BaseNotifier):
     :param title: the task's title (templated); default: the failure's, or the deadline's in a deadline alert
     :param description: the task's description (templated); default as for ``title``
     :param assignee: who gets the task: a user id, an email or a full name
-    :param on_behalf_of: who creates it: a user id, an email or a full name (default: the connection's
-        ``on_behalf_of`` when it is a user, else the assignee)
+    :param on_behalf_of: who creates it: a user id, an email or a full name (default: the assignee)
     :param workflowsoft_conn_id: the Workflowsoft connection id
     :param context: the callback's context, given by Airflow when it builds the notifier in the triggerer (a
         deadline alert's ``AsyncCallback``)
@@ -101,9 +101,12 @@ class WorkflowsoftNotifier(BaseNotifier):
         return str(self.title or "").strip()[:250] or "Airflow task failed"
 
     def notify(self, context: Any) -> None:
-        title = self._title()  # who creates and who gets it: the client's one rule (task_creator)
-        self.created = self.hook.client.create_task(
-            title, assigned_user_id=self.assignee, description=self.description, on_behalf_of=self.on_behalf_of
+        hook = self.hook
+        assignee = None if blank(self.assignee) else hook.client.resolve_user_id(self.assignee)
+        creator = assignee if blank(self.on_behalf_of) else hook.client.resolve_user_id(self.on_behalf_of)
+        title = self._title()
+        self.created = hook.client.create_task(
+            title, assigned_user_id=assignee, description=self.description, on_behalf_of=creator
         )
         self.log.info("Created Workflowsoft task %s: %r", self.created.get("Id"), title)
 
@@ -111,9 +114,11 @@ class WorkflowsoftNotifier(BaseNotifier):
         """Create the task from an event loop (the triggerer, where deadline alerts run): nothing blocks it."""
         client = await self.hook.get_async_client()
         try:
+            assignee = None if blank(self.assignee) else await client.resolve_user_id(self.assignee)
+            creator = assignee if blank(self.on_behalf_of) else await client.resolve_user_id(self.on_behalf_of)
             title = self._title()
             self.created = await client.create_task(
-                title, assigned_user_id=self.assignee, description=self.description, on_behalf_of=self.on_behalf_of
+                title, assigned_user_id=assignee, description=self.description, on_behalf_of=creator
             )
         finally:
             await client.aclose()

@@ -141,9 +141,10 @@ class WorkflowsoftTaskMixin:
         on_behalf_of = spec.get("on_behalf_of")
         client = self.hook.client
 
-        def send() -> dict[str, Any]:  # who creates and who gets it: the client's one rule (task_creator)
-            return client.create_task(title, assigned_user_id=assignee, description=description,
-                                      on_behalf_of=on_behalf_of)
+        def send() -> dict[str, Any]:
+            user = client.resolve_user_id(assignee) if assignee not in (None, "") else None
+            return client.create_task(title, assigned_user_id=user, description=description,
+                                      on_behalf_of=on_behalf_of if on_behalf_of is not None else user)
 
         task = self.run_create_once(context, send, what=f"task {title!r}")
         return to_jsonable(task)  # type: ignore[no-any-return]

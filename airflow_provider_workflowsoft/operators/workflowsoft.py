@@ -282,7 +282,7 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
     :param assignee: the user it is assigned to: a user id, an email or a full name (default: the
         ``on_behalf_of`` user)
     :param on_behalf_of: the user creating it: a user id, an email or a full name (default: the connection's
-        ``on_behalf_of`` when that is a user, else the assignee; with neither, refused before sending)
+        ``on_behalf_of`` when that is a user; ``system`` is refused before sending)
     :param files: files attached to the task, as the API takes them
     :param allow_duplicates: send even when an earlier try's outcome is unknown
     :param workflowsoft_conn_id: the Workflowsoft connection id
@@ -307,11 +307,10 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.client
         # Checked (and looked up) before anything is recorded or sent: a task is created by a user.
-        user = client.resolve_on_behalf_of(client.task_creator(self.assignee, self.on_behalf_of),
-                                           needs_user="Creating a task")
+        user = client.resolve_on_behalf_of(self.on_behalf_of, needs_user="Creating a task")
 
         def send() -> dict[str, Any]:
-            # Without an assignee the task goes to its creator (one lookup of each, cached by the client).
+            # The assignee defaults to the user creating the task (one lookup of each, cached by the client).
             assignee = user if blank(self.assignee) else self.assignee
             return client.create_task(self.title, assigned_user_id=assignee, description=self.description,
                                       files=self.files, on_behalf_of=user)

@@ -259,24 +259,6 @@ def test_create_task(rm: Any, client: WorkflowsoftClient) -> None:
     assert body_of(rm.request_history[1]) == {"Title": "Only title"}
 
 
-@pytest.mark.parametrize(("connection", "assignee", "on_behalf_of", "creator", "assigned"), [
-    ("system", 5, None, "5", 5),          # the connection's default cannot create tasks: the assignee does
-    ("system", 5, 9, "9", 5),             # given: as given
-    ("7", 5, None, "7", 5),               # the connection's user creates, the assignee gets it
-    ("7", None, None, "7", None),         # no assignee: Workflowsoft gives it to its creator
-    ("7", None, 9, "9", None),
-])
-def test_who_creates_a_task_one_rule(rm: Any, make_client: MakeClient, connection: str, assignee: Any,
-                                     on_behalf_of: Any, creator: str, assigned: Any) -> None:
-    """Every task the package creates (operator, notifier, notices) follows the client's one rule."""
-    client = make_client(on_behalf_of=connection)
-    rm.post(BASE + "/api/v2/tasks", json={"Id": 1, "Title": "T"})
-    client.create_task("T", assigned_user_id=assignee, on_behalf_of=on_behalf_of)
-    request = rm.request_history[-1]
-    assert request.headers["X-OnBehalfOf-Id"] == creator
-    assert body_of(request).get("AssignedUserId") == assigned
-
-
 # -- tokens ------------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # pytest-xdist workers for `make test` and the other Airflow versions' suites. `--dist loadfile`: a file's tests run
 # on one worker, so a module's fixtures (a deployment, an Airflow API server) start once and its figures files have
 # one writer (`loadgroup` ignores xdist_group marks under pytest 9).
-TEST_WORKERS ?= 0  # 0: no xdist (the timing-sensitive reliability tests are proven serial on 2 cores)
+TEST_WORKERS ?= 0  # 0: no xdist (under 3 workers on 2 cores the claims-timing tests and the 20-waiter deployment were seen to fail)
 PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 # The other Airflow versions CI tests, each in its own venv (`make test-airflow-<version>`, venv .venv<digits>):
 # the oldest the README promises, and the latest patch of every 3.x minor that pyproject.toml admits. 3.0 (excluded

@@ -168,6 +168,22 @@ def instance_status(emu: EmulatorServer, iid: int) -> str:
     return {v["IntegrationInstanceId"]: v for v in emu.snapshot()["instances"]}[iid]["status"]  # type: ignore[no-any-return]
 
 
+#: Modules that take minutes (each a deployment of Airflow's components or many ``airflow dags test`` runs), longest
+#: first. pytest-xdist (``--dist loadfile``) hands out modules in collection order: starting these first keeps the
+#: suite's wall time near its longest module instead of a long module starting last.
+SLOW_MODULES = (
+    "test_embedded_round_trips.py", "test_embedded_bursts.py", "test_embedded.py", "test_chaos.py",
+    "test_batch_kill.py", "test_poison_and_claims.py", "test_dags.py", "test_reliability.py", "test_readme.py",
+    "test_batch_lease.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the slow modules first (see ``SLOW_MODULES``); the order within a module is kept."""
+    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_MODULES)))
+
+
 # ---------------------------------------------------------------------------------------------------
 # A task instance and its context, as operators, sensors and the records read them
 # ---------------------------------------------------------------------------------------------------

@@ -179,7 +179,9 @@ SLOW_MODULES = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the slow modules first (see ``SLOW_MODULES``); the order within a module is kept."""
+    """Under pytest-xdist, run the slow modules first (see ``SLOW_MODULES``); the order within a module is kept."""
+    if not getattr(config.option, "numprocesses", None):
+        return
     rank = {name: i for i, name in enumerate(SLOW_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_MODULES)))
 

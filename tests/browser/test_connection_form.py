@@ -374,6 +374,7 @@ def test_save_and_test_success(page: Any, emulator: EmulatorServer, timings: dic
         "max_retries": 5,
         "on_behalf_of": "system",
         "verify_ssl": True,
+        "max_requests_per_second": None,  # no default: no known limit (the client's limiter learns it from 429s)
     }
     assert body["port"] == emulator.port and body["password"] == TOKEN
     text = _test_row(page, "workflowsoft_default", "Test Connection Successful", "test-success.png")

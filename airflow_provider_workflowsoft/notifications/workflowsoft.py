@@ -14,7 +14,7 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.protocol import blank
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
-from airflow_provider_workflowsoft.version_compat import BaseNotifier
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS, BaseNotifier
 
 DEFAULT_TITLE = "Airflow task failed: {{ ti.dag_id }}.{{ ti.task_id }}"
 DEFAULT_DESCRIPTION = (
@@ -79,7 +79,10 @@ class WorkflowsoftNotifier(BaseNotifier):
         workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
         context: Any = None,
     ) -> None:
-        super().__init__(context)
+        if AIRFLOW_V_3_0_PLUS:  # Airflow 3's notifier takes the context the triggerer builds it with
+            super().__init__(context)
+        else:
+            super().__init__()
         deadline = _is_deadline(context)
         if title is None:
             title = DEADLINE_TITLE if deadline else DEFAULT_TITLE

@@ -31,6 +31,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.dag_runs.conftest import AIRFLOW_BIN
 from tests.dag_runs.test_reliability import Home, completions_by_instance, token_conn
 
@@ -174,6 +175,9 @@ def test_a_worker_killed_mid_instance_gives_its_claims_back_after_the_lease(home
     assert claim_records(home) == {}
 
 
+@pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS,
+                    reason="graceful stop is Airflow 3's on_kill path; Airflow 2.11's task runner raises "
+                           "AirflowTaskTerminated in the task instead (the claims still come back after the lease)")
 def test_sigterm_finishes_what_is_in_flight_and_hands_back_the_rest_to_the_next_run_at_once(home: Home) -> None:
     hour = {"RELIABILITY_LEASE_S": "3600", "RELIABILITY_BATCH_WORKERS": "2", "RELIABILITY_GRACE_S": "20"}
     with EmulatorServer() as emulator, runs() as started:

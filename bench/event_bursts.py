@@ -26,7 +26,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DOCS = REPO / "docs"
 RESULTS = REPO / "tests" / "output" / "event_bursts.json"
 HEADING = "## Bursts larger than max_instances"
 MAX_INSTANCES = 4  # deploy_burst's
@@ -126,20 +125,6 @@ def section(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    path = DOCS / "benchmarks.md"
-    doc = path.read_text()
-    if HEADING in doc:
-        start = doc.index(HEADING)
-        end = doc.find("\n## ", start + len(HEADING))
-        doc = doc[:start] + text + (doc[end + 1:] if end != -1 else "")
-    elif "## Plot" in doc:
-        doc = doc.replace("## Plot", text + "\n## Plot", 1)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.write_text(doc)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="after", help="the table row these figures go to")
@@ -152,7 +137,9 @@ def main() -> int:
     RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
     text = section(dict(sorted(rows.items(), key=lambda kv: kv[0] != "before")))
     print(text)
-    write_section(text)
+    from event_driven import write_section  # bench/ is on sys.path when this script runs
+
+    write_section(text, HEADING)
     return 0
 
 

@@ -25,6 +25,7 @@ import requests_mock as requests_mock_module
 from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftClient
 from airflow_provider_workflowsoft.emulator import EmulatorServer
+from airflow_provider_workflowsoft.records.stores import MemoryStore
 
 BASE = "https://api.workflowsoft.com"
 TOKEN = "tok-SECRET-abcdef123456"
@@ -42,6 +43,13 @@ KEY_LOCKED = "99999999-8888-7777-6666-555555555555"
 
 FIELDS_PATH = "/api/v2/workflows/instances/tasks/42/variables"
 UPDATE_PATH = "/api/v2/workflows/instances/variables"
+
+# What a deferring task raises (Airflow 3's task SDK; Airflow 2.11's exceptions).
+try:
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # Airflow 2.11
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]  # noqa: F401
+
 
 
 def page_fields() -> list[dict[str, Any]]:
@@ -138,6 +146,12 @@ def body_of(request: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------
 # The emulator over loopback
 # ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    """Records in memory, injected as ``ledger_store`` (a test's claims never reach Airflow)."""
+    return MemoryStore()
 
 
 @pytest.fixture

@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 from airflow.exceptions import AirflowProviderDeprecationWarning
 
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
+from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
+
 
 def _only_warning(record: pytest.WarningsRecorder) -> object:
     ours = [w for w in record if issubclass(w.category, AirflowProviderDeprecationWarning)]
     assert len(ours) == 1, [str(w.message) for w in record]
     return ours[0]
-
-
 
 
 def test_a_renamed_class_warns_at_the_callers_line() -> None:
@@ -117,3 +119,28 @@ def test_the_warning_is_shown_without_warning_options(tmp_path: Path) -> None:
 def test_xcom_types_is_removed_not_left_to_drift() -> None:
     # It was imported by nothing and had drifted from the XCom values; the README's rows give the shapes.
     assert importlib.util.find_spec("airflow_provider_workflowsoft.xcom_types") is None
+
+
+def test_0_1_names_still_work_with_a_deprecation_warning() -> None:
+    from airflow_provider_workflowsoft.operators.batch import (
+        WorkflowsoftIntegrationWorkerOperator,
+        WorkflowsoftProcessInstancesOperator,
+    )
+
+    with pytest.warns(DeprecationWarning, match="integration_step_id"):
+        sensor = WorkflowsoftIntegrationSensor(task_id="old_name", integration_diagram_id=11)
+    assert sensor.integration_step_id == 11
+    with pytest.warns(DeprecationWarning, match=r"WorkflowsoftIntegrationSensor.integration_diagram_id is deprecated"):
+        assert sensor.integration_diagram_id == 11
+    with pytest.warns(DeprecationWarning, match="WorkflowsoftIntegrationWorkerOperator"):
+        worker = WorkflowsoftProcessInstancesOperator(task_id="old_worker", python_callable=lambda f: None,
+                                                      integration_step_id=11)
+    assert isinstance(worker, WorkflowsoftIntegrationWorkerOperator)
+    with pytest.warns(DeprecationWarning, match="integration_step_id"):
+        trigger = WorkflowsoftIntegrationTrigger(integration_diagram_id=11)
+    assert trigger.serialize()[1]["integration_step_id"] == 11
+    with pytest.warns(DeprecationWarning, match="use workflowsoft_conn_id"):
+        assert trigger.conn_id == "workflowsoft_default"
+    with pytest.raises(WorkflowsoftInputError, match="both integration_step_id=12 and integration_diagram_id=11"), \
+            pytest.warns(DeprecationWarning):
+        WorkflowsoftIntegrationSensor(task_id="both", integration_step_id=12, integration_diagram_id=11)

@@ -18,8 +18,8 @@ from airflow_provider_workflowsoft.records.claims import PARKED, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from tests.assets.test_event_driven import events_of, watcher
 from tests.conftest import fake_context, instance_status
-from tests.integration.test_event_driven import events_of, watcher
 
 CONN = "workflowsoft_default"
 STEP = 11

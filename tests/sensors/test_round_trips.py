@@ -24,8 +24,8 @@ from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftInteg
 from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 from airflow_provider_workflowsoft.version_compat import AirflowSensorTimeout
 from airflow_provider_workflowsoft.worker.engine import BatchEngine
-from tests.conftest import fails_without_retries, fake_context
-from tests.integration.test_sensor_trigger_operators import TaskDeferred, first_event
+from tests.conftest import TaskDeferred, fails_without_retries, fake_context
+from tests.triggers.test_trigger import first_event
 
 CONN = "workflowsoft_default"
 STEP = 11

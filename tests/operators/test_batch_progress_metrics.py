@@ -342,7 +342,7 @@ def test_the_deferred_trigger_sends_reclaimed_parked_and_open_claims(
 ) -> None:
     from airflow_provider_workflowsoft.records.claims import ClaimsLedger
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
-    from tests.integration.test_event_driven import events_of
+    from tests.assets.test_event_driven import events_of
 
     store = MemoryStore()
     holder = ClaimsLedger(CONN, store, owner="dag/run1/wait/-1")
@@ -367,7 +367,7 @@ def test_the_asset_watcher_sends_reclaimed_parked_and_the_oldest_claims_age(
 ) -> None:
     import datetime as dt
 
-    from tests.integration.test_event_driven import events_of, watcher
+    from tests.assets.test_event_driven import events_of, watcher
 
     own, shared = MemoryStore(), MemoryStore()
     emulator.create_instances(STEP, count=2)

@@ -250,6 +250,14 @@ class AsyncWorkflowsoftClient(ClientCore):
         value = self._on_behalf_of_user(on_behalf_of, needs_user)
         return DEFAULT_ON_BEHALF_OF if value == DEFAULT_ON_BEHALF_OF else str(await self.resolve_user_id(value))
 
+    async def task_people(
+        self, assignee: Any = None, on_behalf_of: Any = None, *, alert: bool = False
+    ) -> tuple[int | str, str]:
+        """Return ``(assignee id, creator id)`` of a task (the sync client's rule), before anything is sent."""
+        creator = await self.resolve_on_behalf_of(self._task_creator(assignee, on_behalf_of, alert=alert),
+                                                  needs_user="Creating a task")
+        return (creator if protocol.blank(assignee) else await self.resolve_user_id(assignee)), creator
+
     async def create_task(
         self,
         title: str,

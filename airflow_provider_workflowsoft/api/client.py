@@ -402,6 +402,18 @@ class WorkflowsoftClient(ClientCore):
         call = protocol.call_create_task(title, assignee, description, files, user)
         return protocol.normalise_object(self.request(call), call.method, call.path)
 
+    def task_people(
+        self, assignee: Any = None, on_behalf_of: Any = None, *, alert: bool = False
+    ) -> tuple[int | str, str]:
+        """Return ``(assignee id, creator id)`` of a task, checked and looked up before anything is sent.
+
+        The creator is ``on_behalf_of``, else the connection's user, else (``alert=True``: a notice for a person)
+        the assignee; without one, a task is refused before sending. The assignee defaults to the creator.
+        """
+        creator = self.resolve_on_behalf_of(self._task_creator(assignee, on_behalf_of, alert=alert),
+                                            needs_user="Creating a task")
+        return (creator if protocol.blank(assignee) else self.resolve_user_id(assignee)), creator
+
     def resolve_user_id(self, user: Any) -> int | str:
         """Return the user id of an id (an int or numeric string, as is), an email or a full name.
 

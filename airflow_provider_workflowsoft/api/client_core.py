@@ -126,6 +126,24 @@ class ClientCore:
             f"{len(exact)} Workflowsoft users match {text!r}; use an id or an email: {shown}", exact
         )
 
+    @staticmethod
+    def _is_system(value: Any) -> bool:
+        """Tell whether an ``on_behalf_of`` value is ``system`` (not a user)."""
+        return isinstance(value, str) and value.strip().casefold() == DEFAULT_ON_BEHALF_OF
+
+    def _task_creator(self, assignee: Any, on_behalf_of: Any, *, alert: bool) -> Any:
+        """Return who creates a task, before any lookup: the one rule of every task the package creates.
+
+        The creator is ``on_behalf_of``, else the connection's ``on_behalf_of`` when that is a user, else, for an
+        alert (the notifier, ``notify_on_failure``, ``notify_on_park``: an alert is not lost for want of a creator),
+        its assignee. A task created on request with none of them is refused before sending (see
+        :meth:`_on_behalf_of_user`). The assignee, in turn, defaults to the creator (``task_people``).
+        """
+        if (alert and protocol.blank(on_behalf_of) and not protocol.blank(assignee)
+                and self._is_system(self.config.on_behalf_of)):
+            return assignee
+        return on_behalf_of
+
     def _on_behalf_of_user(self, on_behalf_of: Any, needs_user: str | None) -> Any:
         """Return who a request is made on behalf of: ``system`` (sent as it is), or the user to resolve.
 
@@ -133,7 +151,7 @@ class ClientCore:
         anything is sent.
         """
         value = self.config.on_behalf_of if protocol.blank(on_behalf_of) else on_behalf_of
-        if isinstance(value, str) and value.strip().casefold() == DEFAULT_ON_BEHALF_OF:
+        if self._is_system(value):
             if needs_user:
                 given = (f"on_behalf_of is {on_behalf_of!r}" if not protocol.blank(on_behalf_of) else
                          f"on_behalf_of is not set and the connection's on_behalf_of is {value!r}")

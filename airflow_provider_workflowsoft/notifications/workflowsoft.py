@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_provider_workflowsoft import defaults
-from airflow_provider_workflowsoft.api.protocol import blank
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS, BaseNotifier
 
@@ -61,7 +60,8 @@ class WorkflowsoftNotifier(BaseNotifier):
     :param title: the task's title (templated); default: the failure's, or the deadline's in a deadline alert
     :param description: the task's description (templated); default as for ``title``
     :param assignee: who gets the task: a user id, an email or a full name
-    :param on_behalf_of: who creates it: a user id, an email or a full name (default: the assignee)
+    :param on_behalf_of: who creates it: a user id, an email or a full name (default: the connection's
+        ``on_behalf_of`` when that is a user, else the assignee)
     :param workflowsoft_conn_id: the Workflowsoft connection id
     :param context: the callback's context, given by Airflow when it builds the notifier in the triggerer (a
         deadline alert's ``AsyncCallback``)
@@ -105,8 +105,7 @@ class WorkflowsoftNotifier(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         hook = self.hook
-        assignee = None if blank(self.assignee) else hook.client.resolve_user_id(self.assignee)
-        creator = assignee if blank(self.on_behalf_of) else hook.client.resolve_user_id(self.on_behalf_of)
+        assignee, creator = hook.client.task_people(self.assignee, self.on_behalf_of, alert=True)
         title = self._title()
         self.created = hook.client.create_task(
             title, assigned_user_id=assignee, description=self.description, on_behalf_of=creator
@@ -117,8 +116,7 @@ class WorkflowsoftNotifier(BaseNotifier):
         """Create the task from an event loop (the triggerer, where deadline alerts run): nothing blocks it."""
         client = await self.hook.get_async_client()
         try:
-            assignee = None if blank(self.assignee) else await client.resolve_user_id(self.assignee)
-            creator = assignee if blank(self.on_behalf_of) else await client.resolve_user_id(self.on_behalf_of)
+            assignee, creator = await client.task_people(self.assignee, self.on_behalf_of, alert=True)
             title = self._title()
             self.created = await client.create_task(
                 title, assigned_user_id=assignee, description=self.description, on_behalf_of=creator

@@ -142,9 +142,8 @@ class WorkflowsoftTaskMixin:
         client = self.hook.client
 
         def send() -> dict[str, Any]:
-            user = client.resolve_user_id(assignee) if assignee not in (None, "") else None
-            return client.create_task(title, assigned_user_id=user, description=description,
-                                      on_behalf_of=on_behalf_of if on_behalf_of is not None else user)
+            user, creator = client.task_people(assignee, on_behalf_of, alert=True)
+            return client.create_task(title, assigned_user_id=user, description=description, on_behalf_of=creator)
 
         task = self.run_create_once(context, send, what=f"task {title!r}")
         return to_jsonable(task)  # type: ignore[no-any-return]

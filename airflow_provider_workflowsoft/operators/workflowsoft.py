@@ -306,12 +306,11 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
     @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.client
-        # Checked (and looked up) before anything is recorded or sent: a task is created by a user.
-        user = client.resolve_on_behalf_of(self.on_behalf_of, needs_user="Creating a task")
+        # Checked (and looked up) before anything is recorded or sent: a task is created by a user, and is for
+        # its assignee, else for its creator (the client's one rule, as for the notifier).
+        assignee, user = client.task_people(self.assignee, self.on_behalf_of)
 
         def send() -> dict[str, Any]:
-            # The assignee defaults to the user creating the task (one lookup of each, cached by the client).
-            assignee = user if blank(self.assignee) else self.assignee
             return client.create_task(self.title, assigned_user_id=assignee, description=self.description,
                                       files=self.files, on_behalf_of=user)
 

@@ -138,6 +138,8 @@ class ClaimsLedger:
         self._lock = threading.RLock()
         #: ids parked by the last :meth:`prepare_drain`
         self.parked: list[int | str] = []
+        #: ids the last :meth:`prepare_drain` took over and then left to another drain that took them too
+        self.yielded: list[int | str] = []
         #: traces of drains killed while polling, found (and cleared) by the last :meth:`prepare_drain`
         self.interrupted: list[dict[str, Any]] = []
         self._last_records: dict[str, dict[str, Any]] | None = None  # what the last prepare_drain read
@@ -289,6 +291,64 @@ class ClaimsLedger:
             if back:
                 self._write()
             return back
+
+    # -- claims before hand-over: two pollers of one step never both work on an instance ---------------
+
+    def contested(self, instance_ids: Iterable[Any], reclaim_after: dt.timedelta | None) -> dict[int | str, str]:
+        """Return which of ``instance_ids`` (claimed by this record) another record also holds: id -> that owner.
+
+        **The hand-over rule** (several pollers of one step: mapped batch workers spread over Celery workers, a
+        sensor beside them): call it *after* this record's claim write and *before* handing the instances to the
+        callable. Another record *holds* an instance when it claims it (not put back, and within the lease:
+        ``reclaim_after``, ``None``: always) or has it done. Airflow's stores have no compare-and-set, so the rule
+        needs only ordered writes and reads: of two pollers that claimed one instance, the one whose claim was
+        written second reads the first one's claim, so at least one of them yields (:meth:`yield_claims`); when
+        both wrote before either read, both yield, and the instance comes back as described there. One listing,
+        then one read per other record.
+        """
+        wanted = {str(coerce_id(i)) for i in instance_ids}
+        if not wanted:
+            return {}
+        now = self.clock()
+        held: dict[int | str, str] = {}
+        with self._lock:
+            records = self.read_all()
+        for key, record in records.items():
+            if key == self.key:
+                continue
+            owner = str(record.get("owner") or key)
+            for iid in wanted & set(record["done"]):
+                held[coerce_id(iid)] = owner
+            for iid in wanted & set(record["claims"]):
+                claim = record["claims"][iid]
+                start = lease_start(claim)
+                if claim.get("released") or start is None:
+                    continue
+                if reclaim_after is None or now - start < reclaim_after:
+                    held[coerce_id(iid)] = owner
+        return held
+
+    def yield_claims(self, held: Mapping[Any, str]) -> list[int | str]:
+        """Drop this record's claims of instances another record holds (:meth:`contested`): one write.
+
+        The instance is that record's: this poller never starts it. When two pollers yield the same instance to each
+        other (both claimed it before either read), nobody works on it in that moment and nothing is lost: a server
+        that hands an instance out until completed hands it out again, and a claim taken over from a dead run stays
+        in that run's record (:meth:`prepare_drain` checks before it tidies), so the next drain offers it again.
+        Returns the ids dropped.
+        """
+        dropped: list[int | str] = []
+        with self._lock:
+            mine = self._own()
+            for instance_id, owner in held.items():
+                iid = str(coerce_id(instance_id))
+                if mine["claims"].pop(iid, None) is not None:
+                    dropped.append(coerce_id(iid))
+                    log.info("Leaving integration instance %s to %s, which claims it too (claims before hand-over)",
+                             iid, owner)
+            if dropped:
+                self._write()
+        return dropped
 
     # -- the trace of polls in flight --------------------------------------------------------------
 
@@ -529,6 +589,12 @@ class ClaimsLedger:
                 self.claim(integration_step_id, offered)
             elif parked_now:
                 self._write()
+            self.yielded = []
+            if offered:
+                # claims before hand-over: another drain of the step may have taken the same claims over meanwhile.
+                # Checked before tidying, so a claim taken over from a dead run stays there when every taker yields.
+                self.yielded = self.yield_claims(self.contested(held, reclaim_after))
+                offered = [i for i in offered if i["IntegrationInstanceId"] not in set(self.yielded)]
             self._tidy(records, done, reclaim_after)
             return [{k: v for k, v in i.items() if k not in ("offers", "first_claimed_at", "shared")}
                     for i in offered], skip

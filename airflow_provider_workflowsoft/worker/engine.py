@@ -17,6 +17,11 @@ trip. Done marks ride along with the next claim write (and are flushed every few
 ended); a done mark lost to a kill only makes a later run offer the instance again, and the completion then
 answers "already completed", which counts as success for a re-offered instance.
 
+**Claims before hand-over (scale-out).** Several runs may drain one step at once (mapped task instances spread over
+Celery workers): after each claim write, and before anything is handed to the callable, the run reads the other
+claims records (:meth:`ClaimsLedger.contested`) and yields what another poller holds too, so no instance is worked on
+by two of them, whether the server hands an instance out once or until it is completed.
+
 **Leases kept alive.** While it works, the run renews the claims of the instances it holds (queued or in flight)
 every third of ``reclaim_after`` (:class:`~airflow_provider_workflowsoft.records.leases.LeaseKeeper`: one write of its
 record per beat), so an instance whose work takes longer than the lease is not offered again to another run; a run
@@ -432,7 +437,7 @@ class BatchEngine:
         started = self.clock()
         report: dict[str, Any] = {"processed": 0, "parked": []}
         self.outcomes = {"succeeded": [], "results": {}, "failed": [], "skipped": [], "handed_back": [],
-                         "in_flight": [], "already_completed": 0}
+                         "in_flight": [], "already_completed": 0, "yielded": []}
         futures: dict[concurrent.futures.Future[dict[str, Any]], dict[str, Any]] = {}
         errors: list[str] = []
         received = 0
@@ -505,10 +510,13 @@ class BatchEngine:
             "succeeded_count": len(succeeded),
             "failed_count": len(failed),
             "skipped_count": len(skipped),
+            # claimed by this run and by another poller of the step at once: left to it (claims before hand-over)
+            "yielded": cap(sorted(out.get("yielded", []), key=str)),
+            "yielded_count": len(out.get("yielded", [])),
             "already_completed_count": out["already_completed"],
             "fields_written": sorted({k for v in out["results"].values() for k in (v or {})}),
             "report_ids_limit": limit,
-            "truncated": limit is not None and max(len(succeeded), len(skipped)) > limit,
+            "truncated": limit is not None and max(len(succeeded), len(skipped), len(out.get("yielded", []))) > limit,
         }
         if self.stopping:
             report["stopped"] = self._stop_reason
@@ -576,6 +584,30 @@ class BatchEngine:
             log.warning("Stopping (%s): %d integration instance(s) still in flight after the %.1f s grace period "
                         "stay claimed (offered again after the lease): %s", self._stop_reason, len(pending),
                         self.grace_period, out["in_flight"])
+
+    def _hand_over(self, instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return the claimed ``instances`` no other poller holds; the others are yielded (claims before hand-over).
+
+        :meth:`ClaimsLedger.contested` after the claim write: of two pollers of the step (mapped batch workers) that
+        claimed one instance, at least one yields it, so no instance is worked on by both. A failing read hands them
+        over (the claim is written; the rule of a single poller).
+        """
+        if self.claims is None:
+            return instances
+        ids = [i["IntegrationInstanceId"] for i in instances]
+        try:
+            held = self.claims.contested(ids, self.reclaim_after)
+            yielded = self.claims.yield_claims(held) if held else []
+        except Exception as exc:
+            log.warning("Reading the other claims records failed (%s); handing over %d instance(s) as claimed",
+                        error_text(exc), len(ids))
+            return instances
+        if not yielded:
+            return instances
+        with self._lock:
+            self.outcomes["yielded"].extend(yielded)
+        gone = set(yielded)
+        return [i for i in instances if i["IntegrationInstanceId"] not in gone]
 
     def _write_done_marks(self) -> None:
         with self._lock:
@@ -646,6 +678,9 @@ class BatchEngine:
             self._tell(self.observer.drain_prepared, step, list(self.claims.parked), list(self.claims.interrupted))
             # the trace a kill leaves: what to look for in Workflowsoft if answers in flight are lost
             self.claims.start_polling(step, self.max_unclaimed)
+        if self.claims is not None and self.claims.yielded:  # taken over by another drain of the step too
+            with self._lock:
+                self.outcomes["yielded"].extend(self.claims.yielded)
         if offered:
             log.info("Offering %d reclaimed integration instance(s) of step %s again first: %s", len(offered), step,
                      [i["IntegrationInstanceId"] for i in offered])
@@ -749,6 +784,8 @@ class BatchEngine:
                             errors.append(f"claiming instances {[i['IntegrationInstanceId'] for i in batch]} "
                                           f"failed: {error_text(exc)}")
                         log.error("Claiming integration instances failed: %s", error_text(exc))
+                if batch and not state["claim_failed"]:
+                    batch = self._hand_over(batch)
                 with self._lock:
                     state["committing"] = 0
                     self._room.notify(len(batch))  # as many pollers may poll again

@@ -26,6 +26,7 @@ from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftCreateTaskOperator,
     WorkflowsoftStartProcessOperator,
 )
+from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,38 @@ with DAG(
         return values_for(int(instance["IntegrationInstanceId"]))
 
     burst()
+
+
+# ``reliability_scale_out``: the README's scale-out pattern, mapped batch workers on one step
+# (tests/dag_runs/test_batch_scale_out.py): the operator mapped over ``max_instances`` (one share per map index), then
+# the decorator mapped over a keyword of its function. Each map index has its own claims record.
+SCALE_OUT_WORKERS = int(os.environ.get("RELIABILITY_SCALE_OUT_WORKERS", "3"))
+SCALE_OUT_SHARE = int(os.environ.get("RELIABILITY_SCALE_OUT_SHARE", "10"))
+
+
+def scale_out_values(fields: dict[str, Any], instance: dict[str, Any], **_: Any) -> dict[str, Any]:
+    return values_for(int(instance["IntegrationInstanceId"]))
+
+
+with DAG(
+    dag_id="reliability_scale_out",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    default_args={"retries": 0},
+    tags=["workflowsoft", "reliability"],
+):
+    mapped = WorkflowsoftIntegrationWorkerOperator.partial(
+        task_id="mapped_operator", python_callable=scale_out_values, integration_step_id=11, max_workers=4,
+        reclaim_after=RECLAIM_AFTER,
+    ).expand(max_instances=[SCALE_OUT_SHARE] * SCALE_OUT_WORKERS)
+
+    @task.workflowsoft_worker(  # type: ignore[attr-defined]
+        integration_step_id=11, max_instances=SCALE_OUT_SHARE, max_workers=4, reclaim_after=RECLAIM_AFTER)
+    def mapped_decorator(fields: dict[str, Any], instance: dict[str, Any], worker: int) -> dict[str, Any]:
+        return values_for(int(instance["IntegrationInstanceId"]))
+
+    mapped >> mapped_decorator.expand(worker=list(range(SCALE_OUT_WORKERS)))
 
 
 # ``reliability_lease``: a slow callable against a short lease (tests/dag_runs/test_batch_lease.py). A gate task

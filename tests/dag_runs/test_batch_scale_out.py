@@ -10,6 +10,7 @@ until everything is completed.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,13 +25,14 @@ STEP = 11
 WORKERS = 3  # per mapped task: two mapped tasks, six map indices
 PROCESSED = re.compile(r"Processed (\d+) integration instance\(s\)")
 
+
 @pytest.fixture
 def home(airflow_home: Path) -> Home:
     return Home(airflow_home)
 
+
 @pytest.mark.parametrize("semantics", ["once", "until-completed"])
 def test_mapped_batch_workers_complete_every_instance_once(home: Home, semantics: str) -> None:
-
     once = semantics == "once"
     count = 50 if once else 8
     with EmulatorServer(poll_semantics=semantics) as emulator:
@@ -39,7 +41,8 @@ def test_mapped_batch_workers_complete_every_instance_once(home: Home, semantics
         env = home.env(token_conn(emulator), {"RELIABILITY_SCALE_OUT_WORKERS": str(WORKERS),
                                               "RELIABILITY_SCALE_OUT_SHARE": "10"})
         processed, runs = 0, 0
-        for runs in range(1, 6):
+        for attempt in range(1, 6):
+            runs = attempt
             result = subprocess.run([AIRFLOW_BIN, "dags", "test", "reliability_scale_out"], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
             assert result.returncode == 0 and "state=success" in result.stdout, result.stdout[-6000:]

@@ -21,12 +21,12 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG, get_current_context, task
 
+from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
 from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftCompleteStepOperator,
     WorkflowsoftCreateTaskOperator,
     WorkflowsoftStartProcessOperator,
 )
-from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,9 @@
 waiting for that process completing the step's instance, with 1 and with 20 runs waiting at once.
 
 Starts the embedded deployment of the deployment tests (scheduler, dag-processor, triggerer, API server;
-LocalExecutor, SQLite; each its own process on free loopback ports) against the emulator with 20 ms added per
-request. The test DAG ``deploy_round_trip`` (``tests/deployment/dags``) is one waiter: the deferrable sensor with
+LocalExecutor on a fresh PostgreSQL database with 4 task slots when PostgreSQL is reachable, else SQLite with 2; each
+its own process on free loopback ports) against the emulator with 20 ms added per request. The test DAG
+``deploy_round_trip`` (``tests/deployment/dags``) is one waiter: the deferrable sensor with
 ``process_instance_id`` (poll interval ``ROUND_TRIP_POLL_S``, default 5 s), then a completion of its instance.
 For each size, the processes are started, one run per process is triggered, and once every sensor is deferred
 the processes reach the step at once (``POST /_emulator/processes/<id>/reach``); times come from the emulator's
@@ -29,7 +30,7 @@ LATENCY_MS = int(os.environ.get("BENCH_LATENCY_MS", "20"))
 SIZES = [int(n) for n in os.environ.get("ROUND_TRIP_SIZES", "1,20").split(",")]
 
 
-def measure() -> dict[int, list[float]]:
+def measure() -> tuple[dict[int, list[float]], str]:
     from airflow_provider_workflowsoft.emulator import EmulatorServer
     from airflow_provider_workflowsoft.emulator.scenario import load_scenario
     from tests.deployment.conftest import embedded_deployment, latencies
@@ -51,10 +52,11 @@ def measure() -> dict[int, list[float]]:
                 for run_id in runs:
                     assert dep.wait_run("deploy_round_trip", run_id, timeout=600) == "success", dep.log_tail()
                 results.setdefault(size, latencies(dep, ids))  # the warm-up round is not kept
-    return results
+            database = f"{dep.database} with {dep.parallelism} task slots"  # type: ignore[attr-defined]
+    return results, database
 
 
-def section(results: dict[int, list[float]]) -> str:
+def section(results: dict[int, list[float]], database: str) -> str:
     rows = [f"| {size} | min {min(v):.1f} s, median {statistics.median(v):.1f} s, max {max(v):.1f} s |"
             for size, v in sorted(results.items())]
     return "\n".join([
@@ -62,7 +64,7 @@ def section(results: dict[int, list[float]]) -> str:
         "",
         "`python bench/round_trip.py`: runs of the test DAG `deploy_round_trip` (the deferrable sensor with "
         "`process_instance_id`, then a completion of its instance) under Airflow's real scheduler, dag-processor and "
-        "triggerer (LocalExecutor with 2 task slots, SQLite; the deployment of `tests/deployment`), against the "
+        f"triggerer (LocalExecutor, {database}; the deployment of `tests/deployment`), against the "
         f"emulator with {LATENCY_MS} ms added per request. Poll interval {POLL_S:g} s. Every sensor is deferred "
         "before the processes reach the step (all at once, by the emulator's admin call); times from the emulator's "
         "clock, from the instance's creation (the process reaching the step) to its completion by the waiting run.",
@@ -73,7 +75,7 @@ def section(results: dict[int, list[float]]) -> str:
         "",
         "Where the time goes: up to one poll interval until the trigger's next poll, the task resuming after the "
         "deferral and the completion task (two task processes, each a few seconds here); with 20 waiters the 40 "
-        "task processes queue for the executor's 2 slots.",
+        "task processes queue for the executor's task slots.",
         "",
     ])
 
@@ -81,9 +83,9 @@ def section(results: dict[int, list[float]]) -> str:
 def main() -> int:
     from event_driven import write_section  # bench/ is on sys.path when this script runs
 
-    results = measure()
-    print(results, flush=True)
-    text = section(results)
+    results, database = measure()
+    print(results, database, flush=True)
+    text = section(results, database)
     print(text)
     write_section(text, HEADING)
     return 0

@@ -6,9 +6,14 @@ sharing one AIRFLOW_HOME, one JWT secret, one Fernet key and the metadata databa
 fixtures' teardown kills every process tree they started (SIGTERM, then SIGKILL) and drops the database
 they created.
 
-- ``embedded``: LocalExecutor on SQLite; runs anywhere Airflow is installed. Its Workflowsoft connection is
-  made the README's way, with ``airflow connections add`` (stored in the metadata database); the distributed
-  one keeps the ``AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT`` variable, so both ways run in the real triggerer.
+- ``embedded``: LocalExecutor on a fresh PostgreSQL database per deployment when PostgreSQL is reachable
+  (``WFS_PG_URL``, below) and ``psycopg2`` and ``asyncpg`` are installed (the ``test`` extra), 4 task slots;
+  otherwise on SQLite, 2 task slots, with a note saying why (``WFS_EMBEDDED_DB=sqlite`` asks for SQLite).
+  Airflow's SQLite-backed components were seen to exit with ``database is locked`` when 20 DAG runs start at
+  once on a loaded 2-core machine: the 20-waiter round trips (test_embedded_round_trips.py) skip on SQLite. Its
+  Workflowsoft connection is made the README's way, with ``airflow connections add`` (stored in the metadata
+  database); the distributed one keeps the ``AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT`` variable, so both ways run in
+  the real triggerer.
 - ``distributed``: CeleryExecutor, a fresh PostgreSQL database per run (``WFS_PG_URL``, default
   ``postgresql://root@127.0.0.1:5432/postgres``: the server and a database to connect to for CREATE DATABASE)
   and Redis as the broker (``WFS_REDIS_URL``, default ``redis://127.0.0.1:6379/0``); skipped with the reason
@@ -50,6 +55,7 @@ AIRFLOW_BIN = str(Path(sys.executable).with_name("airflow"))
 FIGURES_FILE = REPO / "tests" / "output" / "deployment_figures.json"
 CLAIMS_PREFIX = "workflowsoft.claims."
 ENABLED = os.environ.get("WFS_DEPLOYMENT") == "1"
+PG_URL = os.environ.get("WFS_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -135,6 +141,56 @@ def completions(emulator: EmulatorServer) -> dict[int, int]:
             iid = int(entry["path"].split("/")[4])
             counts[iid] = counts.get(iid, 0) + 1
     return counts
+
+
+def postgres_missing(pg_url: str = PG_URL) -> str | None:
+    """Why no PostgreSQL database can be made for a deployment (``None``: it can): the drivers Airflow needs
+    (``psycopg2`` for its sessions, ``asyncpg`` for its async session) or the server at ``pg_url``."""
+    try:
+        import asyncpg  # noqa: F401
+        import psycopg2
+    except ImportError as exc:
+        return f"psycopg2-binary and asyncpg are needed for PostgreSQL (the test extra): {exc}"
+    pg = urllib.parse.urlsplit(pg_url)
+    if not reachable(pg.hostname or "127.0.0.1", pg.port or 5432):
+        return f"PostgreSQL not reachable at {pg.hostname}:{pg.port or 5432} (WFS_PG_URL)"
+    try:
+        psycopg2.connect(pg_url, connect_timeout=5).close()
+    except Exception as exc:
+        return f"cannot connect to PostgreSQL with WFS_PG_URL={_redacted(pg_url)}: {type(exc).__name__}"
+    return None
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(prefix: str, pg_url: str = PG_URL) -> Iterator[tuple[str, str]]:
+    """A database of its own on the server of ``pg_url`` (``CREATE DATABASE <prefix>_<hex>``), dropped
+    ``WITH (FORCE)`` on the way out whatever happened (a killed component's connections with it).
+    Yields its name and its SQLAlchemy URL (``postgresql+psycopg2``). Call :func:`postgres_missing` first."""
+    import psycopg2
+
+    pg = urllib.parse.urlsplit(pg_url)
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    db_name = f"{prefix}_{secrets.token_hex(4)}"
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{db_name}"')
+        try:
+            yield db_name, urllib.parse.urlunsplit(("postgresql+psycopg2", pg.netloc, f"/{db_name}", pg.query, ""))
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    finally:
+        admin.close()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -664,16 +720,39 @@ def deploy_emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
+def embedded_database() -> str | None:
+    """Why the embedded deployment runs on SQLite (``None``: it runs on PostgreSQL)."""
+    if os.environ.get("WFS_EMBEDDED_DB", "").lower() == "sqlite":
+        return "WFS_EMBEDDED_DB=sqlite"
+    return postgres_missing()
+
+
 @contextlib.contextmanager
 def embedded_deployment(base: Path, emulator: EmulatorServer, *, repo_dags: bool = True) -> Iterator[Deployment]:
-    """LocalExecutor on SQLite: scheduler, dag-processor, triggerer and API server as separate processes,
-    started under ``base`` and stopped whatever happens (also used by ``bench/event_driven.py``)."""
-    home = base / "home"
-    home.mkdir()
+    """LocalExecutor: scheduler, dag-processor, triggerer and API server as separate processes, started under
+    ``base`` and stopped whatever happens (also used by ``bench/``). On a fresh PostgreSQL database (dropped at
+    the end) with 4 task slots, or, when :func:`embedded_database` says why not, on SQLite with 2 (the deployment's
+    ``database`` and ``sqlite_reason`` tell which)."""
+    sqlite_reason = embedded_database()
+    with contextlib.ExitStack() as stack:
+        home = base / "home"
+        home.mkdir()
+        if sqlite_reason is None:
+            _, db_url = stack.enter_context(fresh_postgres_database("wfs_emb"))
+            parallelism = "4"
+        else:
+            print(f"embedded deployment on SQLite, 2 task slots: {sqlite_reason}", file=sys.stderr)
+            db_url = f"sqlite:///{home / 'airflow.db'}"
+            parallelism = "2"
+        yield stack.enter_context(_embedded(base, home, db_url, parallelism, emulator, repo_dags, sqlite_reason))
+
+
+@contextlib.contextmanager
+def _embedded(base: Path, home: Path, db_url: str, parallelism: str, emulator: EmulatorServer, repo_dags: bool,
+              sqlite_reason: str | None) -> Iterator[Deployment]:
     fernet_key = _fernet_key()
-    db_url = f"sqlite:///{home / 'airflow.db'}"
     env = _base_env(home, free_port(), fernet_key, db_url, _dags_folder(base, repo_dags), emulator)
-    env.update({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": "2"})
+    env.update({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor", "AIRFLOW__CORE__PARALLELISM": parallelism})
     # The README's way: the connection stored in the metadata database (the tasks, the sensor's trigger and
     # the asset watcher read it through the supervisor, the trigger and the watcher asynchronously).
     del env["AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT"]
@@ -681,6 +760,9 @@ def embedded_deployment(base: Path, emulator: EmulatorServer, *, repo_dags: bool
     env.update(statsd.env())
     dep = Deployment("embedded", base, env, fernet_key, db_url, emulator)
     dep.statsd = statsd  # type: ignore[attr-defined]
+    dep.database = "SQLite" if sqlite_reason else "PostgreSQL"  # type: ignore[attr-defined]
+    dep.sqlite_reason = sqlite_reason  # type: ignore[attr-defined]
+    dep.parallelism = int(parallelism)  # type: ignore[attr-defined]
     try:
         started = time.monotonic()
         dep.airflow("db", "migrate", timeout=600)
@@ -698,7 +780,7 @@ def embedded_deployment(base: Path, emulator: EmulatorServer, *, repo_dags: bool
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory, deploy_emulator: EmulatorServer) -> Iterator[Deployment]:
-    """LocalExecutor on SQLite: scheduler, dag-processor, triggerer and API server as separate processes."""
+    """The embedded deployment (:func:`embedded_deployment`), one per module."""
     with embedded_deployment(tmp_path_factory.mktemp("embedded"), deploy_emulator) as dep:
         yield dep
 
@@ -714,60 +796,48 @@ def distributed(tmp_path_factory: pytest.TempPathFactory, deploy_emulator: Emula
     """CeleryExecutor with Redis, a fresh PostgreSQL database, two Celery workers."""
     if not ENABLED:
         pytest.skip("set WFS_DEPLOYMENT=1")
-    pg_url = os.environ.get("WFS_PG_URL", "postgresql://root@127.0.0.1:5432/postgres")
     redis_url = os.environ.get("WFS_REDIS_URL", "redis://127.0.0.1:6379/0")
     try:
         import airflow.providers.celery  # noqa: F401
-        import psycopg2
     except ImportError as exc:
-        pytest.skip(f"distributed deployment needs apache-airflow-providers-celery and psycopg2-binary: {exc}")
-    pg, rd = urllib.parse.urlsplit(pg_url), urllib.parse.urlsplit(redis_url)
-    if not reachable(pg.hostname or "127.0.0.1", pg.port or 5432):
-        pytest.skip(f"PostgreSQL not reachable at {pg.hostname}:{pg.port or 5432} (WFS_PG_URL)")
+        pytest.skip(f"distributed deployment needs apache-airflow-providers-celery: {exc}")
+    missing = postgres_missing()
+    if missing:
+        pytest.skip(missing)
+    rd = urllib.parse.urlsplit(redis_url)
     if not reachable(rd.hostname or "127.0.0.1", rd.port or 6379):
         pytest.skip(f"Redis not reachable at {rd.hostname}:{rd.port or 6379} (WFS_REDIS_URL)")
-    try:
-        admin = psycopg2.connect(pg_url)
-    except Exception as exc:
-        pytest.skip(f"cannot connect to PostgreSQL with WFS_PG_URL={pg_url}: {exc}")
-    admin.autocommit = True
-    db_name = f"wfs_deploy_{secrets.token_hex(4)}"
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{db_name}"')
-    db_url = urllib.parse.urlunsplit(("postgresql+psycopg2", pg.netloc, f"/{db_name}", pg.query, ""))
     queue = f"wfs_{secrets.token_hex(3)}"  # a queue of its own: another run on the same Redis never takes its tasks
-    base = tmp_path_factory.mktemp("distributed")
-    home = base / "home"
-    home.mkdir()
-    fernet_key = _fernet_key()
-    env = _base_env(home, free_port(), fernet_key, db_url, _dags_folder(base), deploy_emulator)
-    env.update({
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "8",
-        "AIRFLOW__CELERY__BROKER_URL": redis_url,
-        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + urllib.parse.urlunsplit(
-            ("postgresql", pg.netloc, f"/{db_name}", pg.query, "")),
-        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
-    })
-    dep = Deployment("distributed", base, env, fernet_key, db_url, deploy_emulator)
-    dep.db_name = db_name  # type: ignore[attr-defined]
-    try:
-        started = time.monotonic()
-        dep.airflow("db", "migrate", timeout=600)
-        _start_common(dep)
-        for worker in ("w1", "w2"):
-            dep.start(worker, ["celery", "worker", "-H", f"{worker}@%h", "-c", "2", "-q", queue, "--skip-serve-logs"])
-        dep.wait_healthy()
-        _unpause(dep)
-        dep.startup_s = time.monotonic() - started  # type: ignore[attr-defined]
-        yield dep
-    finally:
-        dep.stop_all()
-        _forget_queue(redis_url, queue)
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-        admin.close()
+    with fresh_postgres_database("wfs_deploy") as (db_name, db_url):
+        base = tmp_path_factory.mktemp("distributed")
+        home = base / "home"
+        home.mkdir()
+        fernet_key = _fernet_key()
+        env = _base_env(home, free_port(), fernet_key, db_url, _dags_folder(base), deploy_emulator)
+        env.update({
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CELERY__BROKER_URL": redis_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + db_url.replace("postgresql+psycopg2://", "postgresql://", 1),
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        })
+        dep = Deployment("distributed", base, env, fernet_key, db_url, deploy_emulator)
+        dep.db_name = db_name  # type: ignore[attr-defined]
+        try:
+            started = time.monotonic()
+            dep.airflow("db", "migrate", timeout=600)
+            _start_common(dep)
+            for worker in ("w1", "w2"):
+                dep.start(worker, ["celery", "worker", "-H", f"{worker}@%h", "-c", "2", "-q", queue,
+                                   "--skip-serve-logs"])
+            dep.wait_healthy()
+            _unpause(dep)
+            dep.startup_s = time.monotonic() - started  # type: ignore[attr-defined]
+            yield dep
+        finally:
+            dep.stop_all()
+            _forget_queue(redis_url, queue)
 
 
 def _forget_queue(redis_url: str, queue: str) -> None:

@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # pytest-xdist workers for `make test` and the other Airflow versions' suites. `--dist loadfile`: a file's tests run
 # on one worker, so a module's fixtures (a deployment, an Airflow API server) start once and its figures files have
 # one writer (`loadgroup` ignores xdist_group marks under pytest 9).
-TEST_WORKERS ?= 0  # 0: no xdist (under 3 workers on 2 cores the claims-timing tests and the 20-waiter deployment were seen to fail)
+TEST_WORKERS ?= 2  # one per core; 0: no xdist, one test after the other (the embedded deployments run on PostgreSQL when reachable)
 PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 # The other Airflow versions CI tests, each in its own venv (`make test-airflow-<version>`, venv .venv<digits>):
 # the oldest the README promises, and the latest patch of every 3.x minor that pyproject.toml admits. 3.0 (excluded
@@ -41,7 +41,7 @@ test-browser: install
 	$(PY) -m pytest -q -m browser
 
 # Airflow's real components in a distributed deployment: CeleryExecutor with Redis, a fresh PostgreSQL database
-# (WFS_PG_URL, WFS_REDIS_URL), two Celery workers. The embedded one (LocalExecutor, SQLite) runs in `make test`.
+# (WFS_PG_URL, WFS_REDIS_URL), two Celery workers. The embedded one (LocalExecutor, PostgreSQL when reachable, else SQLite) runs in `make test`.
 test-deployment: install
 	$(PIP) "apache-airflow==$(AIRFLOW_VERSION)" apache-airflow-providers-celery apache-airflow-providers-postgres \
 		psycopg2-binary "psycopg[binary]" asyncpg "celery[redis]<5.7"

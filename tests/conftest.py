@@ -188,7 +188,7 @@ def instance_status(emu: EmulatorServer, iid: int) -> str:
 SLOW_MODULES = (
     "test_embedded_round_trips.py", "test_embedded_bursts.py", "test_embedded.py", "test_chaos.py",
     "test_batch_kill.py", "test_poison_and_claims.py", "test_dags.py", "test_reliability.py", "test_readme.py",
-    "test_batch_lease.py",
+    "test_batch_lease.py", "test_batch_scale_out.py",
 )
 
 

@@ -121,9 +121,9 @@ def write_section(text: str, heading: str = HEADING) -> None:
     if heading in doc:
         start = doc.index(heading)
         end = doc.find("\n## ", start + len(heading))
-        doc = doc[:start] + text + (doc[end + 1:] if end != -1 else "")
+        doc = doc[:start] + text.rstrip("\n") + "\n" + ("\n" + doc[end + 1:] if end != -1 else "")
     elif "## Plot" in doc:
-        doc = doc.replace("## Plot", text + "\n## Plot", 1)
+        doc = doc.replace("## Plot", text.rstrip("\n") + "\n\n## Plot", 1)
     else:
         doc = doc.rstrip("\n") + "\n\n" + text
     path.write_text(doc)

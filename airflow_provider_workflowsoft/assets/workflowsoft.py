@@ -46,6 +46,12 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS
+from airflow_provider_workflowsoft.version_compat import (
+    AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_3_PLUS,
+    airflow_version,
+    asset_classes,
+)
 
 #: The URI scheme of Workflowsoft Assets.
 SCHEME = "workflowsoft"
@@ -107,13 +113,6 @@ def integration_step_asset(
     :return: ``airflow.sdk.Asset`` named by its URI (see :func:`integration_step_uri`)
     :raises RuntimeError: on Airflow before 3.3 (with ``watch=True``), naming the version needed
     """
-    from airflow_provider_workflowsoft.version_compat import (
-        AIRFLOW_V_3_0_PLUS,
-        AIRFLOW_V_3_3_PLUS,
-        airflow_version,
-        asset_classes,
-    )
-
     uri = integration_step_uri(integration_step_id, process_diagram_name=process_diagram_name,
                                integration_step_name=integration_step_name, workflowsoft_conn_id=workflowsoft_conn_id)
     if not AIRFLOW_V_3_0_PLUS or (watch and not AIRFLOW_V_3_3_PLUS):
@@ -127,6 +126,7 @@ def integration_step_asset(
     plain = Asset(name=uri, uri=uri)  # Airflow normalises the URI: the watcher names the normalised one
     if not watch:
         return plain
+    # Imported here: the triggers module imports this one (the step's URI).
     from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationEventTrigger
 
     step_id = StepRef(integration_step_id, process_diagram_name, integration_step_name).step_id()

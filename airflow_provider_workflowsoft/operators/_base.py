@@ -181,3 +181,10 @@ def checked_notice(value: Any, name: str, *, rendered: bool = False) -> Any:
             f"{name} has unknown key(s) {', '.join(repr(k) for k in unknown)}: the keys are {', '.join(NOTICE_KEYS)}")
     return value
 
+
+def parked_listing(parked: list[Any], max_offers: Any) -> str:
+    """Return the part of a notice that names parked instances and what to do about them."""
+    return (f"Parked integration instances (handed out {max_offers} times without being completed; not offered "
+            f"again until released): {', '.join(str(i) for i in parked)}.\nCheck them in Workflowsoft, then release "
+            "them (WorkflowsoftReleaseClaimsOperator, or `workflowsoft-claims release <id>`) to offer them again, or "
+            "forget them once handled there.")

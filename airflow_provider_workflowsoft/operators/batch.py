@@ -44,9 +44,22 @@ from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice, fails_without_retries
+from airflow_provider_workflowsoft.operators._base import (
+    WorkflowsoftTaskMixin,
+    checked_notice,
+    fails_without_retries,
+    parked_listing,
+)
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.version_compat import AirflowException, BaseOperator, Context
+from airflow_provider_workflowsoft.worker import engine as batch_engine
+from airflow_provider_workflowsoft.worker.engine import (
+    checked_grace,
+    checked_interval,
+    checked_report_limit,
+    checked_sizes,
+    checked_unclaimed,
+)
 
 
 class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator):
@@ -142,13 +155,6 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             raise TypeError("python_callable must be callable")
         if instances is None:
             StepRef(integration_step_id, process_diagram_name, integration_step_name)  # or refused, naming them
-        from airflow_provider_workflowsoft.worker.engine import (
-            checked_grace,
-            checked_interval,
-            checked_report_limit,
-            checked_sizes,
-            checked_unclaimed,
-        )
 
         pollers = checked_sizes(max_workers, pollers, max_instances)
         self.grace_period = checked_grace(grace_period)
@@ -190,12 +196,10 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
 
     @fails_without_retries
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_workflowsoft.worker.engine import BatchEngine, failure_message
-
         hook = self.hook
         claims = self.claims_for(context)
         step = self._step_id()
-        engine = self._engine = BatchEngine(
+        engine = self._engine = batch_engine.BatchEngine(
             hook.client,
             self.python_callable,
             integration_step_id=step,
@@ -241,7 +245,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
             except Exception as exc:  # parking is reported in the log and XCom either way
                 self.log.error("Could not create the task for the parked instances in Workflowsoft: %s", exc)
         if report["failed"] or report.get("poll_error"):
-            message = failure_message(report)
+            message = batch_engine.failure_message(report)
             if report["failed"] and self.notify_on_failure:
                 try:
                     report["notification"] = self._notify(hook, context, report)
@@ -308,14 +312,6 @@ def write_full_report(url: str, report: Mapping[str, Any]) -> str:
     return str(path)
 
 
-def parked_listing(parked: list[Any], max_offers: Any) -> str:
-    """Return the part of a notice that names parked instances and what to do about them."""
-    return (f"Parked integration instances (handed out {max_offers} times without being completed; not offered "
-            f"again until released): {', '.join(str(i) for i in parked)}.\nCheck them in Workflowsoft, then release "
-            "them (WorkflowsoftReleaseClaimsOperator, or `workflowsoft-claims release <id>`) to offer them again, or "
-            "forget them once handled there.")
-
-
 class WorkflowsoftProcessInstancesOperator(WorkflowsoftIntegrationWorkerOperator):
     """Deprecated: the 0.1 name of :class:`WorkflowsoftIntegrationWorkerOperator`.
 
@@ -330,10 +326,8 @@ class WorkflowsoftProcessInstancesOperator(WorkflowsoftIntegrationWorkerOperator
 def __getattr__(name: str) -> Any:
     # The engine's names, importable from here as in 0.1, with a deprecation warning.
     if name in ("BatchEngine", "failure_message", "normalise_instances", "process_instances"):
-        from airflow_provider_workflowsoft.worker import engine
-
-        warn_deprecated(f"{__name__}.{name} is deprecated: import it from {engine.__name__}")
-        return getattr(engine, name)
+        warn_deprecated(f"{__name__}.{name} is deprecated: import it from {batch_engine.__name__}")
+        return getattr(batch_engine, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -38,7 +38,12 @@ from airflow_provider_workflowsoft.api.protocol import (
 )
 from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute
-from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, checked_notice, fails_without_retries
+from airflow_provider_workflowsoft.operators._base import (
+    WorkflowsoftTaskMixin,
+    checked_notice,
+    fails_without_retries,
+    parked_listing,
+)
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.records.leases import LeaseKeeper
@@ -210,8 +215,6 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         if ti is not None:
             ti.xcom_push(key="parked", value=list(parked))
         if self.notify_on_park:
-            from airflow_provider_workflowsoft.operators.batch import parked_listing
-
             try:
                 task = self.create_notice(context, self.notify_on_park,
                                           title=f"Workflowsoft integration step {self.step_id()}: "

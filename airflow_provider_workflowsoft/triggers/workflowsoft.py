@@ -45,12 +45,21 @@ from airflow_provider_workflowsoft.api.protocol import as_timedelta, coerce_id, 
 from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.assets.workflowsoft import integration_step_uri
 from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
+from airflow_provider_workflowsoft.hooks.workflowsoft import (
+    WorkflowsoftHook,
+    aconnection_extras,
+    aget_connection,
+    config_from_connection,
+)
+from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import (
     DEFAULT_MAX_OFFERS,
     ClaimsLedger,
     checked_max_offers,
     process_key,
 )
+from airflow_provider_workflowsoft.records.stores import AssetStateStore
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS, asset_classes
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +176,8 @@ async def async_client(
     conn_id: str, client_options: dict[str, Any], client_factory: Callable[[Any], Any] | None
 ) -> Any:
     """Return the async client of a connection, read with the triggerer's async-safe calls."""
-    from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
-
     hook = WorkflowsoftHook(conn_id, client_options=client_options)
     if client_factory is not None:  # tests inject a transport
-        from airflow_provider_workflowsoft.hooks.workflowsoft import (
-            aconnection_extras,
-            aget_connection,
-            config_from_connection,
-        )
-
         conn = await aget_connection(conn_id)
         return client_factory(
             config_from_connection(conn, extras=await aconnection_extras(conn), **client_options)
@@ -308,11 +309,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         """Return the deferred task instance's claims ledger, when the trigger keeps claims."""
         if self.claims_owner is None:
             return None
-        if self.claims_store is None:
-            from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
-
-            if not AIRFLOW_V_3_3_PLUS:  # older triggerers do not serve Variables to triggers
-                return None
+        if self.claims_store is None and not AIRFLOW_V_3_3_PLUS:  # older triggerers do not serve Variables to triggers
+            return None
         return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=self.claims_owner)
 
     async def _start_drain(self, claims: ClaimsLedger | None, received: list[dict[str, Any]]) -> Drain:
@@ -533,24 +531,18 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         """
         if self.own_store is not None:
             return self.own_store
-        from airflow_provider_workflowsoft.records.stores import AssetStateStore
-
         accessors = getattr(self, "asset_state_store", None)
         if accessors is None:  # Airflow before 3.3: the record lives with the other claims, in Variables
             return None
         if not self.asset_uri:  # the MessageQueueTrigger form: its one watched Asset's accessor
             return AssetStateStore(accessors, self.record_uri)
         try:
-            from airflow_provider_workflowsoft.version_compat import asset_classes
-
             accessor = accessors[asset_classes()[0](name=self.asset_uri, uri=self.asset_uri)]
         except (KeyError, TypeError, ImportError):
             accessor = accessors  # one watched Asset: the accessors act as its accessor
         return AssetStateStore(accessor, self.asset_uri)
 
     def _claims(self) -> ClaimsLedger:
-        from airflow_provider_workflowsoft.records import naming
-
         return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=naming.watcher_owner(self.record_uri),
                             own_store=self._own_store())
 

@@ -87,9 +87,7 @@ def test_bad_watcher_settings_are_named(kwargs: dict[str, Any], named: str) -> N
 
 
 def test_older_airflow_gets_an_error_naming_the_version_needed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_workflowsoft import version_compat
-
-    monkeypatch.setattr(version_compat, "AIRFLOW_V_3_3_PLUS", False)
+    monkeypatch.setattr(assets, "AIRFLOW_V_3_3_PLUS", False)
     needed = r"needs Airflow 3\.3 or newer; this is Airflow .*WorkflowsoftIntegrationSensor"
     with pytest.raises(RuntimeError, match=needed):
         assets.integration_step_asset(11)

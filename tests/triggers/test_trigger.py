@@ -119,7 +119,7 @@ def test_trigger_keeps_received_instances_when_a_later_poll_fails() -> None:
         return SimpleNamespace(conn_id=conn_id, host="http://wfs.test", schema=None, port=None, login=None,
                                password="tok-123456", extra_dejson={})
 
-    import airflow_provider_workflowsoft.hooks.workflowsoft as module
+    import airflow_provider_workflowsoft.triggers.workflowsoft as module
 
     original = module.aget_connection
     module.aget_connection = fake_conn

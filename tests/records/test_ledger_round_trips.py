@@ -37,8 +37,8 @@ def test_claim_then_complete_costs_a_few_round_trips_for_a_whole_group() -> None
     assert store.inner.keys("workflowsoft.") == []
 
 
-def test_batch_path_makes_at_most_half_a_round_trip_per_instance(emulator: EmulatorServer,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_batch_path_makes_less_than_a_round_trip_per_instance(emulator: EmulatorServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN.upper()}", json.dumps(
         {"conn_type": "workflowsoft", "host": emulator.base_url, "password": "demo-token"}))
     n = 200
@@ -59,9 +59,10 @@ def test_batch_path_makes_at_most_half_a_round_trip_per_instance(emulator: Emula
                                               max_instances=n, max_workers=8)
     report = op.execute(fake_context("work"))  # type: ignore[arg-type]
     assert report["processed"] == n and report["succeeded_count"] == n
-    # Group commit: about half a round trip per instance on a quiet machine (docs/benchmarks.md, from bench/);
-    # under load the batches are smaller (103-109 of 200 seen), so the bound here only catches one per instance.
-    assert 0 < report["store_round_trips"] <= 0.75 * n
+    # Group commit: about half a round trip per instance on a quiet machine (docs/benchmarks.md, from bench/), plus
+    # the claims-before-hand-over read of the other records after each commit; under load the batches are smaller
+    # (151 of 200 seen on 2 cores), so the bound here catches a round trip per instance.
+    assert 0 < report["store_round_trips"] < n
     assert op.store_round_trips() == report["store_round_trips"]
     assert inner.keys("workflowsoft.") == []  # nothing left behind after a full success
 

@@ -25,6 +25,8 @@ import requests_mock as requests_mock_module
 from airflow_provider_workflowsoft.api import protocol
 from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftClient
 from airflow_provider_workflowsoft.emulator import EmulatorServer
+from airflow_provider_workflowsoft.records import naming
+from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 
 BASE = "https://api.workflowsoft.com"
@@ -237,3 +239,21 @@ def fails_without_retries(error: type[BaseException], match: str | None = None) 
         yield info
     assert type(info.value) is AirflowFailException  # plainly Airflow's exception, no class built for it
     assert isinstance(info.value.__cause__, error), info.value.__cause__
+
+
+# ---------------------------------------------------------------------------------------------------
+# Claims as a reader sees them (connection workflowsoft_default)
+# ---------------------------------------------------------------------------------------------------
+
+
+def claim_of(store: MemoryStore, iid: Any) -> dict[str, Any] | None:
+    """An instance's newest claim as any reader sees it (``state``, ``owner``, ...), or None."""
+    for entry in ClaimsLedger("workflowsoft_default", store, owner="reader").list_claims(include_done=True):
+        if entry["integration_instance_id"] == iid:
+            return entry
+    return None
+
+
+def own_state(store: MemoryStore, ctx: dict[str, Any], iid: Any) -> str | None:
+    """What a later try of that task instance reads back (a fresh ledger)."""
+    return ClaimsLedger("workflowsoft_default", store, owner=naming.owner_from_context(ctx)).own_state(iid)

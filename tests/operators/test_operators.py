@@ -26,32 +26,17 @@ from airflow_provider_workflowsoft.operators.workflowsoft import (
     WorkflowsoftUpdateFieldsOperator,
     coerce_instance_id,
 )
-from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import DONE, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
-from tests.conftest import fails_without_retries, fake_context
+from tests.conftest import claim_of, fails_without_retries, fake_context, own_state
 
 CONN = "workflowsoft_default"
-
 
 
 def context(task_id: str = "wait", **kwargs: Any) -> dict[str, Any]:
     """A task context; the sensor's task id unless told."""
     return fake_context(task_id, **kwargs)
-
-
-def claim_of(store: MemoryStore, iid: Any) -> dict[str, Any] | None:
-    """An instance's newest claim as any reader sees it (``state``, ``owner``, ...), or None."""
-    for entry in ClaimsLedger(CONN, store, owner="reader").list_claims(include_done=True):
-        if entry["integration_instance_id"] == iid:
-            return entry
-    return None
-
-
-def own_state(store: MemoryStore, ctx: dict[str, Any], iid: Any) -> str | None:
-    """What a later try of that task instance reads back (a fresh ledger)."""
-    return ClaimsLedger(CONN, store, owner=naming.owner_from_context(ctx)).own_state(iid)
 
 
 def writes(emulator: EmulatorServer) -> list[dict[str, Any]]:

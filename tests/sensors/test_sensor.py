@@ -31,24 +31,15 @@ from airflow_provider_workflowsoft.records.claims import CLAIMED, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 from airflow_provider_workflowsoft.version_compat import AirflowException
-from tests.conftest import TaskDeferred, fails_without_retries, fake_context
+from tests.conftest import TaskDeferred, claim_of, fails_without_retries, fake_context
 
 CONN = "workflowsoft_default"
 POLL_PATH = "/api/v2/workflows/instances/new-integrations"
 
 
-
 def context(task_id: str = "wait", **kwargs: Any) -> dict[str, Any]:
     """A task context; the sensor's task id unless told."""
     return fake_context(task_id, **kwargs)
-
-
-def claim_of(store: MemoryStore, iid: Any) -> dict[str, Any] | None:
-    """An instance's newest claim as any reader sees it (``state``, ``owner``, ...), or None."""
-    for entry in ClaimsLedger(CONN, store, owner="reader").list_claims(include_done=True):
-        if entry["integration_instance_id"] == iid:
-            return entry
-    return None
 
 
 def polls(emulator: EmulatorServer) -> int:

@@ -245,11 +245,13 @@ class ClaimsLedger:
                 mine["parked"].pop(iid, None)
             self._write()
 
-    def mark_done(self, completed: Mapping[Any, Any] | Iterable[Any], *, write: bool = True) -> None:
+    def mark_done(self, completed: Mapping[Any, Any] | Iterable[Any], *, write: bool = True,
+                  ack: str | None = None) -> None:
         """Record instances as completed.
 
         ``write=False`` keeps the marks for the next write (a lost done mark costs only a re-offer, which the completion
-        answers as "already completed").
+        answers as "already completed"). ``ack``: the ack slot of the event that handed them over, when this record
+        never claimed them (a completion operator given an event's instance; see :meth:`_mirror`).
         """
         ids = list(completed.keys() if isinstance(completed, Mapping) else completed)
         if not ids:
@@ -262,8 +264,9 @@ class ClaimsLedger:
                 claim = mine["claims"].pop(iid, None)
                 if claim is None or claim.get("shared"):
                     mine["done"][iid] = {"completed_at": now}  # another record claims it too: tell its readers
-                    if claim is not None and claim.get("ack"):
-                        mine["done"][iid]["ack"] = claim["ack"]  # its ack slot carries the mark to the watcher
+                    slot = (claim or {}).get("ack") or ack
+                    if slot:
+                        mine["done"][iid]["ack"] = slot  # its ack slot carries the mark to the watcher
             if write:
                 self._write()
 

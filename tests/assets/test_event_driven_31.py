@@ -194,3 +194,16 @@ def test_other_readers_leave_the_watchers_record_alone() -> None:
     assert offered == [] and 7002 in skip and 7001 in skip
     ClaimsLedger(CONN, variables, owner="dag/run9/other/-1").prepare_drain(12, lease, 10)  # another step's reader
     assert record(variables) == before  # not carried away, not rewritten
+
+
+def test_a_completion_operators_done_mark_reaches_the_watcher_through_the_slot(emu) -> None:
+    """A mapped completion given an event's instance claims nothing: its done mark names the event's slot."""
+    variables = MemoryStore()
+    emu.create_instances(11, count=1)
+    (event,) = events_of(watcher(variables), 1)
+    (instance,) = instances_from_events([{"extra": {"payload": event}}])
+    completion = ClaimsLedger(CONN, variables, owner="dag/run1/complete/0")
+    completion.mark_done([instance["IntegrationInstanceId"]], write=False, ack=instance["ack"])
+    completion.close()
+    assert events_of(watcher(variables), 1, max_sleeps=3) == []
+    assert record(variables) == {} and slots(variables) == []

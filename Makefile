@@ -65,7 +65,7 @@ test-airflow-%:
 
 # Event-driven runs on Airflow 3.1 (the watcher's record in a Variable, ack slots) under 3.1.8's real scheduler,
 # dag-processor and triggerer: the bursts and the triggerer killed mid-burst of tests/deployment/test_embedded_airflow31.py
-# (embedded, PostgreSQL when reachable; one deployment, about 8 minutes here). CI runs it after test-airflow-3.1.
+# (embedded, PostgreSQL when reachable; one deployment, 6 tests, 6 to 9 minutes here). CI runs it after test-airflow-3.1.
 test-deployment-3.1:
 	$(MAKE) .venv31/.installed
 	.venv31/bin/python -m pytest -q -p no:cacheprovider tests/deployment/test_embedded_airflow31.py

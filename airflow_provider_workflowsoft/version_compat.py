@@ -42,6 +42,7 @@ def airflow_version() -> str:
 
 
 AIRFLOW_V_3_0_PLUS: bool = _airflow_version() >= (3, 0, 0)
+AIRFLOW_V_3_1_PLUS: bool = _airflow_version() >= (3, 1, 0)
 AIRFLOW_V_3_3_PLUS: bool = _airflow_version() >= (3, 3, 0)
 
 
@@ -54,6 +55,7 @@ def asset_classes() -> tuple[Any, Any]:  # the Task SDK's, Airflow 3 only
 
 __all__ = [
     "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_3_PLUS",
     "AirflowException",
     "AirflowFailException",

@@ -31,8 +31,10 @@ per Asset, and every DAG file that uses the Asset without the watcher (a plain c
 with other settings) replaces the watcher's definition when it is parsed, stopping or changing the watcher.
 That is why the sensor and the operators take no implicit ``inlets``: pass them yourself.
 
-Needs Airflow 3.3 or newer: asset watchers exist from 3.0, but the watcher keeps its claims in the Asset's
-state store, which 3.3 added; without it an instance polled just before a triggerer died would be lost.
+Needs Airflow 3.1 or newer. On 3.3 the watcher keeps its claims record in the Asset's state store. On 3.1, which
+has no such store and whose triggerer lists no Variables, the record is a Variable (same key) and each event names an
+*ack slot* where the run that takes the event mirrors its claims (``"ack"`` in each instance): the watcher reads the
+slots by key, with the same guarantees (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.records.claims import DEFAULT_MAX_OFFERS
 from airflow_provider_workflowsoft.version_compat import (
     AIRFLOW_V_3_0_PLUS,
-    AIRFLOW_V_3_3_PLUS,
+    AIRFLOW_V_3_1_PLUS,
     airflow_version,
     asset_classes,
 )
@@ -111,15 +113,16 @@ def integration_step_asset(
     :param watch: ``False``: the same Asset without a watcher (for ``inlets`` where no DAG is scheduled on the
         step's watched Asset; works on every Airflow 3)
     :return: ``airflow.sdk.Asset`` named by its URI (see :func:`integration_step_uri`)
-    :raises RuntimeError: on Airflow before 3.3 (with ``watch=True``), naming the version needed
+    :raises RuntimeError: on Airflow before 3.1 (with ``watch=True``; 3.0 with ``watch=False``), naming the version
+        needed
     """
     uri = integration_step_uri(integration_step_id, process_diagram_name=process_diagram_name,
                                integration_step_name=integration_step_name, workflowsoft_conn_id=workflowsoft_conn_id)
-    if not AIRFLOW_V_3_0_PLUS or (watch and not AIRFLOW_V_3_3_PLUS):
+    if not AIRFLOW_V_3_0_PLUS or (watch and not AIRFLOW_V_3_1_PLUS):
         raise RuntimeError(
             f"integration_step_asset({'watch=True' if watch else 'watch=False'}) needs Airflow "
-            f"{'3.3' if watch else '3.0'} or newer; this is Airflow {airflow_version()}. Event-driven runs need "
-            "asset watchers and the Asset state store where the watcher keeps its claims (Airflow 3.3). On this "
+            f"{'3.1' if watch else '3.0'} or newer; this is Airflow {airflow_version()}. Event-driven runs need "
+            "asset watchers whose triggerer serves Variables to triggers (Airflow 3.1). On this "
             "Airflow, schedule the DAG and wait with WorkflowsoftIntegrationSensor (deferrable=True)."
         )
     Asset, AssetWatcher = asset_classes()
@@ -155,8 +158,9 @@ def instances_from_events(triggering_asset_events: Any, asset: Any = None) -> li
         list of asset events (objects with ``.extra``, or dicts with ``"extra"``)
     :param asset: only the events of this Asset (an Asset, or its URI); needed when the run consumed events of
         several integration steps (their instances go to different callables), else every event is read
-    :return: ``[{"IntegrationInstanceId", "ProcessInstanceId", "fields"?, "reclaimed"?}, ...]``, ready for
-        ``.expand(...)`` or the batch worker's ``instances``
+    :return: ``[{"IntegrationInstanceId", "ProcessInstanceId", "fields"?, "reclaimed"?, "ack"?}, ...]``, ready for
+        ``.expand(...)`` or the batch worker's ``instances`` (``"ack"``, Airflow 3.1: the slot where the run's claims
+        tell the watcher what it took; an instance carried twice names its newest event's)
     """
     wanted = getattr(asset, "uri", asset)
     events: list[Any] = []
@@ -178,7 +182,7 @@ def instances_from_events(triggering_asset_events: Any, asset: Any = None) -> li
                 f"This run consumed events of {len(uris)} Workflowsoft integration steps ({', '.join(uris)}): "
                 "say which step's instances to take with instances_from_events(..., asset=<the step's Asset>)")
     out: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    seen: dict[str, dict[str, Any]] = {}
     for event in events:
         payload = _payload(event)
         if wanted is not None and payload.get("asset_uri") not in (None, wanted):
@@ -188,9 +192,11 @@ def instances_from_events(triggering_asset_events: Any, asset: Any = None) -> li
                 continue
             key = str(instance["IntegrationInstanceId"])
             if key in seen:
+                if instance.get("ack"):  # handed out again: the watcher now reads the newest event's slot
+                    seen[key]["ack"] = instance["ack"]
                 continue
-            seen.add(key)
-            out.append(dict(instance))
+            seen[key] = dict(instance)
+            out.append(seen[key])
     return out
 
 

@@ -183,8 +183,8 @@ class WorkflowsoftCompleteStepOperator(_InstanceValuesOperator):
         already_ok = naming.try_number(context) > 1 or reoffered
         result = to_jsonable(client.update_and_complete(iid, values, on_behalf_of=obo, already_completed_ok=already_ok))
         self._lineage = {"fields": sorted(result.get("fields") or {}), "completed": 1}
-        claims.mark_done([iid], write=False)
-        claims.close()  # one write: the done mark, read by whoever holds the claim
+        claims.mark_done([iid], write=False, ack=given.get("ack") if isinstance(given, Mapping) else None)
+        claims.close()  # one write: the done mark, read by whoever holds the claim (an event's ack slot too)
         self.log.info("Completed integration instance %s%s", iid,
                       " (it was already completed)" if result.get("already_completed") else "")
         return result  # type: ignore[no-any-return]

@@ -22,7 +22,8 @@ record in the watched Asset's state store, named by the step's URI) and the same
 :func:`~airflow_provider_workflowsoft.assets.workflowsoft.instances_from_events`.
 
 Needs ``apache-airflow-providers-common-messaging`` 2.1 or newer (``pip install
-'airflow-provider-workflowsoft[messaging]'``), and Airflow 3.3 or newer (the Asset state store).
+'airflow-provider-workflowsoft[messaging]'``), and Airflow 3.1 or newer (where the watcher keeps its claims: the
+Asset's state store on 3.3, Variables and ack slots on 3.1, as for ``integration_step_asset``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationEventTrigger
-from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS, airflow_version
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_1_PLUS, airflow_version
 
 try:
     from airflow.providers.common.messaging.providers.base_provider import BaseMessageQueueProvider
@@ -58,13 +59,14 @@ class WorkflowsoftMessageQueueProvider(BaseMessageQueueProvider):
     scheme = SCHEME
 
     def trigger_class(self) -> type[WorkflowsoftIntegrationEventTrigger]:
-        """Return the watcher's trigger; refused before Airflow 3.3 (its claims need the Asset state store)."""
-        if not AIRFLOW_V_3_3_PLUS:
+        """Return the watcher's trigger; refused before Airflow 3.1 (its triggerer serves no Variables to triggers)."""
+        if not AIRFLOW_V_3_1_PLUS:
             raise RuntimeError(
-                f"MessageQueueTrigger(scheme=\"workflowsoft\") needs Airflow 3.3 or newer; this is Airflow "
-                f"{airflow_version()}. The watcher keeps its claims in the Asset state store (Airflow 3.3): without "
-                "it an instance polled just before a triggerer died would be lost. On this Airflow, schedule the DAG "
-                "and wait with WorkflowsoftIntegrationSensor (deferrable=True)."
+                f"MessageQueueTrigger(scheme=\"workflowsoft\") needs Airflow 3.1 or newer; this is Airflow "
+                f"{airflow_version()}. The watcher keeps its claims where its triggerer serves them (Variables from "
+                "3.1, the Asset state store on 3.3): without them an instance polled just before a triggerer died "
+                "would be lost. On this Airflow, schedule the DAG and wait with WorkflowsoftIntegrationSensor "
+                "(deferrable=True)."
             )
         return WorkflowsoftIntegrationEventTrigger
 

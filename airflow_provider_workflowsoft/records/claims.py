@@ -115,6 +115,8 @@ class ClaimsLedger:
     :param clock: the current time (tests inject one)
     :param own_store: where this owner's own record lives when not among the others' (an asset watcher keeps
         it in its Asset's state store); the others' records are always read from ``store``
+    :param ack: the ack slot this owner's new claims name (an asset watcher where its triggerer lists no Variables:
+        the slot of the event being drained, see :func:`~.naming.ack_key`)
     """
 
     def __init__(
@@ -125,8 +127,11 @@ class ClaimsLedger:
         owner: str = "",
         clock: Callable[[], dt.datetime] = _now,
         own_store: KeyValueStore | None = None,
+        ack: str | None = None,
     ) -> None:
         self.conn_id = conn_id
+        self.ack = ack
+        self._mirrored: set[str] = set()  # the ack slots this ledger wrote (see _mirror)
         self.store: KeyValueStore = store if store is not None else VariableStore()
         self.own_store: KeyValueStore = own_store if own_store is not None else self.store
         self.owner = owner
@@ -165,10 +170,38 @@ class ClaimsLedger:
             if self._stored:
                 self.own_store.delete(self.key)
                 self._stored = False
+            self._mirror(mine)  # the slots it mirrored into go with it
             return
         mine["updated_at"] = _iso(self.clock())
         self.own_store.set(self.key, mine)
         self._stored = True
+        self._mirror(mine)
+
+    def _mirror(self, mine: dict[str, Any]) -> None:
+        """Copy this record's claims and done marks of instances an event named an ack slot for into that slot.
+
+        **The acknowledgement rule** (an asset watcher whose triggerer lists no Variables, Airflow 3.1): the watcher
+        names one ack slot per event (``"ack"`` in each instance it hands out); a run that takes them over claims them
+        with it, and every write of its record (claims, renewals, done marks, hand-backs, its close) is mirrored into
+        the slot, one write per slot, in the shape of a record of this owner. The watcher reads the slot by key as if
+        it had listed this record. A slot left with nothing of this record is deleted. The watcher itself writes no
+        slot: it only reads them.
+        """
+        if naming.is_watcher(self.owner):
+            return
+        slots: dict[str, dict[str, dict[str, Any]]] = {key: {"claims": {}, "done": {}} for key in self._mirrored}
+        for part in ("claims", "done"):
+            for iid, entry in mine[part].items():
+                if entry.get("ack"):
+                    slots.setdefault(str(entry["ack"]), {"claims": {}, "done": {}})[part][iid] = entry
+        for key, held in slots.items():
+            if held["claims"] or held["done"]:
+                self.store.set(key, {"owner": self.owner, "updated_at": mine.get("updated_at"),
+                                     "closed": mine["closed"], **held})
+                self._mirrored.add(key)
+            else:
+                self.store.delete(key)
+                self._mirrored.discard(key)
 
     def own_claim(self, instance_id: Any) -> dict[str, Any] | None:
         """Return this task instance's open claim of an instance (read once per ledger object)."""
@@ -206,14 +239,19 @@ class ClaimsLedger:
                 if instance.get("shared") or previous.get("shared"):
                     # another record may still claim it: its completion must leave a done mark
                     mine["claims"][iid]["shared"] = True
+                ack = self.ack or instance.get("ack") or previous.get("ack")
+                if ack:  # the event's ack slot (see _mirror)
+                    mine["claims"][iid]["ack"] = ack
                 mine["parked"].pop(iid, None)
             self._write()
 
-    def mark_done(self, completed: Mapping[Any, Any] | Iterable[Any], *, write: bool = True) -> None:
+    def mark_done(self, completed: Mapping[Any, Any] | Iterable[Any], *, write: bool = True,
+                  ack: str | None = None) -> None:
         """Record instances as completed.
 
         ``write=False`` keeps the marks for the next write (a lost done mark costs only a re-offer, which the completion
-        answers as "already completed").
+        answers as "already completed"). ``ack``: the ack slot of the event that handed them over, when this record
+        never claimed them (a completion operator given an event's instance; see :meth:`_mirror`).
         """
         ids = list(completed.keys() if isinstance(completed, Mapping) else completed)
         if not ids:
@@ -226,6 +264,9 @@ class ClaimsLedger:
                 claim = mine["claims"].pop(iid, None)
                 if claim is None or claim.get("shared"):
                     mine["done"][iid] = {"completed_at": now}  # another record claims it too: tell its readers
+                    slot = (claim or {}).get("ack") or ack
+                    if slot:
+                        mine["done"][iid]["ack"] = slot  # its ack slot carries the mark to the watcher
             if write:
                 self._write()
 
@@ -541,7 +582,12 @@ class ClaimsLedger:
             for key, record in records.items():
                 if key == self.key:
                     continue
+                watcher = naming.is_watcher(record.get("owner"))  # its claims are its runs': it alone offers them again
                 for iid, claim in record["claims"].items():
+                    if watcher and str(claim.get("step")) == step:
+                        if coerce_id(iid) not in skip:
+                            skip.append(coerce_id(iid))
+                        continue
                     if (str(claim.get("step")) != step or iid in done or coerce_id(iid) in held or iid in mine["claims"]
                             or iid in mine["parked"]):
                         continue
@@ -600,7 +646,8 @@ class ClaimsLedger:
                     for i in offered], skip
 
     def _parked_entry(self, claim: Mapping[str, Any], why: str, max_offers: int | None) -> dict[str, Any]:
-        entry = {k: claim[k] for k in ("step", "process_instance_id", "first_claimed_at", "offers") if k in claim}
+        kept = ("step", "process_instance_id", "first_claimed_at", "offers", "ack")
+        entry = {k: claim[k] for k in kept if k in claim}
         entry["parked_at"] = _iso(self.clock())
         entry["reason"] = (f"offered {claim.get('offers', 1)} times without being completed (max_offers="
                            f"{max_offers})" if why == "offered" else why)
@@ -654,6 +701,8 @@ class ClaimsLedger:
         mine = self._own()
 
         def quiet(record: dict[str, Any]) -> bool:
+            if naming.is_watcher(record.get("owner")):
+                return False  # a running watcher may be silent for longer than a lease: only it writes its record
             if record["closed"]:
                 return True
             updated = parse_time(record.get("updated_at"))

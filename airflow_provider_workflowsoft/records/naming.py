@@ -36,6 +36,11 @@ def owner_from_context(context: Any) -> str:
 WATCHER = "asset-watcher:"
 
 
+def is_watcher(owner: Any) -> bool:
+    """Whether ``owner`` (a record's owner name) is an asset watcher."""
+    return str(owner or "").startswith(WATCHER)
+
+
 def watcher_owner(asset_uri: str) -> str:
     """Return the owner name of the asset watcher of an integration step's Asset: ``asset-watcher:<uri>``."""
     return WATCHER + asset_uri
@@ -97,3 +102,18 @@ def claims_command_key(conn_id: str) -> str:
     import uuid
 
     return claims_command_prefix(conn_id) + uuid.uuid4().hex[:16]
+
+
+def ack_prefix(conn_id: str) -> str:
+    """Every ack slot of a connection starts with this (outside the claims prefix: no lister reads them as records)."""
+    return f"{PREFIX}.acks.{safe(conn_id)}."
+
+
+def ack_key(conn_id: str, watcher: str, event_id: str) -> str:
+    """Return the ack slot one event of an asset watcher names (Airflow before 3.3).
+
+    ``workflowsoft.acks.<conn id>.<watcher hash>.<event id>``: the run that takes the event over mirrors its claims of
+    the event's instances here, and the watcher reads it by this key (its triggerer lists no Variables).
+    """
+    digest = owner_key(watcher).rsplit(".", 1)[-1]
+    return f"{ack_prefix(conn_id)}{digest}.{safe(event_id, 32)}"

@@ -3,6 +3,8 @@
 * :class:`VariableStore` - Airflow Variables (every supported Airflow; listable by key prefix);
 * :class:`TaskStateStore` - Airflow 3.3's ``task_state_store`` of the running task instance;
 * :class:`AssetStateStore` - Airflow 3.3's per-Asset store, where an asset watcher keeps its claims;
+* :class:`WatcherVariableStore` - an asset watcher's view of the Variables where its triggerer lists none (Airflow
+  3.1): its events' ack slots stand in for the listing;
 * :class:`MemoryStore` - in memory (tests, scripts without Airflow);
 * :class:`CountingStore` - wraps another store and counts its round trips (tests and benchmarks).
 
@@ -127,6 +129,47 @@ class AssetStateStore(_AccessorStore):
     def describe(self, key: str) -> str:
         return (f"the state-store key {key!r} of the Asset {self.asset_name!r} (Airflow's REST API: "
                 "/api/v2/assets/{asset id}/state-store)")
+
+
+class WatcherVariableStore:
+    """An asset watcher's view of the other claims records where its triggerer lists no Variables (Airflow 3.1).
+
+    Reads and writes go to ``variables`` (Airflow Variables) by key. :meth:`keys` answers the claims ledger's listing
+    with the *ack slots* that the watcher's own record (``record_key``) names: each event names one
+    (:func:`~airflow_provider_workflowsoft.records.naming.ack_key`, in every claim it handed out), and the run that
+    takes the event over mirrors its claims of those instances there on every write of its record
+    (:meth:`~airflow_provider_workflowsoft.records.claims.ClaimsLedger.claim`). So the watcher reads what the runs took
+    and completed, the way it reads their records where it can list them (Airflow 3.3). One read of its record more
+    per listing.
+
+    :param variables: where the records live (:class:`VariableStore` in the triggerer; tests pass a memory store)
+    :param record_key: the key of the watcher's own claims record
+    """
+
+    def __init__(self, variables: KeyValueStore, record_key: str) -> None:
+        self.variables = variables
+        self.record_key = record_key
+
+    def get(self, key: str) -> Any:
+        return self.variables.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self.variables.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self.variables.delete(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Return the ack slots named by the watcher's record (its claims and parked entries), whatever ``prefix``."""
+        record = self.variables.get(self.record_key)
+        entries: list[Any] = []
+        for part in ("claims", "parked"):
+            value = record.get(part) if isinstance(record, dict) else None
+            entries.extend(value.values() if isinstance(value, dict) else [])
+        return sorted({str(e["ack"]) for e in entries if isinstance(e, dict) and e.get("ack")})
+
+    def describe(self, key: str) -> str:
+        return describe(self.variables, key)
 
 
 class MemoryStore:

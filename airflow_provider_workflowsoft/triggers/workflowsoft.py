@@ -24,6 +24,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +59,7 @@ from airflow_provider_workflowsoft.records.claims import (
     checked_max_offers,
     process_key,
 )
-from airflow_provider_workflowsoft.records.stores import AssetStateStore
+from airflow_provider_workflowsoft.records.stores import AssetStateStore, VariableStore, WatcherVariableStore
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS, asset_classes
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,27 @@ class RecordsUnavailableError(OSError):
     """The claims records could not be read or written (a transient fault: the round is retried)."""
 
 
+async def off_loop(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a synchronous call that may reach Airflow (a Variable, a metric's read of the records) off the event loop.
+
+    ``asyncio.to_thread`` on Airflow 3.3. Before, asgiref's ``sync_to_async`` (the wrapper Airflow 3.1 names for sync
+    calls in triggers): 3.1.8's triggerer answers a Variable call made from a plain worker thread with "Response read
+    out of order!" and its trigger runner dies.
+    """
+    if AIRFLOW_V_3_3_PLUS:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(call)(*args, **kwargs)
+
+
 async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a records call (synchronous round trips to Airflow) off the event loop.
+    """Run a records call (synchronous round trips to Airflow) off the event loop (:func:`off_loop`).
 
     Its failure becomes :class:`RecordsUnavailableError`.
     """
     try:
-        return await asyncio.to_thread(call, *args, **kwargs)
+        return await off_loop(call, *args, **kwargs)
     except Exception as exc:
         raise RecordsUnavailableError(f"the claims records could not be read or written: {exc}") from exc
 
@@ -169,7 +184,7 @@ class DrainMetrics:
     async def drained(self, claims: ClaimsLedger, step: Any) -> None:
         """Gauge the open claims of ``step`` and the oldest one's age after a drain (one read of the records)."""
         if self.recorder is not None:
-            await asyncio.to_thread(self.recorder.claims_after_drain, claims, step)
+            await off_loop(self.recorder.claims_after_drain, claims, step)
 
 
 async def async_client(
@@ -543,8 +558,18 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
         return AssetStateStore(accessor, self.asset_uri)
 
     def _claims(self) -> ClaimsLedger:
-        return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=naming.watcher_owner(self.record_uri),
-                            own_store=self._own_store())
+        owner = naming.watcher_owner(self.record_uri)
+        own = self._own_store()
+        if own is not None or AIRFLOW_V_3_3_PLUS:
+            return ClaimsLedger(self.workflowsoft_conn_id, self.claims_store, owner=owner, own_store=own)
+        # Airflow 3.1: no Asset state store, and a triggerer that lists no Variables. The record is a Variable (the
+        # key it has in the Asset's state store on 3.3); each event names an ack slot where the run that takes it
+        # mirrors its claims, and the watcher reads those slots instead of listing the runs' records.
+        variables = self.claims_store if self.claims_store is not None else VariableStore()
+        key = naming.claims_key(self.workflowsoft_conn_id, owner)
+        ack = naming.ack_key(self.workflowsoft_conn_id, owner, uuid.uuid4().hex[:12])  # this round's event
+        return ClaimsLedger(self.workflowsoft_conn_id, WatcherVariableStore(variables, key), owner=owner,
+                            own_store=variables, ack=ack)
 
     async def _step(self, client: Any) -> Any:
         if self.integration_step_id is None:
@@ -599,7 +624,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                     log.error("Watching integration step %s: %s; trying again in %.0f s (fix the connection "
                               "or the step)", step, exc, self.failure_backoff_max)
                     if drain is not None and drain.instances:
-                        yield TriggerEvent(self._payload(step, drain.instances))
+                        yield TriggerEvent(self._payload(step, drain.instances, claims.ack))
                         in_flight, last_event = True, [i["IntegrationInstanceId"] for i in drain.instances]
                     if client is not None:
                         await client.aclose()
@@ -614,7 +639,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                             "Watching integration step %s: a round failed (%s: %s); attempt %d, next in %.1f s",
                             step, type(exc).__name__, exc, failures, wait)
                     if drain is not None and drain.instances:  # each of them is claimed: hand them over
-                        yield TriggerEvent(self._payload(step, drain.instances))
+                        yield TriggerEvent(self._payload(step, drain.instances, claims.ack))
                         in_flight, last_event = True, [i["IntegrationInstanceId"] for i in drain.instances]
                     if not transient and client is not None:
                         await client.aclose()
@@ -625,7 +650,7 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                     log.info("Handing %d integration instance(s) of step %s to a DAG run (drain stopped: %s): %s",
                              len(drain.instances), step, drain.reason or "limit",
                              [i["IntegrationInstanceId"] for i in drain.instances])
-                    yield TriggerEvent(self._payload(step, drain.instances))
+                    yield TriggerEvent(self._payload(step, drain.instances, claims.ack))
                     in_flight, last_event = True, [i["IntegrationInstanceId"] for i in drain.instances]
                     if drain.reason == "limit":
                         continue  # more may be waiting: poll again as soon as a run took this event
@@ -644,9 +669,10 @@ class WorkflowsoftIntegrationEventTrigger(_EventTriggerBase):
                                 instance["IntegrationInstanceId"], exc)
                     return
 
-    def _payload(self, step: Any, instances: list[dict[str, Any]]) -> dict[str, Any]:
+    def _payload(self, step: Any, instances: list[dict[str, Any]], ack: str | None = None) -> dict[str, Any]:
+        # ack: the event's ack slot (Airflow 3.1), in each instance: the run's claims of it name the slot
         payload: dict[str, Any] = {"status": "success", "integration_step_id": step,
-                                   "instances": [dict(i) for i in instances]}
+                                   "instances": [{**i, "ack": ack} if ack else dict(i) for i in instances]}
         if self.asset_uri:
             payload["asset_uri"] = self.asset_uri
         return payload

@@ -164,6 +164,8 @@ def normalise_instances(instances: Any) -> list[dict[str, Any]]:
                 item["ProcessInstanceId"] = raw["ProcessInstanceId"]
             if raw.get("reclaimed"):
                 item["reclaimed"] = True
+            if raw.get("ack"):  # an asset watcher's event slot (Airflow 3.1): the claim mirrors itself there
+                item["ack"] = str(raw["ack"])
         result[iid] = item
     return list(result.values())
 

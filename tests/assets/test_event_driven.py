@@ -27,9 +27,9 @@ from airflow_provider_workflowsoft.triggers.workflowsoft import (
     WorkflowsoftIntegrationEventTrigger,
     WorkflowsoftIntegrationTrigger,
 )
-from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
+from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_1_PLUS, AIRFLOW_V_3_3_PLUS
 
-needs_watchers = pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="asset watchers with a state store: Airflow 3.3+")
+needs_watchers = pytest.mark.skipif(not AIRFLOW_V_3_1_PLUS, reason="asset watchers: Airflow 3.1+")
 
 
 def ids(instances: list[dict[str, Any]]) -> list[Any]:
@@ -87,8 +87,8 @@ def test_bad_watcher_settings_are_named(kwargs: dict[str, Any], named: str) -> N
 
 
 def test_older_airflow_gets_an_error_naming_the_version_needed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(assets, "AIRFLOW_V_3_3_PLUS", False)
-    needed = r"needs Airflow 3\.3 or newer; this is Airflow .*WorkflowsoftIntegrationSensor"
+    monkeypatch.setattr(assets, "AIRFLOW_V_3_1_PLUS", False)
+    needed = r"needs Airflow 3\.1 or newer; this is Airflow .*WorkflowsoftIntegrationSensor"
     with pytest.raises(RuntimeError, match=needed):
         assets.integration_step_asset(11)
 

@@ -913,3 +913,40 @@ def wait_watcher_resolved(dep: Deployment, ids: list[int], timeout: float = 60) 
 
 def event_runs(dep: Deployment) -> list[Any]:
     return dep.query("SELECT run_id, state, run_type FROM dag_run WHERE dag_id=:d", d=EVENT_DAG)
+
+
+# -- an asset watcher's records on Airflow 3.1 (a Variable, and its events' ack slots: test_embedded_airflow31.py) ---
+
+ACKS_PREFIX = "workflowsoft.acks."
+
+
+def watcher_variable_records(dep: Deployment) -> dict[str, Any]:
+    """The asset watchers' claims records among the Variables (Airflow 3.1 keeps them there), by key."""
+    return {k: v for k, v in dep.claim_records().items()
+            if isinstance(v, dict) and str(v.get("owner", "")).startswith("asset-watcher:")}
+
+
+def watcher_variable_claims(dep: Deployment) -> set[int]:
+    return {int(i) for r in watcher_variable_records(dep).values() for i in (r.get("claims") or {})}
+
+
+def run_claims(dep: Deployment) -> set[int]:
+    """Instance ids claimed by the runs' records among the Variables (not by a watcher's)."""
+    watchers = watcher_variable_records(dep)
+    return {int(i) for k, r in dep.claim_records().items() if isinstance(r, dict) and k not in watchers
+            for i in (r.get("claims") or {})}
+
+
+def ack_slots(dep: Deployment) -> dict[str, Any]:
+    """The ack slots the runs mirrored their claims into (Airflow 3.1), by key."""
+    return {k: v for k, v in dep.variables().items() if k.startswith(ACKS_PREFIX)}
+
+
+def wait_watcher_variables_resolved(dep: Deployment, ids: list[int], timeout: float = 60) -> bool:
+    """Until the watcher's record (a Variable) holds none of ``ids`` and no ack slot is left; returns whether so."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not watcher_variable_claims(dep) & set(ids) and not ack_slots(dep):
+            return True
+        time.sleep(1)
+    return False

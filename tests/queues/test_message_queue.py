@@ -36,11 +36,11 @@ def test_message_queue_trigger_runs_the_integration_step_watcher() -> None:
         msg_queue.MessageQueueTrigger(scheme="workflowsoft", process_diagram_name="Customer follow-up").serialize()
 
 
-def test_before_airflow_3_3_the_provider_names_the_version_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_before_airflow_3_1_the_provider_names_the_version_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("airflow.providers.common.messaging", reason="the messaging extra")
     queues = importlib.import_module("airflow_provider_workflowsoft.queues.workflowsoft")
-    monkeypatch.setattr(queues, "AIRFLOW_V_3_3_PLUS", False)
-    with pytest.raises(RuntimeError, match=r"needs Airflow 3\.3 or newer"):
+    monkeypatch.setattr(queues, "AIRFLOW_V_3_1_PLUS", False)
+    with pytest.raises(RuntimeError, match=r"needs Airflow 3\.1 or newer"):
         queues.WorkflowsoftMessageQueueProvider().trigger_class()
 
 

@@ -24,7 +24,12 @@ import os
 import time
 from typing import Any
 
-from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, task
+from airflow.sdk import DAG, task
+
+try:
+    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+except ImportError:  # Airflow 3.1 (tests/deployment/test_embedded_airflow31.py): not exported by airflow.sdk yet
+    from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
 
 from airflow_provider_workflowsoft.assets.workflowsoft import instances_from_events, integration_step_asset
 from airflow_provider_workflowsoft.notifications.workflowsoft import WorkflowsoftNotifier

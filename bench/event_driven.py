@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks_doc import publish  # noqa: E402 - bench/ is this script's folder (on the path)
 
-DOCS = REPO / "docs"
 HEADING = "## Event-driven runs"
 EVENT_DAG = "workflowsoft_enrich_events_on_arrival"
 POLL_INTERVAL_S = 2.0  # the deployment's WORKFLOWSOFT_POLL_INTERVAL (tests/deployment/conftest.py)

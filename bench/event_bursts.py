@@ -135,12 +135,9 @@ def main() -> int:
     if not args.write_only:
         rows[args.label] = measure()
     RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
-    text = section(dict(sorted(rows.items(), key=lambda kv: kv[0] != "before")))
-    print(text)
-    from event_driven import write_section  # bench/ is on sys.path when this script runs
+    from benchmarks_doc import publish  # bench/ is on sys.path when this script runs
 
-    write_section(text, HEADING)
-    return 0
+    return publish(section(dict(sorted(rows.items(), key=lambda kv: kv[0] != "before"))), HEADING)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DOCS = REPO / "docs"
+from benchmarks_doc import publish  # noqa: E402 - bench/ is this script's folder (on the path)
+
 HEADING = "## Event-driven runs"
 EVENT_DAG = "workflowsoft_enrich_events_on_arrival"
 POLL_INTERVAL_S = 2.0  # the deployment's WORKFLOWSOFT_POLL_INTERVAL (tests/deployment/conftest.py)
@@ -114,28 +115,10 @@ def section(results: dict[str, Any]) -> str:
     ])
 
 
-def write_section(text: str, heading: str = HEADING) -> None:
-    """Replace (or add, before "## Plot") the section under ``heading`` in docs/benchmarks.md."""
-    path = DOCS / "benchmarks.md"
-    doc = path.read_text()
-    if heading in doc:
-        start = doc.index(heading)
-        end = doc.find("\n## ", start + len(heading))
-        doc = doc[:start] + text.rstrip("\n") + "\n" + ("\n" + doc[end + 1:] if end != -1 else "")
-    elif "## Plot" in doc:
-        doc = doc.replace("## Plot", text.rstrip("\n") + "\n\n## Plot", 1)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    path.write_text(doc)
-
-
 def main() -> int:
     results = measure(int(os.environ.get("EVENT_SINGLES", "10")), int(os.environ.get("EVENT_BURST", "50")))
     print(results, flush=True)
-    text = section(results)
-    print(text)
-    write_section(text)
-    return 0
+    return publish(section(results), HEADING)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from event_driven import write_section  # noqa: E402 - bench/ is put on the path just above
+from benchmarks_doc import publish, write_section  # noqa: E402 - bench/ is put on the path just above
 from run_all import STEP, airflow_env  # noqa: E402
 
 HEADING = "## Rate limits"
@@ -215,19 +215,12 @@ def section(results: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def write(text: str) -> None:
-    """Write the section into docs/benchmarks.md, with a blank line before every heading."""
-    write_section(text, HEADING)
-    path = REPO / "docs" / "benchmarks.md"
-    path.write_text(re.sub(r"([^\n])\n(## )", r"\1\n\n\2", path.read_text()))
-
-
 def main() -> int:
     scenarios = SCENARIOS + (KNOWN_LIMIT_SCENARIOS if LABEL == "after" and not os.environ.get("BENCH_RATE_SCENARIOS")
                              else ())
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if os.environ.get("BENCH_RATE_REPORT_ONLY"):  # rewrite the section from the kept results, measure nothing
-        write(section(results))
+        write_section(section(results), HEADING)
         return 0
     rows = measure(scenarios)
     def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -236,10 +229,7 @@ def main() -> int:
     kept = [old for old in results.get(LABEL, []) if not any(same(old, new) for new in rows)]
     results[LABEL] = sorted(kept + rows, key=lambda r: (r["limit"] == 0, -r["limit"], bool(r.get("known"))))
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
-    text = section(results)
-    print(text)
-    write(text)
-    return 0
+    return publish(section(results), HEADING)
 
 
 if __name__ == "__main__":

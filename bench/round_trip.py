@@ -81,14 +81,11 @@ def section(results: dict[int, list[float]], database: str) -> str:
 
 
 def main() -> int:
-    from event_driven import write_section  # bench/ is on sys.path when this script runs
+    from benchmarks_doc import publish  # bench/ is on sys.path when this script runs
 
     results, database = measure()
     print(results, database, flush=True)
-    text = section(results, database)
-    print(text)
-    write_section(text, HEADING)
-    return 0
+    return publish(section(results, database), HEADING)
 
 
 if __name__ == "__main__":

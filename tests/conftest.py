@@ -185,12 +185,12 @@ def instance_status(emu: EmulatorServer, iid: int) -> str:
 
 
 #: Modules that take minutes (each a deployment of Airflow's components or many ``airflow dags test`` runs), longest
-#: first. pytest-xdist (``--dist loadfile``) hands out modules in collection order: starting these first keeps the
-#: suite's wall time near its longest module instead of a long module starting last.
+#: first (as measured with ``--durations``). pytest-xdist (``--dist loadfile``) hands out modules in collection order:
+#: starting these first keeps the suite's wall time near its longest module instead of a long module starting last.
 SLOW_MODULES = (
-    "test_embedded_round_trips.py", "test_embedded_bursts.py", "test_embedded.py", "test_chaos.py",
-    "test_batch_kill.py", "test_poison_and_claims.py", "test_dags.py", "test_reliability.py", "test_readme.py",
-    "test_batch_lease.py", "test_batch_scale_out.py",
+    "test_embedded.py", "test_embedded_bursts.py", "test_embedded_round_trips.py", "test_dags.py", "test_batch_kill.py",
+    "test_chaos.py", "test_poison_and_claims.py", "test_reliability.py", "test_batch_lease.py", "test_readme.py",
+    "test_batch_scale_out.py", "test_readme_journeys.py",
 )
 
 

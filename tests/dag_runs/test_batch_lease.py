@@ -14,21 +14,16 @@ The DAG is ``reliability_lease`` (tests/dag_runs/dags/reliability_dags.py): a ga
 
 from __future__ import annotations
 
-import configparser
-import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
@@ -95,18 +90,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> 
         time.sleep(0.05)
 
 
-def claim_records(home: Home) -> dict[str, Any]:
-    """The claims records, read straight from the home's SQLite database (values decrypted with its Fernet key):
-    ``airflow variables export`` would add a whole Airflow start-up to each test."""
-    config = configparser.ConfigParser(interpolation=None)
-    config.read(home.path / "airflow.cfg")
-    fernet = Fernet(config.get("core", "fernet_key").encode())
-    with sqlite3.connect(home.path / "airflow.db") as db:
-        rows = db.execute("SELECT key, val, is_encrypted FROM variable WHERE key LIKE 'workflowsoft.claims.%'")
-        return {key: json.loads(fernet.decrypt(val.encode()).decode() if encrypted else val)
-                for key, val, encrypted in rows.fetchall()}
-
-
 def start_two(home: Home, emulator: EmulatorServer, started: list[Run], **env: str) -> tuple[Run, Run]:
     """Two runs waiting at their gates. The second starts once the first has registered the DAGs in the fresh
     database (two ``airflow dags test`` inserting the same DAG rows at once collide); its start-up then overlaps
@@ -150,7 +133,7 @@ def test_work_longer_than_the_lease_is_not_offered_to_a_second_run(home: Home) -
     assert sorted(first.calls()) == ids and second.calls() == []  # the callable ran once per instance
     assert "Re-offering" not in out_second and "already completed" not in out_first + out_second
     assert completions_by_instance(emulator.request_log()) == {i: 1 for i in ids}
-    assert claim_records(home) == {}
+    assert home.claim_records() == {}
 
 
 def test_a_worker_killed_mid_instance_gives_its_claims_back_after_the_lease(home: Home) -> None:
@@ -164,7 +147,7 @@ def test_a_worker_killed_mid_instance_gives_its_claims_back_after_the_lease(home
         code, _ = first.wait()
         assert code == -signal.SIGKILL and completed(emulator) == 0
         killed_at = time.time()
-        (record,) = claim_records(home).values()
+        (record,) = home.claim_records().values()
         assert sorted(int(i) for i in record["claims"]) == ids
         assert all("renewed_at" in claim for claim in record["claims"].values())
         second.open_gate(killed_at + LEASE_S + 0.5)  # it drains once the lease since the last renewal is over
@@ -172,7 +155,7 @@ def test_a_worker_killed_mid_instance_gives_its_claims_back_after_the_lease(home
     assert code == 0 and "state=success" in out, out[-6000:]
     assert "Re-offering" in out and sorted(second.calls()) == ids
     assert completions_by_instance(emulator.request_log()) == {i: 1 for i in ids}
-    assert claim_records(home) == {}
+    assert home.claim_records() == {}
 
 
 @pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS,
@@ -199,4 +182,4 @@ def test_sigterm_finishes_what_is_in_flight_and_hands_back_the_rest_to_the_next_
     assert code == 0 and "state=success" in out_second, out_second[-6000:]
     assert sorted(in_flight + second.calls()) == ids
     assert completions_by_instance(emulator.request_log()) == {i: 1 for i in ids}
-    assert claim_records(home) == {}
+    assert home.claim_records() == {}

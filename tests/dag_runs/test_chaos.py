@@ -38,8 +38,9 @@ __all__ = ["home"]  # the fixture, shared with test_reliability.py
 # 30 % of requests failing while a mapped DAG processes its instances
 # ---------------------------------------------------------------------------------------------------
 
-#: 40 in ``make test``; the figures in docs/reliability.md are from ``RELIABILITY_CHAOS_INSTANCES=100``.
-CHAOS_INSTANCES = int(os.environ.get("RELIABILITY_CHAOS_INSTANCES", "40"))
+#: 24 in ``make test`` (still some 150 requests: every fault kind and a fault share over 25 %); the figures in
+#: docs/reliability.md are from ``RELIABILITY_CHAOS_INSTANCES=100``.
+CHAOS_INSTANCES = int(os.environ.get("RELIABILITY_CHAOS_INSTANCES", "24"))
 CLIENT_RETRIES = 2
 CHAOS_FAULTS = {
     # GET: 1 - 0.95 * 0.78 ~ 26 % fail; POST/PATCH: 1 - 0.95 * 0.78 * 0.85 ~ 37 % fail.

@@ -8,6 +8,7 @@ Variables of one test never meet another test's emulator ids.
 from __future__ import annotations
 
 import collections
+import configparser
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.emulator.scenario import DEMO_SCENARIO_PATH
@@ -98,19 +100,15 @@ class Home:
         )
 
     def variables(self) -> dict[str, Any]:
-        """Every Airflow Variable of this home, JSON-decoded, through ``airflow variables export``
-        (Variables are stored encrypted with the home's Fernet key)."""
-        out_file = self.path / "variables.json"
-        result = subprocess.run(
-            [AIRFLOW_BIN, "variables", "export", str(out_file)],
-            env=self.env({"conn_type": "workflowsoft"}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        data = json.loads(out_file.read_text())
-        out_file.unlink()
+        """Every Airflow Variable of this home, JSON-decoded, read straight from its SQLite database (values
+        decrypted with the home's Fernet key, as Airflow stores them): ``airflow variables export`` would add a
+        whole Airflow start-up to every check."""
+        config = configparser.ConfigParser(interpolation=None)
+        config.read(self.path / "airflow.cfg")
+        fernet = Fernet(config.get("core", "fernet_key").encode())
+        with sqlite3.connect(self.path / "airflow.db") as db:
+            rows = db.execute("SELECT key, val, is_encrypted FROM variable").fetchall()
+        data = {key: fernet.decrypt(val.encode()).decode() if encrypted else val for key, val, encrypted in rows}
         return {k: json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v for k, v in data.items()}
 
     def claim_records(self) -> dict[str, dict[str, Any]]:

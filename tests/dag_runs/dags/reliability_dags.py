@@ -37,6 +37,12 @@ RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("RELIABILITY_RETRY_DELAY
 RECLAIM_AFTER = dt.timedelta(seconds=float(os.environ.get("RELIABILITY_RECLAIM_AFTER_S", "3600")))
 
 
+def reliability_dag(dag_id: str, default_args: dict[str, Any]) -> DAG:
+    """Make a DAG of this file: run by hand only (``airflow dags test``), with its own retries."""
+    return DAG(dag_id=dag_id, schedule=None, start_date=dt.datetime(2024, 1, 1), catchup=False,
+               default_args=default_args, tags=["workflowsoft", "reliability"])
+
+
 def values_for(instance_id: int) -> dict[str, Any]:
     """The field values written to an instance, computed from its id (the test recomputes them)."""
     return {
@@ -47,14 +53,7 @@ def values_for(instance_id: int) -> dict[str, Any]:
     }
 
 
-with DAG(
-    dag_id="reliability_process",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    default_args={"retries": RETRIES, "retry_delay": RETRY_DELAY},
-    tags=["workflowsoft", "reliability"],
-):
+with reliability_dag("reliability_process", {"retries": RETRIES, "retry_delay": RETRY_DELAY}):
     taken = WorkflowsoftIntegrationSensor(
         task_id="take",
         integration_diagram_id=11,
@@ -97,14 +96,7 @@ with DAG(
     WorkflowsoftCompleteStepOperator.partial(task_id="complete").expand_kwargs(kwargs_of(compute(gate(taken.output))))  # type: ignore[arg-type]
 
 
-with DAG(
-    dag_id="reliability_creates",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=0)},
-    tags=["workflowsoft", "reliability"],
-):
+with reliability_dag("reliability_creates", {"retries": 2, "retry_delay": dt.timedelta(seconds=0)}):
     WorkflowsoftStartProcessOperator(
         task_id="start_process",
         process_diagram_name="Customer follow-up",
@@ -124,14 +116,7 @@ BATCH_WORKERS = int(os.environ.get("RELIABILITY_BATCH_WORKERS", "8"))
 BATCH_MAX_UNCLAIMED = int(os.environ["RELIABILITY_BATCH_MAX_UNCLAIMED"]) if os.environ.get(
     "RELIABILITY_BATCH_MAX_UNCLAIMED") else None
 
-with DAG(
-    dag_id="reliability_batch",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    default_args={"retries": 0},
-    tags=["workflowsoft", "reliability"],
-):
+with reliability_dag("reliability_batch", {"retries": 0}):
 
     @task.workflowsoft_worker(  # type: ignore[attr-defined]
         integration_step_id=11,
@@ -157,14 +142,7 @@ def scale_out_values(fields: dict[str, Any], instance: dict[str, Any], **_: Any)
     return values_for(int(instance["IntegrationInstanceId"]))
 
 
-with DAG(
-    dag_id="reliability_scale_out",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    default_args={"retries": 0},
-    tags=["workflowsoft", "reliability"],
-):
+with reliability_dag("reliability_scale_out", {"retries": 0}):
     mapped = WorkflowsoftIntegrationWorkerOperator.partial(
         task_id="mapped_operator", python_callable=scale_out_values, integration_step_id=11, max_workers=4,
         reclaim_after=RECLAIM_AFTER,
@@ -184,14 +162,7 @@ with DAG(
 LEASE_SECONDS = float(os.environ.get("RELIABILITY_LEASE_S", "3"))
 WORK_SECONDS = float(os.environ.get("RELIABILITY_WORK_S", "4.2"))
 
-with DAG(
-    dag_id="reliability_lease",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    default_args={"retries": 0},
-    tags=["workflowsoft", "reliability"],
-):
+with reliability_dag("reliability_lease", {"retries": 0}):
 
     @task
     def gate() -> None:

@@ -1,7 +1,7 @@
 """Embedded deployment (LocalExecutor, SQLite; separate scheduler, dag-processor, triggerer, API server):
 the deferrable sensor waits in the real triggerer and a mapped completion finishes what it received; the
 triggerer dies right after a poll; the event-driven example DAG runs on its Asset watcher (one instance at
-a time, a burst of 20, the triggerer killed after a poll with both server readings); bursts of three times a watcher's
+a time, a burst of 20, the triggerer killed after a poll with both server readings); bursts of five times a watcher's
 ``max_instances`` (both server readings, and the triggerer killed mid-burst); the ``MessageQueueTrigger`` example DAG;
 a deadline alert creating a task from the triggerer; the batch worker's metrics reach a StatsD socket."""
 

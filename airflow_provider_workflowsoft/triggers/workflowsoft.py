@@ -11,7 +11,10 @@ Instances already received are never dropped: when polling or reading fields fai
 received, the event carries them (without fields; the sensor reads those itself). With ``claims_owner``
 (the deferred sensor's task instance; Airflow 3.3+, whose triggerer serves Variables to triggers) every
 instance is claimed in that task instance's claims record as soon as it is polled, before the event:
-a triggerer killed in between loses nothing, and the trigger, run again, offers those claims first.
+a triggerer killed in between loses nothing, and the trigger, run again, offers those claims first. While it holds
+them (the rest of its drain, reading fields, rounds retried after a failure) it renews their lease every third of
+``reclaim_after`` (:class:`~airflow_provider_workflowsoft.records.leases.LeaseKeeper`), so a slow drain is not offered
+to another run; a triggerer that dies stops renewing, and they come back one lease after the last beat.
 
 ``WorkflowsoftIntegrationEventTrigger`` is the asset watcher's trigger (event-driven scheduling, see
 :mod:`airflow_provider_workflowsoft.assets.workflowsoft`): it polls forever, claims what it receives in its
@@ -58,6 +61,7 @@ from airflow_provider_workflowsoft.records.claims import (
     checked_max_offers,
     process_key,
 )
+from airflow_provider_workflowsoft.records.leases import LeaseKeeper
 from airflow_provider_workflowsoft.records.stores import AssetStateStore
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS, asset_classes
 
@@ -345,6 +349,10 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         failures = 0
         client = None
         claims = self._claims()
+        # The trigger is the live holder of what it claimed until its event: a slow drain, a slow read of fields or
+        # rounds retried after a failure keep those claims within their lease (a beat with nothing open writes
+        # nothing). Beats run in a thread of their own, off the event loop; the task resumed renews them again.
+        lease = LeaseKeeper(claims, self.reclaim_after).start()
         try:
             while True:
                 drain: Drain | None = None
@@ -403,6 +411,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                     return
                 await self.sleep(self.poll_interval)
         finally:
+            lease.stop(wait=False)  # never blocks the event loop on a beat in flight
             if client is not None:
                 await client.aclose()
 

@@ -10,8 +10,9 @@ Reliability rules (the claims, :class:`~airflow_provider_workflowsoft.records.cl
 * instances that another run claimed within its lease are not taken again when a server repeats them;
 * deferred, the trigger claims each instance in this task instance's record as soon as it is polled
   (Airflow 3.3+), so a triggerer killed between a poll and its event loses nothing;
-* a live holder renews its claims every third of ``reclaim_after`` (:class:`~airflow_provider_workflowsoft.records.leases.LeaseKeeper`): the check
-  (poke, or the deferred task's first check) while it drains and reads fields, the trigger from its first claim to its
+* a live holder renews its claims every third of ``reclaim_after``
+  (:class:`~airflow_provider_workflowsoft.records.leases.LeaseKeeper`): the check (poke, or the deferred task's first
+  check) while it drains and reads fields, the trigger from its first claim to its
   event, the resumed task when it takes them over from its trigger. Once handed over (the XCom) they are the DAG run's:
   a downstream batch worker (``instances=sensor.output``) takes them over and renews them while it works; between
   tasks nothing of this package runs, so ``reclaim_after`` must cover the time from the sensor's end to the

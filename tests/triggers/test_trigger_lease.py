@@ -9,6 +9,7 @@ renewals off (the same timing then re-offers what the trigger holds).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -29,8 +30,8 @@ OWNER = "dag/run1/wait/-1"
 
 
 def trigger(store: MemoryStore) -> WorkflowsoftIntegrationTrigger:
-    made = WorkflowsoftIntegrationTrigger(integration_step_id=11, max_instances=2, fetch_fields=True, poll_interval=0.01,
-                                          claims_owner=OWNER, reclaim_after=LEASE.total_seconds())
+    made = WorkflowsoftIntegrationTrigger(integration_step_id=11, max_instances=2, fetch_fields=True,
+                                          poll_interval=0.01, claims_owner=OWNER, reclaim_after=LEASE.total_seconds())
     made.claims_store = store
     return made
 
@@ -78,10 +79,8 @@ def test_a_trigger_that_dies_holding_claims_gives_them_back_one_lease_after_its_
         step = asyncio.ensure_future(agen.__anext__())
         await asyncio.sleep(0.5)  # both claimed, renewed at least once (every 0.2 s)
         step.cancel()  # the triggerer dies: nothing of the trigger runs any more
-        try:
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
             await step
-        except (asyncio.CancelledError, StopAsyncIteration):
-            pass
 
     asyncio.run(run_then_die())
     dead_at = time.monotonic()

@@ -1,4 +1,6 @@
-"""``reliability_sensor_lease``: a sensor hands its instances to a slow batch worker (tests/dag_runs/test_sensor_lease.py).
+"""``reliability_sensor_lease``: a sensor hands its instances to a slow batch worker.
+
+Used by tests/dag_runs/test_sensor_lease.py.
 
 gate -> sensor (poke, or deferrable with ``RELIABILITY_DEFERRABLE=1``) -> ``@task.workflowsoft_worker`` given the
 sensor's XCom, whose callable takes ``RELIABILITY_WORK_S`` per instance against a lease of ``RELIABILITY_LEASE_S``.

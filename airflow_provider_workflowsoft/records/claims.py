@@ -290,12 +290,14 @@ class ClaimsLedger:
 
     # -- leases kept alive, claims handed back ---------------------------------------------------------
 
-    def renew(self, instance_ids: Iterable[Any] | None = None) -> int:
+    def renew(self, instance_ids: Iterable[Any] | None = None, *, write: bool = True) -> int:
         """Renew the lease of this task instance's open claims (all of them, or ``instance_ids``): one write.
 
         The holder is alive and still working on them (a heartbeat, see :class:`~.leases.LeaseKeeper`): their lease
         (``reclaim_after``) runs again from now, so no other run offers them again meanwhile. A claim put back
-        (released, handed back) is not renewed. Returns how many claims were renewed (``0``: nothing written).
+        (released, handed back) is not renewed. ``write=False`` keeps the renewal for the next write (a resumed sensor
+        renews what its trigger claimed with the write that closes its record). Returns how many claims were renewed
+        (``0``: nothing written).
         """
         with self._lock:
             mine = self._own()
@@ -306,7 +308,7 @@ class ClaimsLedger:
                 if (wanted is None or iid in wanted) and not claim.get("released"):
                     claim["renewed_at"] = at
                     renewed += 1
-            if renewed:
+            if renewed and write:
                 self._write()
             return renewed
 

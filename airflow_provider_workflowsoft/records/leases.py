@@ -1,8 +1,9 @@
 """Leases kept alive: a live holder's claims renewed by a heartbeat, so work longer than the lease is not done twice.
 
 A claim is offered again by other runs once it is older than the lease (``reclaim_after``). A holder that is still
-working on it (a batch worker whose callable is slow, an instance queued behind others, a sensor whose drain is
-slow, a waiter of a round trip) renews it every fraction of the lease (a third by default) through its claims
+working on it (a batch worker whose callable is slow, an instance queued behind others, a sensor whose drain or
+read of fields is slow, a deferred sensor's trigger between its first claim and its event, a waiter of a round trip)
+renews it every fraction of the lease (a third by default) through its claims
 ledger: **one write of its record per beat, whatever the number of claims** (the group commit of the claims). A
 holder that dies stops beating, so its claims come back one lease after its last beat, as before.
 
@@ -75,10 +76,13 @@ class LeaseKeeper:
             self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop beating (the claims' leases then run out one lease after the last beat)."""
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop beating (the claims' leases then run out one lease after the last beat).
+
+        ``wait=False`` does not wait for a beat in flight (an event loop must not block on a store write).
+        """
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if wait and self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
     def beat(self) -> int:

@@ -10,6 +10,13 @@ Reliability rules (the claims, :class:`~airflow_provider_workflowsoft.records.cl
 * instances that another run claimed within its lease are not taken again when a server repeats them;
 * deferred, the trigger claims each instance in this task instance's record as soon as it is polled
   (Airflow 3.3+), so a triggerer killed between a poll and its event loses nothing;
+* a live holder renews its claims every third of ``reclaim_after``
+  (:class:`~airflow_provider_workflowsoft.records.leases.LeaseKeeper`): the check (poke, or the deferred task's first
+  check) while it drains and reads fields, the trigger from its first claim to its
+  event, the resumed task when it takes them over from its trigger. Once handed over (the XCom) they are the DAG run's:
+  a downstream batch worker (``instances=sensor.output``) takes them over and renews them while it works; between
+  tasks nothing of this package runs, so ``reclaim_after`` must cover the time from the sensor's end to the
+  downstream completion (docs/reliability.md);
 * with ``process_instance_id`` the sensor is a *waiter*: it waits for that process instance to reach the step,
   and every instance of another process it receives is passed on, never dropped nor held (the claims' routing
   rule, :meth:`ClaimsLedger.keeps`).
@@ -250,9 +257,10 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
         self.report_prepared(claims, step)
         drain = Drain(limit, taken=offered, skip=self._skip_ids, keep=claims.keeps)
         claims.start_polling(step, 1)  # one poll at a time, each answer claimed before the next
-        try:
-            # a slow drain (a throttled tenant, many instances) keeps what it took within its lease
-            with LeaseKeeper(claims, self._lease):
+        # This check is the live holder of what it takes until it hands it over (its XCom): a slow drain (a throttled
+        # tenant, many instances) or a slow read of fields keeps its claims within their lease.
+        with LeaseKeeper(claims, self._lease):
+            try:
                 while not drain.finished:
                     instance = self.hook.client.poll_new_integration(step)
                     if drain.offer(instance):
@@ -260,21 +268,21 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
                         claims.claim(step, [instance])  # durable before anything else happens to it
                     elif drain.passed:  # another process's: put back for its waiter or the others, before the next poll
                         claims.pass_on(step, drain.take_passed())
-        except WorkflowsoftError as exc:
-            if not drain.instances or isinstance(exc, WorkflowsoftInputError):
-                raise
-            self.log.warning("Polling failed after %d instance(s) were received (%s); returning those",
-                             len(drain.instances), exc)
-            drain.finished, drain.reason = True, "a poll failed"
-        self.report_claims(claims, step, reclaimed=len(offered))
-        if not drain.instances:
-            claims.stop_polling()
-        if drain.instances:
-            claims.close()  # this task instance writes no more claims: readers may tidy its record
-            self.log.info("Took %d integration instance(s) of step %s (drain stopped: %s): %s",
-                          len(drain.instances), step, drain.reason or "limit",
-                          [i["IntegrationInstanceId"] for i in drain.instances])
-        return self._with_fields(drain.instances)
+            except WorkflowsoftError as exc:
+                if not drain.instances or isinstance(exc, WorkflowsoftInputError):
+                    raise
+                self.log.warning("Polling failed after %d instance(s) were received (%s); returning those",
+                                 len(drain.instances), exc)
+                drain.finished, drain.reason = True, "a poll failed"
+            self.report_claims(claims, step, reclaimed=len(offered))
+            if not drain.instances:
+                claims.stop_polling()
+            if drain.instances:
+                claims.close()  # this task instance writes no more claims: readers may tidy its record
+                self.log.info("Took %d integration instance(s) of step %s (drain stopped: %s): %s",
+                              len(drain.instances), step, drain.reason or "limit",
+                              [i["IntegrationInstanceId"] for i in drain.instances])
+            return self._with_fields(drain.instances)
 
     # -- sensor -------------------------------------------------------------------------------------
 
@@ -341,9 +349,12 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             self._stop_waiting(context)
             raise AirflowSensorTimeout(f"Process instance {self._process_id()} did not reach Workflowsoft "
                                        f"integration step {step} within the sensor's timeout")
+        claims = self.claims_for(context)
         if instances:
-            claims = self.claims_for(context)
-            # On Airflow 3.3 the trigger claimed them in this record before its event: one hand-over, one offer.
+            # On Airflow 3.3 the trigger claimed them in this record before its event: one hand-over, one offer. The
+            # resumed task is their live holder now: their lease runs again from here (renewed with the close's write).
+            ids = [i["IntegrationInstanceId"] for i in instances]
+            claims.renew([i for i in ids if claims.own_state(i) == CLAIMED], write=False)
             claims.claim(step, [i for i in instances if claims.own_state(i["IntegrationInstanceId"]) != CLAIMED])
             claims.close()
         if event.get("status") != "success":
@@ -354,7 +365,8 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             self._defer(context, event.get("wait_until"))
         if event.get("warning"):
             self.log.warning("The trigger reported: %s", event["warning"])
-        return self._with_fields(instances)
+        with LeaseKeeper(claims if instances else None, self._lease):  # fields read for an event without them
+            return self._with_fields(instances)
 
     def _stop_waiting(self, context: Context) -> None:
         """Drop the wait of a waiter that timed out: its process's instance, when it comes, goes to the others."""

@@ -11,7 +11,10 @@ Instances already received are never dropped: when polling or reading fields fai
 received, the event carries them (without fields; the sensor reads those itself). With ``claims_owner``
 (the deferred sensor's task instance; Airflow 3.3+, whose triggerer serves Variables to triggers) every
 instance is claimed in that task instance's claims record as soon as it is polled, before the event:
-a triggerer killed in between loses nothing, and the trigger, run again, offers those claims first.
+a triggerer killed in between loses nothing, and the trigger, run again, offers those claims first. While it holds
+them (the rest of its drain, reading fields, rounds retried after a failure) it renews their lease every third of
+``reclaim_after`` (:class:`~airflow_provider_workflowsoft.records.leases.LeaseKeeper`), so a slow drain is not offered
+to another run; a triggerer that dies stops renewing, and they come back one lease after the last beat.
 
 ``WorkflowsoftIntegrationEventTrigger`` is the asset watcher's trigger (event-driven scheduling, see
 :mod:`airflow_provider_workflowsoft.assets.workflowsoft`): it polls forever, claims what it receives in its
@@ -59,6 +62,7 @@ from airflow_provider_workflowsoft.records.claims import (
     checked_max_offers,
     process_key,
 )
+from airflow_provider_workflowsoft.records.leases import LeaseKeeper
 from airflow_provider_workflowsoft.records.stores import AssetStateStore, VariableStore, WatcherVariableStore
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS, asset_classes
 
@@ -86,6 +90,18 @@ async def off_loop(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(call)(*args, **kwargs)
+
+
+async def keep_alive(lease: LeaseKeeper) -> None:
+    """Beat ``lease`` every interval from the event loop until cancelled, each beat off the loop (:func:`off_loop`).
+
+    :class:`LeaseKeeper`'s own thread is for tasks; in a trigger a records call must go through :func:`off_loop`.
+    """
+    if lease.interval is None:
+        return
+    while True:
+        await asyncio.sleep(lease.interval)
+        await off_loop(lease.beat)
 
 
 async def in_thread(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -360,6 +376,11 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         failures = 0
         client = None
         claims = self._claims()
+        # The trigger is the live holder of what it claimed until its event: a slow drain, a slow read of fields or
+        # rounds retried after a failure keep those claims within their lease (a beat with nothing open writes
+        # nothing). Each beat runs off the event loop through off_loop (a plain thread's Variable call kills 3.1's
+        # trigger runner); the task resumed renews them again.
+        beats = asyncio.ensure_future(keep_alive(LeaseKeeper(claims, self.reclaim_after)))
         try:
             while True:
                 drain: Drain | None = None
@@ -418,6 +439,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
                     return
                 await self.sleep(self.poll_interval)
         finally:
+            beats.cancel()  # a beat in flight finishes in its worker; nothing waits for it
             if client is not None:
                 await client.aclose()
 

@@ -45,15 +45,15 @@ def home(airflow_home: Path) -> Home:
 class Run:
     """One ``airflow dags test reliability_lease`` in the background, its output in a file."""
 
-    def __init__(self, home: Home, emulator: EmulatorServer, name: str, logical_date: str, **env: str) -> None:
+    def __init__(self, home: Home, emulator: EmulatorServer, name: str, logical_date: str,
+                 dag_id: str = "reliability_lease", **env: str) -> None:
         self.gate = home.path / f"gate-{name}"
         self.log = home.path / f"run-{name}.log"
         settings = {"RELIABILITY_LEASE_S": str(LEASE_S), "RELIABILITY_WORK_S": str(WORK_S),
                     "RELIABILITY_START_FILE": str(self.gate), **env}
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                [AIRFLOW_BIN, "dags", "test", "reliability_lease", logical_date], env=home.env(token_conn(emulator),
-                                                                                               settings),
+                [AIRFLOW_BIN, "dags", "test", dag_id, logical_date], env=home.env(token_conn(emulator), settings),
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def open_gate(self, at: float | None = None) -> None:
@@ -90,17 +90,18 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> 
         time.sleep(0.05)
 
 
-def start_two(home: Home, emulator: EmulatorServer, started: list[Run], **env: str) -> tuple[Run, Run]:
+def start_two(home: Home, emulator: EmulatorServer, started: list[Run], dag_id: str = "reliability_lease",
+              **env: str) -> tuple[Run, Run]:
     """Two runs waiting at their gates. The second starts once the first has registered the DAGs in the fresh
     database (two ``airflow dags test`` inserting the same DAG rows at once collide); its start-up then overlaps
     the first's wait."""
     first_env = {k[len("first_"):]: v for k, v in env.items() if k.startswith("first_")}
     second_env = {k[len("second_"):]: v for k, v in env.items() if k.startswith("second_")}
     shared = {k: v for k, v in env.items() if not k.startswith(("first_", "second_"))}
-    first = Run(home, emulator, "first", "2026-01-01T00:00:00+00:00", **shared, **first_env)
+    first = Run(home, emulator, "first", "2026-01-01T00:00:00+00:00", dag_id, **shared, **first_env)
     started.append(first)
     wait_for(lambda: "starting task_id=gate" in first.output() or first.process.poll() is not None, "the first run")
-    second = Run(home, emulator, "second", "2026-01-02T00:00:00+00:00", **shared, **second_env)
+    second = Run(home, emulator, "second", "2026-01-02T00:00:00+00:00", dag_id, **shared, **second_env)
     started.append(second)
     for run in (first, second):
         wait_for(lambda r=run: "at the gate" in r.output(), "the runs to reach their gate")  # type: ignore[misc]

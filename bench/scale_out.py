@@ -1,0 +1,97 @@
+"""Scale-out on the distributed engine: several batch workers on one step as mapped task instances spread over
+two Celery workers, measured.
+
+Runs the deployment test ``test_scale_out_mapped_batch_workers`` (tests/deployment/test_distributed.py: CeleryExecutor,
+Redis, a fresh PostgreSQL database, two Celery workers of concurrency 2; the DAG ``deploy_scale_out`` of
+``tests/deployment/dags``) with ``SCALE_OUT_INSTANCES`` instances per run (default 2,000), 1, 2 and 4 mapped workers
+(``SCALE_OUT_WORKERS``), 20 ms added per API answer and a tenant rate limit of ``SCALE_OUT_RATE_LIMIT`` requests per
+second (default 200; 0: none). In the 4-worker run one Celery worker is SIGKILLed with its process tree a third into
+the run; a next run (one worker) takes the dead workers' claims over after the lease (5 s) and completes the rest.
+The test checks the outcome; this script reads the figures it records (tests/output/deployment_figures.json),
+prints them and writes the "Scale-out" section of docs/benchmarks.md (``python bench/scale_out.py``; needs
+PostgreSQL and Redis, like ``make test-deployment``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+FIGURES = REPO / "tests" / "output" / "deployment_figures.json"
+HEADING = "## Scale-out"
+TEST = "tests/deployment/test_distributed.py::test_scale_out_mapped_batch_workers"
+
+
+def measure() -> dict[str, Any]:
+    env = {**os.environ, "WFS_DEPLOYMENT": "1"}
+    env.setdefault("SCALE_OUT_INSTANCES", "2000")
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "deployment", "-s", TEST],
+                   cwd=REPO, env=env, check=True)
+    return dict(json.loads(FIGURES.read_text())["distributed_scale_out"])
+
+
+def section(figures: dict[str, Any]) -> str:
+    limit = figures.get("rate_limit_per_s")
+    rows = []
+    for workers, row in sorted(figures["runs"].items(), key=lambda kv: int(kv[0])):
+        first = row["first_run"]
+        hosts = len(first.get("hosts") or [])
+        killed = first.get("at_kill")
+        note = "-"
+        if killed:
+            note = (f"`{killed['killed_worker']}` SIGKILLed with map indexes {killed['killed_map_indexes']} at "
+                    f"{killed['completed']} completed ({len(killed['unclaimed_in_flight'])} handed out, not yet "
+                    f"claimed); next run: {row['next_run']['processed']} processed, kill -> end "
+                    f"{first['kill_to_run_end_s'] + row['next_run']['trigger_to_end_s']:.0f} s")
+        rows.append(f"| {workers} | {hosts} | {row['instances']} | {row['instances_per_s']} | {row['drain_s']} | "
+                    f"{row['wall_s']} | {row['refused_429']} | {row['lost']} | {row['doubled']} | {row['yielded']} | "
+                    f"{row['open_claims']} | {note} |")
+    return "\n".join([
+        HEADING,
+        "",
+        "`python bench/scale_out.py` (the deployment test `test_scale_out_mapped_batch_workers`): the batch operator "
+        "mapped over N shares (`WorkflowsoftIntegrationWorkerOperator.partial(...).expand(max_instances=...)`, "
+        f"{figures['threads_per_worker']} threads each; DAG `deploy_scale_out` of `tests/deployment/dags`) under "
+        "CeleryExecutor with Redis, a fresh PostgreSQL database and two Celery workers (concurrency 2), against the "
+        f"emulator handing every instance out once, {figures['api_latency_ms']} ms added per API answer, "
+        + (f"a tenant rate limit of {limit:g} requests per second (token bucket; 429 with `Retry-After`). "
+           if limit else "no rate limit. ")
+        + f"{figures['instances_per_run']} new instances per row. *instances/s*: completed / drain time (emulator's "
+        "clock, first handed out to last completed); *wall*: trigger to the end of the run(s); *429*: the emulator's "
+        "refusals; *lost*: never completed; *doubled*: completed more than once (emulator's request log); "
+        "*yielded*: claims a worker handed back because another worker's record held them too (claims before "
+        "hand-over); *open claims*: left in the ledger at the end. Lease 5 s.",
+        "",
+        "| mapped workers | Celery hosts | instances | instances/s | drain (s) | wall (s) | 429 | lost | doubled "
+        "| yielded | open claims | SIGKILL |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+        "Each mapped worker is its own process with its own client limiter: the workers learn the tenant's limit "
+        "each on its own, so 429s grow with the number of workers sharing one tenant (set the connection's "
+        "`max_requests_per_second` to the tenant's limit divided by the number of workers to avoid them). Lost in "
+        "the SIGKILL row: only instances the server had handed out to the killed processes and no claims record "
+        "held yet ([reliability](reliability.md#scale-out-a-celery-worker-killed-under-mapped-batch-workers)).",
+        "",
+    ])
+
+
+def main() -> int:
+    from event_driven import write_section  # bench/ is on sys.path when this script runs
+
+    figures = measure()
+    print(json.dumps(figures, indent=2), flush=True)
+    text = section(figures)
+    print(text)
+    write_section(text, HEADING)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,24 +24,25 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FIGURES = REPO / "tests" / "output" / "deployment_figures.json"
+RESULTS = REPO / "tests" / "output" / "scale_out.json"  # one entry per rate limit, kept across invocations
 HEADING = "## Scale-out"
 TEST = "tests/deployment/test_distributed.py::test_scale_out_mapped_batch_workers"
 
 
-def measure() -> dict[str, Any]:
-    env = {**os.environ, "WFS_DEPLOYMENT": "1"}
+def measure(rate_limit: str) -> dict[str, Any]:
+    """One run of the test (its own deployment) at ``rate_limit`` requests per second ("0": none)."""
+    env = {**os.environ, "WFS_DEPLOYMENT": "1", "SCALE_OUT_RATE_LIMIT": rate_limit}
     env.setdefault("SCALE_OUT_INSTANCES", "2000")
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "deployment", "-s", TEST],
                    cwd=REPO, env=env, check=True)
     return dict(json.loads(FIGURES.read_text())["distributed_scale_out"])
 
 
-def section(figures: dict[str, Any]) -> str:
+def rows_of(figures: dict[str, Any]) -> list[str]:
     limit = figures.get("rate_limit_per_s")
     rows = []
     for workers, row in sorted(figures["runs"].items(), key=lambda kv: int(kv[0])):
         first = row["first_run"]
-        hosts = len(first.get("hosts") or [])
         killed = first.get("at_kill")
         note = "-"
         if killed:
@@ -49,9 +50,16 @@ def section(figures: dict[str, Any]) -> str:
                     f"{killed['completed']} completed ({len(killed['unclaimed_in_flight'])} handed out, not yet "
                     f"claimed); next run: {row['next_run']['processed']} processed, kill -> end "
                     f"{first['kill_to_run_end_s'] + row['next_run']['trigger_to_end_s']:.0f} s")
-        rows.append(f"| {workers} | {hosts} | {row['instances']} | {row['instances_per_s']} | {row['drain_s']} | "
+        tenant = f"{limit:g}" if limit else "none"
+        rows.append(f"| {tenant} | {workers} | {row['instances']} | {row['instances_per_s']} | {row['drain_s']} | "
                     f"{row['wall_s']} | {row['refused_429']} | {row['lost']} | {row['doubled']} | {row['yielded']} | "
                     f"{row['open_claims']} | {note} |")
+    return rows
+
+
+def section(results: dict[str, dict[str, Any]]) -> str:
+    figures = next(iter(results.values()))
+    rows = [r for _, f in sorted(results.items(), key=lambda kv: -float(kv[0])) for r in rows_of(f)]
     return "\n".join([
         HEADING,
         "",
@@ -60,17 +68,17 @@ def section(figures: dict[str, Any]) -> str:
         f"{figures['threads_per_worker']} threads each; DAG `deploy_scale_out` of `tests/deployment/dags`) under "
         "CeleryExecutor with Redis, a fresh PostgreSQL database and two Celery workers (concurrency 2), against the "
         f"emulator handing every instance out once, {figures['api_latency_ms']} ms added per API answer, "
-        + (f"a tenant rate limit of {limit:g} requests per second (token bucket; 429 with `Retry-After`). "
-           if limit else "no rate limit. ")
-        + f"{figures['instances_per_run']} new instances per row. *instances/s*: completed / drain time (emulator's "
-        "clock, first handed out to last completed); *wall*: trigger to the end of the run(s); *429*: the emulator's "
+        "with a tenant rate limit (token bucket, one second of burst; 429 with `Retry-After`) or none. "
+        f"{figures['instances_per_run']} new instances per row. *instances/s*: completed / drain time (emulator's "
+        "clock, first handed out to last completed; in the SIGKILL rows it includes the scheduler noticing the "
+        "dead task processes and the next run); *wall*: trigger to the end of the run(s); *429*: the emulator's "
         "refusals; *lost*: never completed; *doubled*: completed more than once (emulator's request log); "
         "*yielded*: claims a worker handed back because another worker's record held them too (claims before "
         "hand-over); *open claims*: left in the ledger at the end. Lease 5 s.",
         "",
-        "| mapped workers | Celery hosts | instances | instances/s | drain (s) | wall (s) | 429 | lost | doubled "
-        "| yielded | open claims | SIGKILL |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| tenant limit (req/s) | mapped workers | instances | instances/s | drain (s) | wall (s) | 429 | lost "
+        "| doubled | yielded | open claims | SIGKILL |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *rows,
         "",
         "Each mapped worker is its own process with its own client limiter: the workers learn the tenant's limit "
@@ -85,9 +93,12 @@ def section(figures: dict[str, Any]) -> str:
 def main() -> int:
     from event_driven import write_section  # bench/ is on sys.path when this script runs
 
-    figures = measure()
-    print(json.dumps(figures, indent=2), flush=True)
-    text = section(figures)
+    results: dict[str, dict[str, Any]] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for limit in os.environ.get("SCALE_OUT_RATE_LIMITS", "200,0").split(","):
+        results[str(float(limit))] = measure(limit)
+        print(json.dumps(results[str(float(limit))], indent=2), flush=True)
+        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    text = section(results)
     print(text)
     write_section(text, HEADING)
     return 0

@@ -81,11 +81,16 @@ def section(results: dict[str, dict[str, Any]]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *rows,
         "",
-        "Each mapped worker is its own process with its own client limiter: the workers learn the tenant's limit "
-        "each on its own, so 429s grow with the number of workers sharing one tenant (set the connection's "
-        "`max_requests_per_second` to the tenant's limit divided by the number of workers to avoid them). Lost in "
-        "the SIGKILL row: only instances the server had handed out to the killed processes and no claims record "
-        "held yet ([reliability](reliability.md#scale-out-a-celery-worker-killed-under-mapped-batch-workers)).",
+        "Each mapped worker is its own process with its own client limiter, so the workers learn a tenant's limit "
+        "each on its own (the connection's `max_requests_per_second` is per worker: divide the tenant's limit by "
+        "the number of workers). At 200 requests per second one worker already reaches the limit (about four "
+        "requests per instance), so more workers cannot go faster; without a limit, on this 2-core machine the "
+        "emulator, Airflow's components and every task process share the same two cores, so a second worker adds "
+        "little and the figures say nothing about a larger deployment. *yielded* is 0 here: a server that hands "
+        "an instance out once never gives one to two workers; the check matters for a server that hands the oldest "
+        "open instance out until it is completed. Lost in the SIGKILL rows: only instances the server had handed "
+        "out to the killed processes and no claims record held yet, at most `max_unclaimed` per killed map index "
+        "([reliability](reliability.md#scale-out-a-celery-worker-killed-under-mapped-batch-workers)).",
         "",
     ])
 

@@ -11,6 +11,7 @@ what its events carried. ``deploy_deadline``: a deadline alert whose ``AsyncCall
 ``deploy_round_trip``: one waiter: the deferrable sensor waits for the process instance given in the run's conf
 (``process_instance_id``) at step 41, then its run completes that instance, writing the id it waited for.
 ``deploy_round_trip_worker``: a batch worker draining step 41 at the same time (``Reply`` = ``"worker"``).
+``deploy_scale_out``: the batch operator mapped over the shares the run's conf asks for (``workers``, ``share``).
 
 Knobs (read when the file is parsed, so every component sees the same): ``WFS_DEPLOY_RECLAIM_AFTER_S``
 (claim lease, default 5 s: a run after a killed one takes its claims over), ``WFS_DEPLOY_BATCH_MAX``
@@ -206,3 +207,33 @@ with DAG(
         return {"Reply": "worker"}
 
     reply()
+
+
+# -- scale-out: several batch workers on one step, mapped task instances spread over the Celery workers -------------
+# ``deploy_scale_out`` (tests/deployment/test_distributed.py): ``shares`` reads the run's conf (``workers``, default 1;
+# ``share``, the most instances one worker takes, default 2000) and returns one share per worker; the batch operator
+# is mapped over them. Each map index has its own claims record, and claims are checked against the other records
+# before an instance is handed over, so no instance goes to two of them.
+
+with DAG(
+    dag_id="deploy_scale_out",
+    schedule=None,
+    start_date=dt.datetime(2024, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 0},
+    tags=["workflowsoft", "deployment"],
+):
+
+    @task
+    def shares(**context: Any) -> list[int]:
+        conf = context["dag_run"].conf or {}
+        return [int(conf.get("share", 2000))] * int(conf.get("workers", 1))
+
+    WorkflowsoftIntegrationWorkerOperator.partial(
+        task_id="drain",
+        python_callable=lambda fields, instance: values_for(int(instance["IntegrationInstanceId"])),
+        integration_step_id=STEP,
+        max_workers=BATCH_WORKERS,
+        reclaim_after=RECLAIM_AFTER,
+    ).expand(max_instances=shares())

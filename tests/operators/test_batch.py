@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -353,3 +355,29 @@ def test_a_failing_claim_stops_the_drain_but_the_received_instance_is_processed(
     assert 1 <= received <= 2 * 8
     assert pushed["processed"] == received and len(pushed["succeeded"]) == received
     assert statuses.count("completed") == received
+
+
+def readme_report_keys() -> tuple[set[str], set[str]]:
+    """The README's report table: (keys present in every run, keys present only when their row says)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("**The report**"):]
+    table = table[:table.index("\n\n", table.index("| Key |"))]
+    always: set[str] = set()
+    sometimes: set[str] = set()
+    for row in (line for line in table.splitlines() if line.startswith("| `")):
+        keys_cell, what = row.split(" | ", 1)
+        keys = set(re.findall(r"`([a-z_]+)`", keys_cell))
+        (sometimes if what.startswith("only ") else always).update(keys)
+    return always, sometimes
+
+
+def test_the_readme_report_table_names_every_key_of_a_run(emulator: EmulatorServer, conn: str) -> None:
+    """A user reads the XCom's keys from the README: a plain draining run holds exactly its "every run" keys (plus
+    ``max_offers``, which only a draining run has), and a stopped or failed run's extra keys are its "only" rows."""
+    emulator.create_instances(STEP, count=3)
+    report, _, error = run(make_op(conn, MemoryStore()))
+    assert error is None and report is not None
+    always, sometimes = readme_report_keys()
+    assert set(report) == always, (set(report) - always, always - set(report))
+    assert {"stopped", "handed_back", "handed_back_count", "in_flight_at_stop", "poll_error", "interrupted_polls",
+            "full_report"} == sometimes

@@ -28,6 +28,14 @@ Why this shape:
 
 ``done`` holds an instance only while another record (the sensor's, for example) still claims it; an
 instance this record claimed itself simply leaves ``claims``.
+
+**Claims before hand-over** (several pollers of one step, mapped batch workers): after its claim write, and before
+anything works on an instance, a poller reads the other records and leaves to them whatever they hold (claimed
+within the lease, or done) (:meth:`ClaimsLedger.contested`, :meth:`ClaimsLedger.yield_claims`). With no
+compare-and-set, this read after every claim write is what makes it safe: of two pollers that claimed one instance,
+the second to write reads the first one's claim; when both wrote before either read, both step back and the
+instance is offered again. Skipping the read when the last listing showed no other record is not safe (a record
+written after that listing would go unseen), so its cost stays one listing per group commit.
 """
 
 from __future__ import annotations

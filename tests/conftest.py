@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,6 +180,20 @@ def emu_client(emu: EmulatorServer) -> Iterator[WorkflowsoftClient]:
     with WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", max_retries=0)) as c:
         yield c
 
+
+
+def second_drain(store: MemoryStore, at: float, offered: list[Any], lease: Any, run: str = "run2",
+                 conn_id: str = "workflowsoft_default") -> threading.Thread:
+    """Another run's check of step 11, ``at`` seconds from now (in a thread): what it was offered, into ``offered``."""
+
+    def drain() -> None:
+        time.sleep(at)
+        ledger = ClaimsLedger(conn_id, store, owner=f"dag/{run}/wait/-1")
+        offered.extend(i["IntegrationInstanceId"] for i in ledger.prepare_drain(11, lease, 10)[0])
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    return thread
 
 def instance_status(emu: EmulatorServer, iid: int) -> str:
     """The emulator's status of one integration instance (``waiting``, ``handed_out``, ``completed``)."""

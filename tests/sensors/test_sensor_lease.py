@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import threading
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import CountingStore, MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor, as_timedelta
 from airflow_provider_workflowsoft.worker.engine import BatchEngine
-from tests.conftest import claim_of, fake_context
+from tests.conftest import claim_of, fake_context, second_drain
 
 CONN = "workflowsoft_default"
 
@@ -63,18 +62,6 @@ LEASE = dt.timedelta(seconds=0.6)
 FIELDS_PATH = "/api/v2/workflows/instances/tasks/"
 
 
-def _second_drain(store: MemoryStore, at: float, offered: list[Any], run: str = "run2") -> threading.Thread:
-    """A second run's sensor check of the step, ``at`` seconds from now (in a thread): what it was offered."""
-
-    def drain() -> None:
-        time.sleep(at)
-        ledger = ClaimsLedger(CONN, store, owner=f"dag/{run}/wait/-1")
-        offered.extend(i["IntegrationInstanceId"] for i in ledger.prepare_drain(11, LEASE, 10)[0])
-
-    thread = threading.Thread(target=drain)
-    thread.start()
-    return thread
-
 
 def _no_renewals(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("airflow_provider_workflowsoft.records.leases.renew_interval", lambda *a, **k: None)
@@ -90,7 +77,7 @@ def test_a_check_slower_than_the_lease_keeps_what_it_took(emu: EmulatorServer, s
     s = WorkflowsoftIntegrationSensor(task_id="wait", integration_step_id=11, max_instances=2, fetch_fields=True,
                                       reclaim_after=LEASE, deferrable=False, ledger_store=store)
     offered: list[Any] = []
-    second = _second_drain(store, 0.85, offered)  # past the claims' lease, while the first check reads fields
+    second = second_drain(store, 0.85, offered, lease=LEASE)  # past the lease, while the first check reads fields
     result = s.poke(fake_context("wait"))  # type: ignore[arg-type]
     second.join(10)
     assert [i["IntegrationInstanceId"] for i in result.xcom_value] == [5001, 5002]
@@ -119,7 +106,7 @@ def test_a_downstream_batch_worker_keeps_the_sensors_claims_and_nothing_is_done_
         return {"Venue code": "V"}
 
     offered: list[Any] = []
-    second = _second_drain(store, 0.85, offered)
+    second = second_drain(store, 0.85, offered, lease=LEASE)
     with WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", max_retries=0)) as client:
         engine = BatchEngine(client, work, integration_step_id=11, max_workers=4, reclaim_after=LEASE,
                              claims=ClaimsLedger(CONN, store, owner="dag/run1/work/-1"), progress_interval=None)
@@ -139,9 +126,9 @@ def test_a_dead_runs_sensor_claims_come_back_after_one_lease(emu: EmulatorServer
                                       reclaim_after=LEASE, deferrable=False, ledger_store=store)
     s.poke(fake_context("wait"))  # type: ignore[arg-type]
     within: list[Any] = []
-    _second_drain(store, 0.0, within).join(10)
+    second_drain(store, 0.0, within, lease=LEASE).join(10)
     after: list[Any] = []
-    _second_drain(store, LEASE.total_seconds() + 0.05, after, run="run3").join(10)
+    second_drain(store, LEASE.total_seconds() + 0.05, after, run="run3", lease=LEASE).join(10)
     assert within == [] and after == [5001, 5002]
 
 

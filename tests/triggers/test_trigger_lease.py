@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import threading
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
+from tests.conftest import second_drain
 from tests.triggers.test_trigger import first_event, ids
 
 CONN = "workflowsoft_default"
@@ -36,18 +36,6 @@ def trigger(store: MemoryStore) -> WorkflowsoftIntegrationTrigger:
     return made
 
 
-def second_drain(store: MemoryStore, at: float, offered: list[Any], run: str = "run2") -> threading.Thread:
-    """Another run's check of the step, ``at`` seconds from now (in a thread): what it was offered."""
-
-    def drain() -> None:
-        time.sleep(at)
-        ledger = ClaimsLedger(CONN, store, owner=f"dag/{run}/wait/-1")
-        offered.extend(i["IntegrationInstanceId"] for i in ledger.prepare_drain(11, LEASE, 10)[0])
-
-    thread = threading.Thread(target=drain)
-    thread.start()
-    return thread
-
 
 @pytest.mark.parametrize("renewing", [True, False])
 def test_a_trigger_holding_claims_longer_than_the_lease_keeps_them_until_its_event(
@@ -57,7 +45,7 @@ def test_a_trigger_holding_claims_longer_than_the_lease_keeps_them_until_its_eve
     emu.create_instances(11, count=2)
     emu.set_faults(latency_ms=500, paths=[FIELDS_PATH])
     offered: list[Any] = []
-    second = second_drain(store, 0.85, offered)  # past the claims' lease, while the trigger reads fields
+    second = second_drain(store, 0.85, offered, lease=LEASE)  # past the claims' lease, while the trigger reads fields
     event = first_event(trigger(store))
     second.join(10)
     assert event["status"] == "success" and ids(event["instances"]) == [5001, 5002]
@@ -87,8 +75,8 @@ def test_a_trigger_that_dies_holding_claims_gives_them_back_one_lease_after_its_
     record = ClaimsLedger(CONN, store, owner=OWNER)
     assert all("renewed_at" in record.own_claim(i) for i in (5001, 5002))  # type: ignore[operator]
     within: list[Any] = []
-    second_drain(store, 0.0, within).join(10)
+    second_drain(store, 0.0, within, lease=LEASE).join(10)
     time.sleep(max(0.0, dead_at + LEASE.total_seconds() + 0.05 - time.monotonic()))
     after: list[Any] = []
-    second_drain(store, 0.0, after, run="run3").join(10)
+    second_drain(store, 0.0, after, run="run3", lease=LEASE).join(10)
     assert within == [] and after == [5001, 5002]

@@ -194,6 +194,10 @@ def test_a_stop_finishes_what_is_in_flight_and_hands_back_the_rest_to_the_next_r
     runner = threading.Thread(target=lambda: reports.setdefault("first", engine.run()))
     runner.start()
     assert started.wait(10)
+    # stop only once both workers hold an instance: the first start alone leaves the second worker's start racing
+    deadline = time.monotonic() + 10
+    while sum(calls.values()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     engine.stop("SIGTERM")
     runner.join(30)
     report = reports["first"]

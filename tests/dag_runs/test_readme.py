@@ -120,25 +120,6 @@ def _assert_completed(state: dict[str, Any], instances: list[dict[str, int]], ve
 
 @pytest.mark.airflow
 @needs_airflow_3_readme
-def test_first_dag_of_the_readme_completes_the_others_when_one_fails(tmp_path: Path, run_dag: RunDag) -> None:
-    """Six instances, the third with an empty Event name (the README's ``compute`` raises for it): the five
-    others are completed with their values, the failing one is not (it stays claimed, to be offered again),
-    and the run is failed without starting the follow-ups, as the README says."""
-    names: list[str | None] = ["Data Summit", "Data Summit", None, "Data Summit", "Data Summit", "Data Summit"]
-    first_dag = readme_python_block("## A first DAG")
-    result, created, state = _run_block(tmp_path, run_dag, first_dag, "enrich_events", names)
-    assert_dag_failed(result)
-    good = [c for c, name in zip(created, names, strict=True) if name]
-    _assert_completed(state, good, "HALL-DAT")
-    failing = next(i for i in state["instances"] if i["IntegrationInstanceId"] == created[2]["IntegrationInstanceId"])
-    assert failing["status"] != "completed" and failing["fields"]["Venue code"] is None, failing
-    # all_success: the follow-ups wait for every instance, so neither ran.
-    assert [p for p in state["processes"] if p["source"] == "api"] == []
-    assert state["tasks"] == []
-
-
-@pytest.mark.airflow
-@needs_airflow_3_readme
 def test_event_driven_dag_of_the_readme_is_the_example_dag() -> None:
     """The README's event-driven block builds a DAG scheduled on the watched step Asset, with the same tasks
     as dags/workflowsoft_enrich_events_on_arrival.py, which tests/deployment runs under a real triggerer."""

@@ -10,7 +10,7 @@ they created.
   (``WFS_PG_URL``, below) and ``psycopg2`` and ``asyncpg`` are installed (the ``test`` extra), 4 task slots;
   otherwise on SQLite, 2 task slots, with a note saying why (``WFS_EMBEDDED_DB=sqlite`` asks for SQLite).
   Airflow's SQLite-backed components were seen to exit with ``database is locked`` when 20 DAG runs start at
-  once on a loaded 2-core machine: the 20-waiter round trips (test_embedded_round_trips.py) skip on SQLite. Its
+  once on a loaded 2-core machine: the round trips of 10 waiters (test_embedded_round_trips.py) skip on SQLite. Its
   Workflowsoft connection is made the README's way, with ``airflow connections add`` (stored in the metadata
   database); the distributed one keeps the ``AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT`` variable, so both ways run in
   the real triggerer.

@@ -200,9 +200,10 @@ def instance_status(emu: EmulatorServer, iid: int) -> str:
     return {v["IntegrationInstanceId"]: v for v in emu.snapshot()["instances"]}[iid]["status"]  # type: ignore[no-any-return]
 
 
-#: Modules that take from ten seconds to minutes (each a deployment of Airflow's components or many ``airflow dags test`` runs), longest
-#: first (as measured with ``--durations``). pytest-xdist (``--dist loadfile``) hands out modules in collection order:
-#: starting these first keeps the suite's wall time near its longest module instead of a long module starting last.
+#: Modules that take from ten seconds to minutes (each a deployment of Airflow's components or ``airflow dags test``
+#: runs), longest first (as measured with ``--durations``). pytest-xdist (``--dist loadfile``) hands out modules in
+#: collection order: starting these first keeps the suite's wall time near its longest module instead of a long module
+#: starting last.
 SLOW_MODULES = (
     "test_embedded.py", "test_embedded_bursts.py", "test_embedded_round_trips.py", "test_dags.py",
     "test_poison_and_claims.py", "test_batch_kill.py", "test_reliability.py", "test_chaos.py", "test_batch_lease.py",

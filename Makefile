@@ -7,9 +7,11 @@ AIRFLOW_VERSION ?= 3.3.2
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # pytest-xdist workers for `make test` and the other Airflow versions' suites. `--dist loadfile`: a file's tests run
 # on one worker, so a module's fixtures (a deployment, an Airflow API server) start once and its figures files have
-# one writer (`loadgroup` ignores xdist_group marks under pytest 9).
+# one writer (`loadgroup` ignores xdist_group marks under pytest 9). `--no-loadscope-reorder`: modules are handed out
+# in collection order, slowest first (tests/conftest.py SLOW_MODULES), not the default's most tests first (which left
+# the one-test modules of several minutes for the end).
 TEST_WORKERS ?= 2  # one per core; 0: no xdist, one test after the other (the embedded deployments run on PostgreSQL when reachable)
-PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # The other Airflow versions CI tests, each in its own venv (`make test-airflow-<version>`, venv .venv<digits>):
 # the oldest the README promises, and the latest patch of every 3.x minor that pyproject.toml admits. 3.0 (excluded
 # in pyproject.toml, not in .ci/run until its suite passes) runs under constraints/airflow-3.0.txt (plain installs

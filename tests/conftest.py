@@ -213,8 +213,11 @@ SLOW_MODULES = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist, run the slow modules first (see ``SLOW_MODULES``); the order within a module is kept."""
-    if not getattr(config.option, "numprocesses", None):
+    """Under pytest-xdist, run the slow modules first (see ``SLOW_MODULES``); the order within a module is kept.
+
+    The workers collect (xdist sets their ``numprocesses`` to None, so ``workerinput`` tells them apart), and the
+    controller hands out modules in the order they report (with ``--no-loadscope-reorder``, as ``make test`` runs)."""
+    if not hasattr(config, "workerinput"):
         return
     rank = {name: i for i, name in enumerate(SLOW_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_MODULES)))

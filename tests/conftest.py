@@ -181,7 +181,6 @@ def emu_client(emu: EmulatorServer) -> Iterator[WorkflowsoftClient]:
         yield c
 
 
-
 def second_drain(store: MemoryStore, at: float, offered: list[Any], lease: Any, run: str = "run2",
                  conn_id: str = "workflowsoft_default") -> threading.Thread:
     """Another run's check of step 11, ``at`` seconds from now (in a thread): what it was offered, into ``offered``."""
@@ -194,6 +193,7 @@ def second_drain(store: MemoryStore, at: float, offered: list[Any], lease: Any, 
     thread = threading.Thread(target=drain)
     thread.start()
     return thread
+
 
 def instance_status(emu: EmulatorServer, iid: int) -> str:
     """The emulator's status of one integration instance (``waiting``, ``handed_out``, ``completed``)."""

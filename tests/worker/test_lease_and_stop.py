@@ -133,6 +133,14 @@ def test_the_lease_keeper_beats_every_third_of_the_lease_and_only_for_what_is_he
 # -- the engine: work longer than the lease is done once --------------------------------------------------------
 
 
+def _wait_until_started(calls: collections.Counter[int], count: int, timeout: float = 10) -> None:
+    """Wait until the callable of ``_slow`` has started ``count`` instances (each worker holds one)."""
+    deadline = time.monotonic() + timeout
+    while sum(calls.values()) < count:
+        assert time.monotonic() < deadline, f"only {sum(calls.values())} of {count} instances started"
+        time.sleep(0.01)
+
+
 def _slow(calls: collections.Counter[int], seconds: float, started: threading.Event | None = None,
           until: threading.Event | None = None) -> Any:
     def work(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
@@ -195,10 +203,7 @@ def test_a_stop_finishes_what_is_in_flight_and_hands_back_the_rest_to_the_next_r
     runner = threading.Thread(target=lambda: reports.setdefault("first", engine.run()))
     runner.start()
     assert started.wait(10)
-    # stop only once both workers hold an instance: the first start alone leaves the second worker's start racing
-    deadline = time.monotonic() + 10
-    while sum(calls.values()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_until_started(calls, 2)  # the first start alone leaves the second worker's start racing the stop
     engine.stop("SIGTERM")
     runner.join(30)
     report = reports["first"]
@@ -231,8 +236,7 @@ def test_instances_in_flight_after_the_grace_period_stay_claimed(emu: EmulatorSe
     runner.start()
     try:
         assert started.wait(10)
-        while sum(calls.values()) < 2:
-            time.sleep(0.01)
+        _wait_until_started(calls, 2)
         engine.stop("SIGTERM")
         runner.join(30)
         report = reports["first"]

@@ -37,7 +37,7 @@ test: install
 	$(PY) $(PYTEST)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not airflow and not browser"
+	$(PY) $(PYTEST) -m "not airflow and not browser and not deployment"
 
 test-browser: install
 	$(PY) -m pytest -q -m browser

@@ -1,8 +1,10 @@
 """Fixtures for tests that run real Airflow (``airflow dags test``) against the emulator over loopback.
 
-One migrated SQLite ``AIRFLOW_HOME`` per test session; every DAG run is a subprocess, so the DAGs see
-exactly what a user's ``airflow dags test`` sees: the installed provider, the connection from the
-environment, the emulator at a real loopback address.
+One migrated SQLite ``AIRFLOW_HOME`` per test session, copied afresh for each test; every DAG run is a process
+of its own, so the DAGs see exactly what a user's ``airflow dags test`` sees: the installed provider, the
+connection from the environment or the database, the emulator at a real loopback address. The processes are
+forks of a pre-imported Airflow (``prefork.py``: about a quarter of the CPU of a fresh ``airflow`` each);
+``WFS_PREFORK=0`` runs the ``airflow`` script itself.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
+from tests.dag_runs.prefork import AIRFLOW_BIN, airflow_command
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
@@ -28,7 +31,6 @@ TEST_DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 #: Figures and logs of the DAG runs; a run on Airflow 2 writes beside, not over, the current Airflow's
 #: (docs/reliability.md quotes the Airflow 3 figures).
 OUTPUT_DIR = REPO / "tests" / "output" / ("" if AIRFLOW_V_3_0_PLUS else "airflow-2")
-AIRFLOW_BIN = str(Path(sys.executable).with_name("airflow"))
 
 #: The example DAGs (dags/) and the README's code are what Airflow 3 users write (``from airflow.sdk
 #: import ...``), so they run on Airflow 3 only; the test DAGs (tests/dag_runs/dags/) import from
@@ -90,15 +92,26 @@ def migrated_airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def airflow_home(migrated_airflow_home: Path, tmp_path: Path) -> Path:
+def airflow_home(migrated_airflow_home: Path) -> Path:
     """A fresh copy of the migrated AIRFLOW_HOME for each test: runs, XCom and the ledgers' Variables of
-    one test never leak into the next (each emulator numbers its instances from 5001 again)."""
-    home = tmp_path / "airflow_home"
+    one test never leak into the next (each emulator numbers its instances from 5001 again). Always at the same
+    path in a test session, so that the pre-imported Airflow of one test serves the next (``prefork.py``)."""
+    home = migrated_airflow_home.parent / "airflow_home"
+    shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(migrated_airflow_home, home)
     config = home / "airflow.cfg"
     if config.exists():  # the config names its home's paths: point them at the copy
         config.write_text(config.read_text().replace(str(migrated_airflow_home), str(home)))
     return home
+
+
+@pytest.fixture
+def dags_folder(migrated_airflow_home: Path) -> Path:
+    """An empty DAGs folder for a test's own DAG files, at the same path in a test session (see ``airflow_home``)."""
+    folder = migrated_airflow_home.parent / "dags"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
 
 
 RunDag = Callable[..., subprocess.CompletedProcess[str]]
@@ -122,7 +135,7 @@ def run_dag(airflow_home: Path) -> RunDag:
         env = airflow_env(airflow_home, dags_folder or DAGS_FOLDER)
         env["AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT"] = connection_json(emulator, **(conn_extra or {}))
         env.update(extra_env or {})
-        command = [AIRFLOW_BIN, "dags", "test", dag_id]
+        command = [*airflow_command(env), "dags", "test", dag_id]
         if conf is not None:
             command += ["--conf", json.dumps(conf)]
         return subprocess.run(

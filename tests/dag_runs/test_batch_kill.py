@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from tests.dag_runs.conftest import AIRFLOW_BIN, OUTPUT_DIR
+from tests.dag_runs.conftest import OUTPUT_DIR, airflow_command
 from tests.dag_runs.test_reliability import Home, check_instances, completions_by_instance, token_conn
 
 pytestmark = pytest.mark.airflow
@@ -58,7 +58,7 @@ def _run_and_kill(home: Home, emulator: EmulatorServer, kill_when: Callable[[], 
                                           "RELIABILITY_BATCH_MAX_UNCLAIMED": str(max_unclaimed or "")})
     log = home.path / f"run-{time.monotonic_ns()}.log"
     with log.open("w") as out:
-        process = subprocess.Popen([AIRFLOW_BIN, "dags", "test", "reliability_batch"], env=env, stdout=out,
+        process = subprocess.Popen([*airflow_command(env), "dags", "test", "reliability_batch"], env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 300

@@ -27,7 +27,7 @@ import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.dag_runs.conftest import AIRFLOW_BIN
+from tests.dag_runs.conftest import airflow_command
 from tests.dag_runs.test_reliability import Home, completions_by_instance, token_conn
 
 pytestmark = pytest.mark.airflow
@@ -51,9 +51,10 @@ class Run:
         self.log = home.path / f"run-{name}.log"
         settings = {"RELIABILITY_LEASE_S": str(LEASE_S), "RELIABILITY_WORK_S": str(WORK_S),
                     "RELIABILITY_START_FILE": str(self.gate), **env}
+        env = home.env(token_conn(emulator), settings)
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                [AIRFLOW_BIN, "dags", "test", dag_id, logical_date], env=home.env(token_conn(emulator), settings),
+                [*airflow_command(env), "dags", "test", dag_id, logical_date], env=env,
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def open_gate(self, at: float | None = None) -> None:

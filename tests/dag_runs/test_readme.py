@@ -36,8 +36,8 @@ def test_readme_links_exist() -> None:
 
 @pytest.mark.airflow
 @needs_airflow_3_readme
-def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
-    state = _run_readme_dag(tmp_path, run_dag, readme_python_block("## A first DAG"), "enrich_events",
+def test_first_dag_of_the_readme_runs_green(dags_folder: Path, run_dag: RunDag) -> None:
+    state = _run_readme_dag(dags_folder, run_dag, readme_python_block("## A first DAG"), "enrich_events",
                             count=3, event_name="Data Summit", venue_code="HALL-DAT")
     started = [p for p in state["processes"] if p["source"] == "api"]
     assert [(p["process_diagram_id"], p["created_by"]) for p in started] == [(2, 1)]
@@ -47,28 +47,28 @@ def test_first_dag_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> 
 
 @pytest.mark.airflow
 @needs_airflow_3_readme
-def test_first_dag_of_the_0_3_readme_still_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
+def test_first_dag_of_the_0_3_readme_still_runs_green(dags_folder: Path, run_dag: RunDag) -> None:
     """The 0.3 README's shape (``compute.expand`` -> ``WorkflowsoftCompleteStepOperator.partial().expand_kwargs``)
     keeps working: nothing it uses was removed."""
     source = (Path(__file__).parent / "readme_0_3" / "first_dag.py").read_text()
-    _run_readme_dag(tmp_path, run_dag, source, "enrich_events", count=3, event_name="Data Summit",
+    _run_readme_dag(dags_folder, run_dag, source, "enrich_events", count=3, event_name="Data Summit",
                     venue_code="HALL-DAT")
 
 
 @pytest.mark.airflow
 @needs_airflow_3_readme
-def test_batch_worker_of_the_readme_runs_green(tmp_path: Path, run_dag: RunDag) -> None:
-    _run_readme_dag(tmp_path, run_dag, _readme_batch_dag(), "readme_batch", count=12, event_name="Workshop day",
+def test_batch_worker_of_the_readme_runs_green(dags_folder: Path, run_dag: RunDag) -> None:
+    _run_readme_dag(dags_folder, run_dag, _readme_batch_dag(), "readme_batch", count=12, event_name="Workshop day",
                     venue_code="HALL-WOR")
 
 
 @pytest.mark.airflow
 @needs_airflow_3_readme
-def test_batch_worker_of_the_readme_completes_the_others_when_one_fails(tmp_path: Path, run_dag: RunDag) -> None:
+def test_batch_worker_of_the_readme_completes_the_others_when_one_fails(dags_folder: Path, run_dag: RunDag) -> None:
     """The README says the batch worker isolates failures too: one instance of six fails in the function;
     the five others are completed, the task fails naming the failed one."""
     names: list[str | None] = ["Workshop day"] * 3 + [None] + ["Workshop day"] * 2
-    result, created, state = _run_block(tmp_path, run_dag, _readme_batch_dag(), "readme_batch", names)
+    result, created, state = _run_block(dags_folder, run_dag, _readme_batch_dag(), "readme_batch", names)
     assert_dag_failed(result)
     assert f"{created[3]['IntegrationInstanceId']}: TypeError" in result.stdout, result.stdout[-6000:]
     _assert_completed(state, created[:3] + created[4:], "HALL-WOR")
@@ -86,22 +86,20 @@ def _readme_batch_dag() -> str:
     )
 
 
-def _run_readme_dag(tmp_path: Path, run_dag: RunDag, source: str, dag_id: str, *, count: int, event_name: str,
+def _run_readme_dag(dags_folder: Path, run_dag: RunDag, source: str, dag_id: str, *, count: int, event_name: str,
                     venue_code: str) -> dict[str, Any]:
     """Run a DAG made of a README block against a fresh emulator; assert every instance was completed with
     the values the README's function computes; return the emulator's final state."""
-    result, created, state = _run_block(tmp_path, run_dag, source, dag_id, [event_name] * count)
+    result, created, state = _run_block(dags_folder, run_dag, source, dag_id, [event_name] * count)
     assert_dag_succeeded(result)
     _assert_completed(state, created, venue_code)
     return state
 
 
-def _run_block(tmp_path: Path, run_dag: RunDag, source: str, dag_id: str, event_names: list[str | None]
+def _run_block(dags: Path, run_dag: RunDag, source: str, dag_id: str, event_names: list[str | None]
                ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, int]], dict[str, Any]]:
     """Run ``source`` (saved as the DAGs folder's only file) with one instance per event name queued first;
     return the finished run, the instances created (in order) and the emulator's final state."""
-    dags = tmp_path / "dags"
-    dags.mkdir()
     (dags / f"{dag_id}.py").write_text(source)
     with EmulatorServer() as emulator:
         created = [emulator.create_instances(11, values={"Event name": name})[0] for name in event_names]

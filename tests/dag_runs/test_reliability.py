@@ -1,7 +1,7 @@
 """Never lose or duplicate work: real Airflow (``airflow dags test``) against the emulator under faults,
 crashes, lost answers and expiring tokens; and no token in anything Airflow writes.
 
-Each test gets its own AIRFLOW_HOME (a copy of the session's migrated database), so the ledgers'
+Each test gets a fresh AIRFLOW_HOME (a copy of the session's migrated database), so the ledgers'
 Variables of one test never meet another test's emulator ids.
 """
 
@@ -25,7 +25,7 @@ from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.emulator.scenario import DEMO_SCENARIO_PATH
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
-from tests.dag_runs.conftest import AIRFLOW_BIN, OUTPUT_DIR, TEST_DAGS_FOLDER, airflow_env
+from tests.dag_runs.conftest import OUTPUT_DIR, TEST_DAGS_FOLDER, airflow_command, airflow_env
 
 pytestmark = pytest.mark.airflow
 
@@ -72,14 +72,15 @@ class Home:
         logical_date: str | None = None,
         timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
-        command = [AIRFLOW_BIN, "dags", "test", dag_id]
+        env = self.env(conn, extra_env)
+        command = [*airflow_command(env), "dags", "test", dag_id]
         if logical_date:
             command.append(logical_date)
         if conf is not None:
             command += ["--conf", json.dumps(conf)]
         return subprocess.run(
             command,
-            env=self.env(conn, extra_env),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -90,9 +91,10 @@ class Home:
         self, dag_id: str, task_id: str, run_id: str, conn: dict[str, Any]
     ) -> subprocess.CompletedProcess[str]:
         """``airflow tasks test`` of one task instance of an existing run."""
+        env = self.env(conn)
         return subprocess.run(
-            [AIRFLOW_BIN, "tasks", "test", dag_id, task_id, run_id],
-            env=self.env(conn),
+            [*airflow_command(env), "tasks", "test", dag_id, task_id, run_id],
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -16,9 +16,10 @@ import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from tests.dag_runs.conftest import (  # noqa: F401 - the Airflow home fixtures, shared with tests/dag_runs
-    AIRFLOW_BIN,
+    airflow_command,
     airflow_env,
     airflow_home,
+    dags_folder,
     migrated_airflow_home,
 )
 
@@ -37,7 +38,8 @@ class Journey:
 
     def airflow(self, *args: str, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` CLI command in this home; stdout and stderr together."""
-        return subprocess.run([AIRFLOW_BIN, *args], env=self.env(**extra_env), stdout=subprocess.PIPE,
+        env = self.env(**extra_env)
+        return subprocess.run([*airflow_command(env), *args], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=timeout)
 
     def add_connection(self, emulator: EmulatorServer, conn_id: str = "workflowsoft_default", *,
@@ -65,8 +67,6 @@ class Journey:
 
 
 @pytest.fixture
-def journey(airflow_home: Path, tmp_path: Path) -> Journey:  # noqa: F811 - the fixture imported above
+def journey(airflow_home: Path, dags_folder: Path) -> Journey:  # noqa: F811 - the fixtures imported above
     """A fresh Airflow home (migrated SQLite) with an empty DAGs folder and no connection yet."""
-    dags = tmp_path / "journey_dags"
-    dags.mkdir()
-    return Journey(airflow_home, dags)
+    return Journey(airflow_home, dags_folder)

@@ -10,7 +10,8 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 # one writer (`loadgroup` ignores xdist_group marks under pytest 9). `--no-loadscope-reorder`: modules are handed out
 # in collection order, slowest first (tests/conftest.py SLOW_MODULES), not the default's most tests first (which left
 # the one-test modules of several minutes for the end).
-TEST_WORKERS ?= 2  # one per core; 0: no xdist, one test after the other (the embedded deployments run on PostgreSQL when reachable)
+# 3 on 2 cores: the deployment tests mostly wait for Airflow's components, a third worker runs DAG runs meanwhile.
+TEST_WORKERS ?= 3  # 0: no xdist, one test after the other (the embedded deployments run on PostgreSQL when reachable)
 PYTEST := -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # The other Airflow versions CI tests, each in its own venv (`make test-airflow-<version>`, venv .venv<digits>):
 # the oldest the README promises, and the latest patch of every 3.x minor that pyproject.toml admits. 3.0 (excluded

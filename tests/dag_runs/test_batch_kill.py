@@ -24,6 +24,7 @@ import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from tests.dag_runs.conftest import OUTPUT_DIR, airflow_command
+from tests.dag_runs.prefork import signal_run
 from tests.dag_runs.test_reliability import Home, check_instances, completions_by_instance, token_conn
 
 pytestmark = pytest.mark.airflow
@@ -64,13 +65,13 @@ def _run_and_kill(home: Home, emulator: EmulatorServer, kill_when: Callable[[], 
             deadline = time.monotonic() + 300
             while process.poll() is None and time.monotonic() < deadline:
                 if kill_when is not None and kill_when():
-                    os.killpg(process.pid, signal.SIGKILL)
+                    signal_run(process, signal.SIGKILL)
                     break
                 time.sleep(0.005)
             code = process.wait(timeout=300)
         finally:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+                signal_run(process, signal.SIGKILL)
     return code, log.read_text()
 
 

@@ -28,6 +28,7 @@ import pytest
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.dag_runs.conftest import airflow_command
+from tests.dag_runs.prefork import signal_run
 from tests.dag_runs.test_reliability import Home, completions_by_instance, token_conn
 
 pytestmark = pytest.mark.airflow
@@ -71,7 +72,7 @@ class Run:
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
+            signal_run(self.process, sig)
 
 
 @contextmanager
@@ -171,7 +172,7 @@ def test_sigterm_finishes_what_is_in_flight_and_hands_back_the_rest_to_the_next_
                                   second_RELIABILITY_WORK_S="0")
         first.open_gate()
         wait_for(lambda: len(first.calls()) == 2, "2 instances in flight")
-        os.kill(first.process.pid, signal.SIGTERM)  # a real SIGTERM to the process running the task
+        os.kill(first.process.pid, signal.SIGTERM)  # a SIGTERM to the process started (the run gets it)
         code, out = first.wait()
         in_flight = first.calls()
         assert code != 0 and "The batch worker was stopped (SIGTERM)" in out, out[-6000:]

@@ -2,7 +2,8 @@
 
 What the other DAG-run tests rely on: each command sees its own environment (a connection in an ``AIRFLOW_CONN_*``
 variable differs from run to run), its exit status and output reach the test, a SIGTERM reaches Airflow's own
-handlers and the task's, and a SIGKILL of the process a test started kills the run at once.
+handler and the task's, a SIGKILL of the process a test started kills the run at once, and a run killed by a signal
+ends its process the same way.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from tests.dag_runs.conftest import airflow_env
-from tests.dag_runs.prefork import AIRFLOW_BIN, ENABLED, airflow_command
+from tests.dag_runs.prefork import AIRFLOW_BIN, ENABLED, airflow_command, signal_run
 
 pytestmark = pytest.mark.airflow
 
@@ -34,6 +37,8 @@ from airflow.providers.common.compat.sdk import DAG, task
 with DAG("prefork_sleeper", schedule=None, start_date=pendulum.datetime(2024, 1, 1)):
     @task
     def sleep():
+        if os.environ.get("PREFORK_SLEEPER_KILLS_ITSELF"):  # read when the task runs: the client's environment
+            os.kill(os.getpid(), signal.SIGKILL)
         got = []
         signal.signal(signal.SIGTERM, lambda *_: got.append(1))
         print("sleeper started in", os.getpid(), flush=True)
@@ -61,39 +66,61 @@ def _run(env: dict[str, str], *args: str, forked: bool = True) -> subprocess.Com
 
 def test_each_command_sees_its_own_environment_and_ends_as_the_script_does(airflow_home: Path,
                                                                          dags_folder: Path) -> None:
-    first = _run(_env(airflow_home, dags_folder, "http://first.invalid"), "connections", "get",
-                 "workflowsoft_default", "-o", "json")
-    second = _run(_env(airflow_home, dags_folder, "http://second.invalid"), "connections", "get",
-                  "workflowsoft_default", "-o", "json")
+    first_env = _env(airflow_home, dags_folder, "http://first.invalid")
+    second_env = _env(airflow_home, dags_folder, "http://second.invalid")
+    assert airflow_command(first_env) == airflow_command(second_env)  # one server forks both
+    first = _run(first_env, "connections", "get", "workflowsoft_default", "-o", "json")
+    second = _run(second_env, "connections", "get", "workflowsoft_default", "-o", "json")
     assert first.returncode == second.returncode == 0, first.stdout[-3000:] + second.stdout[-3000:]
     assert "first.invalid" in first.stdout and "second.invalid" not in first.stdout
     assert "second.invalid" in second.stdout and "first.invalid" not in second.stdout
 
-    env = _env(airflow_home, dags_folder, "http://first.invalid")
-    forked, script = _run(env, "dags", "test", "no_such_dag"), _run(env, "dags", "test", "no_such_dag", forked=False)
+    forked = _run(first_env, "dags", "test", "no_such_dag")
+    script = _run(first_env, "dags", "test", "no_such_dag", forked=False)
     assert forked.returncode == script.returncode != 0
     assert "no_such_dag" in forked.stdout and "no_such_dag" in script.stdout
 
 
-def _start_sleeper(home: Path, dags: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+@pytest.fixture
+def sleepers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The sleeper runs a test starts, SIGKILLed at its end whatever happens."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            signal_run(process, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def _start_sleeper(home: Path, dags: Path, log: Path, started: list[subprocess.Popen[bytes]]
+                   ) -> tuple[subprocess.Popen[bytes], int]:
     """``airflow dags test`` of a DAG whose task sleeps; returns the process started and the pid of the task."""
     (dags / "prefork_sleeper.py").write_text(SLEEPER_DAG)
     env = _env(home, dags, "http://unused.invalid")
     with log.open("w") as out:
         process = subprocess.Popen([*airflow_command(env), "dags", "test", "prefork_sleeper"], env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
+    started.append(process)
     deadline = time.monotonic() + 120
-    while not (started := re.search(r"sleeper started in (\d+)", log.read_text())):
+    while not (found := re.search(r"sleeper started in (\d+)", log.read_text())):
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.1)
-    return process, int(started.group(1))
+    return process, int(found.group(1))
 
 
-def test_a_sigkill_of_the_started_process_kills_the_run(airflow_home: Path, dags_folder: Path,
-                                                        tmp_path: Path) -> None:
-    process, task_pid = _start_sleeper(airflow_home, dags_folder, tmp_path / "run.log")
+def test_a_sigkill_of_the_started_process_kills_the_run_at_once(airflow_home: Path, dags_folder: Path,
+                                                                tmp_path: Path, sleepers: list[Any]) -> None:
+    process, task_pid = _start_sleeper(airflow_home, dags_folder, tmp_path / "run.log", sleepers)
     assert task_pid != process.pid or not ENABLED  # the run: a fork of the pre-imported Airflow, not the client
-    os.killpg(process.pid, signal.SIGKILL)
+    signal_run(process, signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    assert not _alive(task_pid)  # dead once the test sees the process it started dead, as with the script
+
+
+def test_a_run_outlives_no_client_killed_some_other_way(airflow_home: Path, dags_folder: Path, tmp_path: Path,
+                                                        sleepers: list[Any]) -> None:
+    process, task_pid = _start_sleeper(airflow_home, dags_folder, tmp_path / "run.log", sleepers)
+    os.killpg(process.pid, signal.SIGKILL)  # the client alone (the OOM killer, a kill of its pid)
     assert process.wait(timeout=30) == -signal.SIGKILL
     deadline = time.monotonic() + 5
     while _alive(task_pid):
@@ -101,13 +128,22 @@ def test_a_sigkill_of_the_started_process_kills_the_run(airflow_home: Path, dags
         time.sleep(0.02)
 
 
-def test_a_sigterm_of_the_started_process_reaches_the_run(airflow_home: Path, dags_folder: Path,
-                                                          tmp_path: Path) -> None:
+def test_a_sigterm_of_the_started_process_reaches_the_run(airflow_home: Path, dags_folder: Path, tmp_path: Path,
+                                                          sleepers: list[Any]) -> None:
     log = tmp_path / "run.log"
-    process, _ = _start_sleeper(airflow_home, dags_folder, log)
-    os.killpg(process.pid, signal.SIGTERM)
+    process, _ = _start_sleeper(airflow_home, dags_folder, log, sleepers)
+    signal_run(process, signal.SIGTERM)
     assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
     assert "sleeper got SIGTERM" in log.read_text(), log.read_text()[-3000:]
+
+
+def test_a_run_killed_by_a_signal_ends_the_started_process_the_same_way(airflow_home: Path,
+                                                                        dags_folder: Path) -> None:
+    (dags_folder / "prefork_sleeper.py").write_text(SLEEPER_DAG)
+    env = {**_env(airflow_home, dags_folder, "http://unused.invalid"), "PREFORK_SLEEPER_KILLS_ITSELF": "1"}
+    forked = _run(env, "dags", "test", "prefork_sleeper")
+    script = _run(env, "dags", "test", "prefork_sleeper", forked=False)
+    assert forked.returncode == script.returncode == -signal.SIGKILL, forked.stdout[-3000:] + script.stdout[-3000:]
 
 
 def _alive(pid: int) -> bool:

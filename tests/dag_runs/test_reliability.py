@@ -57,7 +57,6 @@ class Home:
 
     def env(self, conn: dict[str, Any], extra_env: dict[str, str] | None = None) -> dict[str, str]:
         env = airflow_env(self.path, TEST_DAGS_FOLDER)
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{self.path / 'airflow.db'}"
         env["AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT"] = json.dumps(conn)
         env.update(extra_env or {})
         return env

@@ -262,6 +262,10 @@ def run(socket_path: str, argv: list[str]) -> int:
     for signum in pending:
         on_signal(signum, None)
     code = _recv_number(conn)
+    # The run is over: a signal from now on finds nothing to act on, as one sent to a script that is exiting. Ignored
+    # rather than left to Python, which puts back the default action (death by that signal) while it shuts down.
+    for sig in (*_FORWARDED, KILL_REQUEST):
+        signal.signal(sig, signal.SIG_IGN)
     if code < 0:  # killed by a signal: end the same way
         with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP keep their default anyway
             signal.signal(-code, signal.SIG_DFL)
@@ -274,12 +278,12 @@ def _kill_and_die(child: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _running(child):
+    while time.monotonic() < deadline and running(child):
         time.sleep(0.001)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie waiting for the server to reap it is dead)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -324,11 +328,39 @@ def airflow_command(env: dict[str, str]) -> list[str]:
 def signal_run(process: subprocess.Popen[Any], sig: int) -> None:
     """Send ``sig`` to a run started with :func:`airflow_command` as ``os.killpg(process.pid, sig)`` sends it to the
     ``airflow`` script's process group (``start_new_session=True``); after a SIGKILL, ``process.wait()`` returns
-    once the run is dead."""
-    if ENABLED and sig == signal.SIGKILL:
-        os.kill(process.pid, KILL_REQUEST)
-    else:
+    once the run is dead.
+
+    A client that has not yet set its handlers (it is starting) is given the signal as soon as it has; one that ignores
+    them has the run's status already and is exiting with it, so the signal has nothing left to act on."""
+    if not ENABLED:
         os.killpg(process.pid, sig)
+        return
+    sent = KILL_REQUEST if sig == signal.SIGKILL else sig
+    deadline = time.monotonic() + 60
+    while process.poll() is None:
+        disposition = _disposition(process.pid, sent)
+        if disposition == "caught":
+            os.kill(process.pid, sent)
+            return
+        if disposition == "ignored":
+            return
+        if time.monotonic() > deadline:  # a client stuck before its handlers: end it as the signal would
+            os.killpg(process.pid, sig)
+            return
+        time.sleep(0.001)
+
+
+def _disposition(pid: int, sig: int) -> str:
+    """What process ``pid`` does with ``sig``: ``caught``, ``ignored`` or ``default`` (also: no such process)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return "default"
+    masks = dict(line.split(":\t", 1) for line in status.splitlines() if line.startswith(("SigCgt", "SigIgn")))
+    bit = 1 << (sig - 1)
+    if int(masks.get("SigCgt", "0"), 16) & bit:
+        return "caught"
+    return "ignored" if int(masks.get("SigIgn", "0"), 16) & bit else "default"
 
 
 def _start_server(env: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen[bytes], str]:

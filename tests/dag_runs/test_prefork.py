@@ -2,8 +2,9 @@
 
 What the other DAG-run tests rely on: each command sees its own environment (a connection in an ``AIRFLOW_CONN_*``
 variable differs from run to run), its exit status and output reach the test, a SIGTERM reaches Airflow's own
-handler and the task's, a SIGKILL of the process a test started kills the run at once, and a run killed by a signal
-ends its process the same way.
+handler and the task's, a SIGKILL of the process a test started kills the run at once (sent at any moment, while the
+client starts, runs or exits, it ends the run killed or with the run's own status, never some other way), and a
+run killed by a signal ends its process the same way.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from tests.dag_runs.conftest import airflow_env
-from tests.dag_runs.prefork import AIRFLOW_BIN, ENABLED, airflow_command, signal_run
+from tests.dag_runs.prefork import AIRFLOW_BIN, ENABLED, airflow_command, running, signal_run
 
 pytestmark = pytest.mark.airflow
 
@@ -114,7 +114,7 @@ def test_a_sigkill_of_the_started_process_kills_the_run_at_once(airflow_home: Pa
     assert task_pid != process.pid or not ENABLED  # the run: a fork of the pre-imported Airflow, not the client
     signal_run(process, signal.SIGKILL)
     assert process.wait(timeout=30) == -signal.SIGKILL
-    assert not _alive(task_pid)  # dead once the test sees the process it started dead, as with the script
+    assert not running(task_pid)  # dead once the test sees the process it started dead, as with the script
 
 
 def test_a_run_outlives_no_client_killed_some_other_way(airflow_home: Path, dags_folder: Path, tmp_path: Path,
@@ -123,7 +123,7 @@ def test_a_run_outlives_no_client_killed_some_other_way(airflow_home: Path, dags
     os.killpg(process.pid, signal.SIGKILL)  # the client alone (the OOM killer, a kill of its pid)
     assert process.wait(timeout=30) == -signal.SIGKILL
     deadline = time.monotonic() + 5
-    while _alive(task_pid):
+    while running(task_pid):
         assert time.monotonic() < deadline, "the forked run outlived the process the test killed"
         time.sleep(0.02)
 
@@ -146,8 +146,36 @@ def test_a_run_killed_by_a_signal_ends_the_started_process_the_same_way(airflow_
     assert forked.returncode == script.returncode == -signal.SIGKILL, forked.stdout[-3000:] + script.stdout[-3000:]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+
+def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*airflow_command(env), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def test_a_sigkill_as_soon_as_the_run_is_started_kills_it(airflow_home: Path, dags_folder: Path) -> None:
+    env = _env(airflow_home, dags_folder, "http://unused.invalid")
+    process = _start(env, "version")  # the client has not set its handlers yet
+    signal_run(process, signal.SIGKILL)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL, output[-3000:]
+
+
+def test_a_sigkill_at_any_moment_ends_the_run_killed_or_with_its_own_status(airflow_home: Path,
+                                                                            dags_folder: Path) -> None:
+    # Killed while it starts, runs or exits, a run ends as a script would: by SIGKILL, or done, never another way.
+    env = _env(airflow_home, dags_folder, "http://unused.invalid")
+    _run(env, "version")  # the server is started and warm
+    started = time.monotonic()
+    done = _run(env, "version")
+    length = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-3000:]
+    codes = []
+    for step in range(12):
+        process = _start(env, "version")
+        time.sleep(length * step / 8)  # up to 1.4 times a whole run: into its exit and beyond
+        signal_run(process, signal.SIGKILL)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode in (0, -signal.SIGKILL), (step, process.returncode, output[-3000:])
+        assert process.returncode != 0 or done.stdout.strip().splitlines()[-1] in output, output[-3000:]
+        codes.append(process.returncode)
+    assert codes[0] == -signal.SIGKILL, codes

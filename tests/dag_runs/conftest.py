@@ -23,7 +23,7 @@ import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS
-from tests.dag_runs.prefork import AIRFLOW_BIN, airflow_command
+from tests.dag_runs.prefork import AIRFLOW_BIN, run_airflow
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
@@ -135,12 +135,10 @@ def run_dag(airflow_home: Path) -> RunDag:
         env = airflow_env(airflow_home, dags_folder or DAGS_FOLDER)
         env["AIRFLOW_CONN_WORKFLOWSOFT_DEFAULT"] = connection_json(emulator, **(conn_extra or {}))
         env.update(extra_env or {})
-        command = [*airflow_command(env), "dags", "test", dag_id]
+        args = ["dags", "test", dag_id]
         if conf is not None:
-            command += ["--conf", json.dumps(conf)]
-        return subprocess.run(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
-        )
+            args += ["--conf", json.dumps(conf)]
+        return run_airflow(args, env, timeout=timeout)
 
     return run
 

@@ -325,6 +325,19 @@ def airflow_command(env: dict[str, str]) -> list[str]:
     return [sys.executable, __file__, "run", server[1]]
 
 
+def run_airflow(args: list[str], env: dict[str, str], *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``airflow <args>`` in ``env`` to its end: its stdout and stderr together, as text."""
+    return subprocess.run([*airflow_command(env), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout)
+
+
+def start_airflow(args: list[str], env: dict[str, str], stdout: Any = subprocess.PIPE) -> subprocess.Popen[Any]:
+    """``airflow <args>`` in ``env``, started in a session of its own (stderr into ``stdout``: a file, or a pipe
+    read as text): wait for it, or signal it with :func:`signal_run`."""
+    return subprocess.Popen([*airflow_command(env), *args], env=env, stdout=stdout, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
 def signal_run(process: subprocess.Popen[Any], sig: int) -> None:
     """Send ``sig`` to a run started with :func:`airflow_command` as ``os.killpg(process.pid, sig)`` sends it to the
     ``airflow`` script's process group (``start_new_session=True``); after a SIGKILL, ``process.wait()`` returns

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from tests.dag_runs.conftest import OUTPUT_DIR, airflow_command
-from tests.dag_runs.prefork import signal_run
+from tests.dag_runs.conftest import OUTPUT_DIR
+from tests.dag_runs.prefork import signal_run, start_airflow
 from tests.dag_runs.test_reliability import Home, check_instances, completions_by_instance, token_conn
 
 pytestmark = pytest.mark.airflow
@@ -59,8 +58,7 @@ def _run_and_kill(home: Home, emulator: EmulatorServer, kill_when: Callable[[], 
                                           "RELIABILITY_BATCH_MAX_UNCLAIMED": str(max_unclaimed or "")})
     log = home.path / f"run-{time.monotonic_ns()}.log"
     with log.open("w") as out:
-        process = subprocess.Popen([*airflow_command(env), "dags", "test", "reliability_batch"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = start_airflow(["dags", "test", "reliability_batch"], env, stdout=out)
         try:
             deadline = time.monotonic() + 300
             while process.poll() is None and time.monotonic() < deadline:

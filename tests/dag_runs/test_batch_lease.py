@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,8 +26,7 @@ import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.dag_runs.conftest import airflow_command
-from tests.dag_runs.prefork import signal_run
+from tests.dag_runs.prefork import signal_run, start_airflow
 from tests.dag_runs.test_reliability import Home, completions_by_instance, token_conn
 
 pytestmark = pytest.mark.airflow
@@ -54,9 +52,7 @@ class Run:
                     "RELIABILITY_START_FILE": str(self.gate), **env}
         env = home.env(token_conn(emulator), settings)
         with self.log.open("w") as out:
-            self.process = subprocess.Popen(
-                [*airflow_command(env), "dags", "test", dag_id, logical_date], env=env,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = start_airflow(["dags", "test", dag_id, logical_date], env, stdout=out)
 
     def open_gate(self, at: float | None = None) -> None:
         self.gate.write_text(str(time.time() if at is None else at))

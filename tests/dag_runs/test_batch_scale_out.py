@@ -10,14 +10,13 @@ until everything is completed.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
-from tests.dag_runs.conftest import airflow_command
+from tests.dag_runs.prefork import run_airflow
 from tests.dag_runs.test_reliability import Home, check_instances, token_conn
 
 pytestmark = pytest.mark.airflow
@@ -46,8 +45,7 @@ def test_mapped_batch_workers_complete_every_instance_once(home: Home, semantics
         processed, runs = 0, 0
         for attempt in range(1, 6):
             runs = attempt
-            result = subprocess.run([*airflow_command(env), "dags", "test", "reliability_scale_out"], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+            result = run_airflow(["dags", "test", "reliability_scale_out"], env, timeout=600)
             assert result.returncode == 0 and "state=success" in result.stdout, result.stdout[-6000:]
             lines = PROCESSED.findall(result.stdout)
             assert len(lines) == 2 * WORKERS * COPIES, lines  # one report per map index

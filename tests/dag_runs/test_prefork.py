@@ -22,7 +22,15 @@ from typing import Any
 import pytest
 
 from tests.dag_runs.conftest import airflow_env
-from tests.dag_runs.prefork import AIRFLOW_BIN, ENABLED, airflow_command, running, signal_run
+from tests.dag_runs.prefork import (
+    AIRFLOW_BIN,
+    ENABLED,
+    airflow_command,
+    run_airflow,
+    running,
+    signal_run,
+    start_airflow,
+)
 
 pytestmark = pytest.mark.airflow
 
@@ -59,8 +67,9 @@ def _env(home: Path, dags: Path, host: str) -> dict[str, str]:
 
 
 def _run(env: dict[str, str], *args: str, forked: bool = True) -> subprocess.CompletedProcess[str]:
-    command = [*airflow_command(env)] if forked else [AIRFLOW_BIN]
-    return subprocess.run([*command, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    if forked:
+        return run_airflow(list(args), env)
+    return subprocess.run([AIRFLOW_BIN, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=300)
 
 
@@ -98,8 +107,7 @@ def _start_sleeper(home: Path, dags: Path, log: Path, started: list[subprocess.P
     (dags / "prefork_sleeper.py").write_text(SLEEPER_DAG)
     env = _env(home, dags, "http://unused.invalid")
     with log.open("w") as out:
-        process = subprocess.Popen([*airflow_command(env), "dags", "test", "prefork_sleeper"], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = start_airflow(["dags", "test", "prefork_sleeper"], env, stdout=out)
     started.append(process)
     deadline = time.monotonic() + 120
     while not (found := re.search(r"sleeper started in (\d+)", log.read_text())):
@@ -147,14 +155,9 @@ def test_a_run_killed_by_a_signal_ends_the_started_process_the_same_way(airflow_
 
 
 
-def _start(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*airflow_command(env), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-
-
 def test_a_sigkill_as_soon_as_the_run_is_started_kills_it(airflow_home: Path, dags_folder: Path) -> None:
     env = _env(airflow_home, dags_folder, "http://unused.invalid")
-    process = _start(env, "version")  # the client has not set its handlers yet
+    process = start_airflow(["version"], env)  # the client has not set its handlers yet
     signal_run(process, signal.SIGKILL)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == -signal.SIGKILL, output[-3000:]
@@ -171,7 +174,7 @@ def test_a_sigkill_at_any_moment_ends_the_run_killed_or_with_its_own_status(airf
     assert done.returncode == 0, done.stdout[-3000:]
     codes = []
     for step in range(12):
-        process = _start(env, "version")
+        process = start_airflow(["version"], env)
         time.sleep(length * step / 8)  # up to 1.4 times a whole run: into its exit and beyond
         signal_run(process, signal.SIGKILL)
         output, _ = process.communicate(timeout=60)

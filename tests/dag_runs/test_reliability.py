@@ -25,7 +25,8 @@ from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.emulator.scenario import DEMO_SCENARIO_PATH
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_3_PLUS
-from tests.dag_runs.conftest import OUTPUT_DIR, TEST_DAGS_FOLDER, airflow_command, airflow_env
+from tests.dag_runs.conftest import OUTPUT_DIR, TEST_DAGS_FOLDER, airflow_env
+from tests.dag_runs.prefork import run_airflow
 
 pytestmark = pytest.mark.airflow
 
@@ -72,33 +73,17 @@ class Home:
         timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
         env = self.env(conn, extra_env)
-        command = [*airflow_command(env), "dags", "test", dag_id]
-        if logical_date:
-            command.append(logical_date)
+        args = ["dags", "test", dag_id, *([logical_date] if logical_date else [])]
         if conf is not None:
-            command += ["--conf", json.dumps(conf)]
-        return subprocess.run(
-            command,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout,
-        )
+            args += ["--conf", json.dumps(conf)]
+        return run_airflow(args, env, timeout=timeout)
 
     def run_task(
         self, dag_id: str, task_id: str, run_id: str, conn: dict[str, Any]
     ) -> subprocess.CompletedProcess[str]:
         """``airflow tasks test`` of one task instance of an existing run."""
         env = self.env(conn)
-        return subprocess.run(
-            [*airflow_command(env), "tasks", "test", dag_id, task_id, run_id],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=300,
-        )
+        return run_airflow(["tasks", "test", dag_id, task_id, run_id], env)
 
     def variables(self) -> dict[str, Any]:
         """Every Airflow Variable of this home, JSON-decoded, read straight from its SQLite database (values

@@ -16,12 +16,12 @@ import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from tests.dag_runs.conftest import (  # noqa: F401 - the Airflow home fixtures, shared with tests/dag_runs
-    airflow_command,
     airflow_env,
     airflow_home,
     dags_folder,
     migrated_airflow_home,
 )
+from tests.dag_runs.prefork import run_airflow
 
 
 class Journey:
@@ -39,8 +39,7 @@ class Journey:
     def airflow(self, *args: str, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess[str]:
         """Run an ``airflow`` CLI command in this home; stdout and stderr together."""
         env = self.env(**extra_env)
-        return subprocess.run([*airflow_command(env), *args], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        return run_airflow(list(args), env, timeout=timeout)
 
     def add_connection(self, emulator: EmulatorServer, conn_id: str = "workflowsoft_default", *,
                        password: str = "demo-token", extra: dict[str, Any] | None = None) -> None:

@@ -1,6 +1,6 @@
-"""The batch engine alone without a rate limit, for comparing two installations run after one another.
+"""The worker engine alone without a rate limit, for comparing two installations run after one another.
 
-``python bench/limiter_overhead.py`` runs ``BatchEngine`` (32 workers, pollers = workers, claims in memory) on
+``python bench/limiter_overhead.py`` runs ``WorkerEngine`` (32 workers, pollers = workers, claims in memory) on
 ``BENCH_N`` (default 500) instances against the emulator in its own process (``--latency-ms 20``, no rate limit,
 from this checkout) and prints one JSON line: wall seconds and client CPU seconds, kept in
 ``bench/rate_limit_results.json`` under ``overhead`` and ``BENCH_LABEL`` (default ``after``). Run by another
@@ -30,13 +30,13 @@ def enrich(fields: dict, instance: dict) -> dict:
 def main() -> int:
     from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
     from airflow_provider_workflowsoft.api.config import ClientConfig
-    from airflow_provider_workflowsoft.worker.engine import BatchEngine
+    from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 
     emu = Emulator()
     try:
         emu.fresh(0, N)
         client = WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", pool_size=64))
-        engine = BatchEngine(client, enrich, integration_step_id=11, max_instances=N, max_workers=32,
+        engine = WorkerEngine(client, enrich, integration_step_id=11, max_instances=N, max_workers=32,
                              progress_interval=None)
         cpu, started = time.process_time(), time.perf_counter()
         report = engine.run()

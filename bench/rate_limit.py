@@ -193,7 +193,7 @@ def section(results: dict[str, list[dict[str, Any]]]) -> str:
             return statistics.median(r[key] for r in overhead[label])
 
         lines += ["", "The limiter's cost without a limit, measured without Airflow's noise: "
-                  "`bench/limiter_overhead.py` (the batch engine alone, 500 instances, 32 workers, claims in "
+                  "`bench/limiter_overhead.py` (the worker engine alone, 500 instances, 32 workers, claims in "
                   "memory, no limit), the two installations alternating under the same load (`for i in 1 2 3 4; "
                   "do BENCH_LABEL=before <checkout of 0.4>/.venv/bin/python bench/limiter_overhead.py; "
                   "python bench/limiter_overhead.py; done`): "

@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
-from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 
 SIZES = [int(n) for n in os.environ.get("REPORT_SIZES", "1000,10000,100000").split(",")]
 
@@ -61,7 +61,7 @@ def main() -> None:
     for n in SIZES:
         for full in (False, True):
             started = time.perf_counter()
-            report = BatchEngine(InMemoryApi(n), enrich, integration_step_id=11, max_instances=n, max_workers=16,
+            report = WorkerEngine(InMemoryApi(n), enrich, integration_step_id=11, max_instances=n, max_workers=16,
                                  claims=ClaimsLedger("bench", MemoryStore(), owner="bench/run/work/-1"),
                                  progress_interval=None, full_report=full).run()
             size = len(json.dumps(report))

@@ -143,14 +143,14 @@ def bench_batch(emu: Emulator, workers: int, pollers: int, conn_env: str, n: int
     from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
     from airflow_provider_workflowsoft.records.claims import ClaimsLedger
     from airflow_provider_workflowsoft.records.stores import MemoryStore
-    from airflow_provider_workflowsoft.worker.engine import BatchEngine
+    from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 
     protocol.TOKEN_CACHE.clear()
     emu.fresh(n)
     os.environ["AIRFLOW_CONN_WORKFLOWSOFT_BENCH"] = conn_env
     hook = WorkflowsoftHook("workflowsoft_bench", client_options={"pool_size": workers + pollers})
     _ = hook.config  # the connection is read before the clock starts (not an API request)
-    engine = BatchEngine(hook.client, compute, integration_step_id=STEP, claims=ClaimsLedger("bench", MemoryStore()),
+    engine = WorkerEngine(hook.client, compute, integration_step_id=STEP, claims=ClaimsLedger("bench", MemoryStore()),
                          max_instances=n, max_workers=workers, pollers=pollers)
     emu_cpu0, cpu0 = emu("cpu"), time.process_time()
     started = time.perf_counter()
@@ -162,7 +162,7 @@ def bench_batch(emu: Emulator, workers: int, pollers: int, conn_env: str, n: int
     statuses = emu("status_counts")
     assert report["processed"] == n and not report["failed"], report["failed"][:3]
     assert statuses.get("completed") == n, statuses
-    return {"path": f"batch engine, {workers} worker(s)" + (f", {pollers} pollers" if pollers > 1 else ""),
+    return {"path": f"worker engine, {workers} worker(s)" + (f", {pollers} pollers" if pollers > 1 else ""),
             "workers": workers, "pollers": pollers, "n": n, "wall": wall, **summary,
             "limit": physical_limit(summary["requests"], workers), "measured": True,
             "cpu": cpu, "emu_cpu": emu_cpu}
@@ -386,8 +386,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for pollers_label, select in (
-        ("batch engine (1 poller)", lambda r: r["pollers"] == 1),
-        ("batch engine (pollers = workers, the default)", lambda r: r["pollers"] == r["workers"]),
+        ("worker engine (1 poller)", lambda r: r["pollers"] == 1),
+        ("worker engine (pollers = workers, the default)", lambda r: r["pollers"] == r["workers"]),
     ):
         pts = sorted((r["workers"], r["n"] / r["wall"]) for r in rows if r["path"].startswith("batch") and select(r))
         if pts:
@@ -458,7 +458,7 @@ def write_report(rows: list[dict[str, Any]], imports: list[dict[str, Any]], sens
     lines += dag_rows_report(dag_rows or [], page_rate)
     lines += [
         "",
-        "The rows above the DAG-run section with *batch engine* measure the engine alone (claims in memory, "
+        "The rows above the DAG-run section with *worker engine* measure the engine alone (claims in memory, "
         "no Airflow): the ceiling the operator approaches.",
         "",
         "Requests by kind (token / poll / read / write / complete):",
@@ -623,7 +623,7 @@ def main() -> int:
             steps.append((f"batch {w} workers, {w} pollers",
                           lambda w=w: bench_batch(emu, w, w, static)))  # type: ignore[misc]
         steps.append(("batch 16 workers, admin credentials",
-                      lambda: {**bench_batch(emu, 16, 16, admin), "path": "batch engine, 16 workers, 16 pollers, "
+                      lambda: {**bench_batch(emu, 16, 16, admin), "path": "worker engine, 16 workers, 16 pollers, "
                                "admin-credential connection (token minted)"}))
         steps.append(("page-style client", lambda: bench_page_style(emu, PAGE_N)))
         mapped = None

@@ -68,16 +68,24 @@ def test_the_hook_and_clients_poll_with_the_old_keyword_warning_at_the_callers_l
 def test_the_engine_takes_the_old_keyword_and_list_claims_shows_both_keys() -> None:
     from airflow_provider_workflowsoft.records.claims import ClaimsLedger
     from airflow_provider_workflowsoft.records.stores import MemoryStore
-    from airflow_provider_workflowsoft.worker.engine import BatchEngine
+    from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 
     claims = ClaimsLedger("workflowsoft_default", MemoryStore())
-    with pytest.warns(AirflowProviderDeprecationWarning, match=r"BatchEngine\(integration_diagram_id=\.\.\.\)"):
-        engine = BatchEngine(object(), lambda fields: None, integration_diagram_id=11, claims=claims)  # type: ignore[arg-type]
+    with pytest.warns(AirflowProviderDeprecationWarning, match=r"WorkerEngine\(integration_diagram_id=\.\.\.\)"):
+        engine = WorkerEngine(object(), lambda fields: None, integration_diagram_id=11, claims=claims)  # type: ignore[arg-type]
     assert engine.integration_step_id == 11
     claims.claim(11, [{"IntegrationInstanceId": 5001, "ProcessInstanceId": 1}])
     [entry] = claims.list_claims(11)
     assert entry["integration_step_id"] == entry["integration_diagram_id"] == 11
 
+
+
+def test_the_engine_s_0_4_name_warns_and_builds_the_same_engine() -> None:
+    from airflow_provider_workflowsoft.worker.engine import BatchEngine, WorkerEngine
+
+    with pytest.warns(AirflowProviderDeprecationWarning, match="BatchEngine is deprecated: use WorkerEngine"):
+        engine = BatchEngine(object(), lambda fields: None, integration_step_id=11)  # type: ignore[arg-type]
+    assert isinstance(engine, WorkerEngine) and engine.integration_step_id == 11
 
 @pytest.mark.parametrize(("module", "name"), [("airflow_provider_workflowsoft.errors", "WorkflowsoftError"),
                                               ("airflow_provider_workflowsoft.ledger", "ClaimsLedger")])

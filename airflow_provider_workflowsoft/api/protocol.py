@@ -139,21 +139,25 @@ def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
     raise WorkflowsoftInputError(f"{name} must be an integer id, got {value!r}")
 
 
-def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:
-    """Return the value of a renamed argument: the old name still works, with a deprecation warning.
+def deprecated(message: str) -> None:
+    """Warn that an old name was used, from a layer that imports nothing of Airflow.
 
     The warning is the provider's (``deprecation.warn_deprecated``), imported only when an old name is used:
     ``api`` imports nothing of Airflow, and falls back to a plain ``DeprecationWarning`` without it.
     """
-    if old_value is None:
-        return new_value
-    message = f"{owner}({old}=...) is deprecated: use {new}=..."
     try:
         from airflow_provider_workflowsoft.deprecation import warn_deprecated
     except ImportError:
         warnings.warn(message, DeprecationWarning, stacklevel=3)
     else:
         warn_deprecated(message)
+
+
+def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owner: str) -> Any:
+    """Return the value of a renamed argument: the old name still works, with a deprecation warning."""
+    if old_value is None:
+        return new_value
+    deprecated(f"{owner}({old}=...) is deprecated: use {new}=...")
     if new_value is not None and new_value != old_value:
         raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
     return old_value

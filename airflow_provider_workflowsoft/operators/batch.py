@@ -26,7 +26,7 @@ Per instance exactly these requests are sent: the poll that received it (none wh
 given), one read of its fields, one write (skipped when there is nothing to write) and one completion.
 All go through one hook: one token, one pool of ``max_workers + pollers`` keep-alive connections.
 
-The work itself is done by :class:`~airflow_provider_workflowsoft.worker.engine.BatchEngine` (claims by
+The work itself is done by :class:`~airflow_provider_workflowsoft.worker.engine.WorkerEngine` (claims by
 group commit, the sensor's drain rules, the one completion sequence); this module is the Airflow side.
 One failing instance does not stop the others; when any failed, the task fails naming each of them, and
 the failed ones stay claimed, so a later run (after ``reclaim_after``) offers them again.
@@ -199,7 +199,7 @@ class WorkflowsoftIntegrationWorkerOperator(WorkflowsoftTaskMixin, BaseOperator)
         hook = self.hook
         claims = self.claims_for(context)
         step = self._step_id()
-        engine = self._engine = batch_engine.BatchEngine(
+        engine = self._engine = batch_engine.WorkerEngine(
             hook.client,
             self.python_callable,
             integration_step_id=step,

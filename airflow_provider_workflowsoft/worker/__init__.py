@@ -1,1 +1,1 @@
-"""The batch engine: drain a step, claim by group commit, run the completion sequence for each instance."""
+"""The worker engine: drain a step, claim by group commit, run the completion sequence for each instance."""

@@ -27,7 +27,7 @@ every third of ``reclaim_after`` (:class:`~airflow_provider_workflowsoft.records
 record per beat), so an instance whose work takes longer than the lease is not offered again to another run; a run
 that dies stops renewing, and its claims come back one lease after its last beat.
 
-**Graceful stop.** :meth:`BatchEngine.stop` (the operator's ``on_kill``: SIGTERM from Airflow's task runner on a
+**Graceful stop.** :meth:`WorkerEngine.stop` (the operator's ``on_kill``: SIGTERM from Airflow's task runner on a
 task timeout, a task marked failed, a worker's shutdown; and any exception reaching the run, such as
 ``AirflowTaskTimeout`` or ``KeyboardInterrupt``) stops the polls, hands back at once the claims of the instances not
 started yet (released: the next run offers them at once, see :meth:`ClaimsLedger.hand_back`), lets the instances in
@@ -58,7 +58,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import field_values, to_jsonable
-from airflow_provider_workflowsoft.api.protocol import coerce_id, renamed_argument
+from airflow_provider_workflowsoft.api.protocol import coerce_id, deprecated, renamed_argument
 from airflow_provider_workflowsoft.defaults import DEFAULT_PROGRESS_INTERVAL_SECONDS
 from airflow_provider_workflowsoft.records.claims import checked_max_offers
 from airflow_provider_workflowsoft.records.leases import LeaseKeeper
@@ -213,7 +213,7 @@ class _HandedBack(Exception):
     """An instance the run stopped before starting: its claim is handed back, not failed."""
 
 
-class BatchEngine:
+class WorkerEngine:
     """Drain, claim and process integration instances with bounded concurrency.
 
     :param api: the client every request goes through (anything with its ``poll_new_integration``,
@@ -820,9 +820,9 @@ class BatchEngine:
 
 
 def process_instances(api: WorkflowsoftClient, python_callable: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """Run a :class:`BatchEngine` once: ``instances=`` (optional) goes to ``run``, the rest to the engine."""
+    """Run a :class:`WorkerEngine` once: ``instances=`` (optional) goes to ``run``, the rest to the engine."""
     instances = kwargs.pop("instances", None)
-    return BatchEngine(api, python_callable, **kwargs).run(instances)
+    return WorkerEngine(api, python_callable, **kwargs).run(instances)
 
 
 def failure_message(report: Mapping[str, Any]) -> str:
@@ -835,5 +835,23 @@ def failure_message(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DEFAULT_PROGRESS_INTERVAL", "BatchEngine", "RunObserver", "checked_interval", "checked_sizes",
-           "checked_unclaimed", "failure_message", "normalise_instances", "process_instances"]
+
+class BatchEngine(WorkerEngine):
+    """The 0.4 name of :class:`WorkerEngine` (deprecated): the same engine, with a deprecation warning."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        deprecated("BatchEngine is deprecated: use WorkerEngine (airflow_provider_workflowsoft.worker.engine)")
+        super().__init__(*args, **kwargs)
+
+__all__ = [
+    "DEFAULT_PROGRESS_INTERVAL",
+    "BatchEngine",
+    "RunObserver",
+    "WorkerEngine",
+    "checked_interval",
+    "checked_sizes",
+    "checked_unclaimed",
+    "failure_message",
+    "normalise_instances",
+    "process_instances",
+]

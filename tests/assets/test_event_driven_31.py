@@ -19,7 +19,7 @@ from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.triggers import workflowsoft as triggers
-from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 from tests.assets.test_event_driven import events_of, ids
 
 CONN = "workflowsoft_default"
@@ -117,13 +117,13 @@ def test_a_burst_goes_out_one_event_per_run_through_the_ack_slots(emu) -> None:
 
 
 def test_completions_reach_the_watcher_through_the_slot_and_the_slot_goes(emu, emu_client) -> None:
-    """The real batch engine given the event's instances: its claims, done marks and close are mirrored into the
+    """The real worker engine given the event's instances: its claims, done marks and close are mirrored into the
     slot; the watcher resolves its claims from there and deletes the slot and its emptied record."""
     variables = MemoryStore()
     emu.create_instances(11, count=2)
     (event,) = events_of(watcher(variables), 1)
     worker = ClaimsLedger(CONN, variables, owner="dag/run1/complete/-1")
-    report = BatchEngine(emu_client, lambda fields, instance: {"Venue code": "V"}, integration_step_id=11,
+    report = WorkerEngine(emu_client, lambda fields, instance: {"Venue code": "V"}, integration_step_id=11,
                          claims=worker).run(instances_from_events([{"extra": {"payload": event}}]))
     assert report["succeeded_count"] == 2
     (slot,) = slots(variables)

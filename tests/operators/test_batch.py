@@ -22,7 +22,7 @@ from airflow_provider_workflowsoft.operators.batch import (
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
-from airflow_provider_workflowsoft.worker.engine import BatchEngine, normalise_instances
+from airflow_provider_workflowsoft.worker.engine import WorkerEngine, normalise_instances
 from tests.conftest import FakeTI
 
 STEP = 11
@@ -294,7 +294,7 @@ def test_poll_error_fails_the_task_after_processing_what_was_received(emulator: 
         return real_poll(step)
 
     hook.poll_new_integration = flaky_poll  # type: ignore[method-assign]
-    engine = BatchEngine(hook, enrich, integration_step_id=STEP, claims=ClaimsLedger(conn, MemoryStore()))
+    engine = WorkerEngine(hook, enrich, integration_step_id=STEP, claims=ClaimsLedger(conn, MemoryStore()))
     report = engine.run()
     assert report["processed"] == 2 and "boom" in report["poll_error"]
 

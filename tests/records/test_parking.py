@@ -1,6 +1,6 @@
 """Poison instances are parked after ``max_offers``; a person releases (puts back), parks or forgets one instance
 by id wherever it is claimed; a drain killed while polling leaves a trace the next run reports; the claims
-records stay few. The batch engine and the watcher's trigger run against the emulator over loopback, their
+records stay few. The worker engine and the watcher's trigger run against the emulator over loopback, their
 records in memory stores."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import PARKED, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
-from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 from tests.assets.test_event_driven import events_of, watcher
 from tests.conftest import fake_context, instance_status
 
@@ -44,7 +44,7 @@ def enrich(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
 def batch_run(client: WorkflowsoftClient, store: MemoryStore, run: int, **kwargs: Any) -> dict[str, Any]:
     """One batch run (a new task instance) with a lease of 0: every earlier run's open claim is offered at once."""
     claims = ClaimsLedger(CONN, store, owner=f"burst/run{run}/enrich/-1")
-    engine = BatchEngine(client, enrich, integration_step_id=STEP, claims=claims, max_instances=10, max_workers=2,
+    engine = WorkerEngine(client, enrich, integration_step_id=STEP, claims=claims, max_instances=10, max_workers=2,
                          reclaim_after=dt.timedelta(0), **kwargs)
     return engine.run()
 

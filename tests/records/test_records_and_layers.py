@@ -1,4 +1,4 @@
-"""Guarantees of the restructured package: claims other runs hold are respected by the batch engine, one
+"""Guarantees of the restructured package: claims other runs hold are respected by the worker engine, one
 completion sequence, one meaning of ``on_behalf_of``, an Airflow-free API layer, a trigger that reads its
 connection the async way, and few claims records that are tidied."""
 
@@ -22,7 +22,7 @@ from airflow_provider_workflowsoft.operators.workflowsoft import (
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DONE, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
-from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 from tests.conftest import fake_context, instance_status
 
 CONN = "workflowsoft_default"
@@ -48,7 +48,7 @@ def never_called(fields: dict[str, Any]) -> None:
     raise AssertionError("an instance another run holds was processed")
 
 
-# -- a) the batch engine leaves alone what other runs hold within their lease --------------------------
+# -- a) the worker engine leaves alone what other runs hold within their lease --------------------------
 
 
 def test_batch_engine_does_not_take_an_instance_another_run_holds(emu, client) -> None:
@@ -58,7 +58,7 @@ def test_batch_engine_does_not_take_an_instance_another_run_holds(emu, client) -
     run_a = ClaimsLedger(CONN, store, owner="dag/runA/wait/-1")
     run_a.claim(STEP, [client.poll_new_integration(STEP)])  # run A's sensor received it
 
-    engine = BatchEngine(client, never_called, integration_step_id=STEP, reclaim_after=LEASE,
+    engine = WorkerEngine(client, never_called, integration_step_id=STEP, reclaim_after=LEASE,
                          claims=ClaimsLedger(CONN, store, owner="dag/runB/work/-1"))
     report = engine.run()
 
@@ -80,7 +80,7 @@ def test_batch_engine_respects_a_takeover_within_its_lease(emu, client) -> None:
     taken, _ = ClaimsLedger(CONN, store, owner="dag/runA2/work/-1", clock=at(NOW)).prepare_drain(STEP, LEASE, 5)
     assert [i["IntegrationInstanceId"] for i in taken] == [instance["IntegrationInstanceId"]]
 
-    engine = BatchEngine(client, never_called, integration_step_id=STEP, reclaim_after=LEASE,
+    engine = WorkerEngine(client, never_called, integration_step_id=STEP, reclaim_after=LEASE,
                          claims=ClaimsLedger(CONN, store, owner="dag/runB/work/-1", clock=at(NOW)))
     report = engine.run()
     assert report["processed"] == 0 and report["failed"] == []
@@ -100,7 +100,7 @@ def test_reclaimed_batch_instance_refused_as_already_completed_is_a_success(emu,
         emu.state.complete(iid, {"Action": "Complete", "CustomAction": "__AUTO__"}, "system")  # answers lost
     emu.clear_request_log()
 
-    engine = BatchEngine(client, lambda fields: {"Attendees": 5}, integration_step_id=STEP, reclaim_after=LEASE,
+    engine = WorkerEngine(client, lambda fields: {"Attendees": 5}, integration_step_id=STEP, reclaim_after=LEASE,
                          claims=ClaimsLedger(CONN, store, owner="dag/runB/work/-1"), max_instances=1)
     report = engine.run()
     assert report["failed"] == [] and report["succeeded"] == [first["IntegrationInstanceId"]]
@@ -120,7 +120,7 @@ def test_process_one_reports_already_completed(emu, client) -> None:
     (instance,) = emu.create_instances(STEP, values={"Venue code": "V1"})
     iid = instance["IntegrationInstanceId"]
     emu.state.complete(iid, {"Action": "Complete", "CustomAction": "__AUTO__"}, "system")
-    engine = BatchEngine(client, lambda fields: {"Attendees": 5}, integration_step_id=STEP)
+    engine = WorkerEngine(client, lambda fields: {"Attendees": 5}, integration_step_id=STEP)
     outcome = engine.process_one({"IntegrationInstanceId": iid, "reclaimed": True}, already_completed_ok=True)
     assert outcome["already_completed"] is True
     with pytest.raises(Exception, match="already completed"):  # a first attempt must not hide it
@@ -229,7 +229,7 @@ def test_a_batch_run_writes_one_record_and_leaves_none(emu, client) -> None:
     n = 30
     emu.create_instances(STEP, count=n)
     store = KeyWatchingStore()
-    engine = BatchEngine(client, lambda fields: {"Venue code": "V"}, integration_step_id=STEP, max_instances=n,
+    engine = WorkerEngine(client, lambda fields: {"Venue code": "V"}, integration_step_id=STEP, max_instances=n,
                          claims=ClaimsLedger(CONN, store, owner="dag/run1/work/-1"), max_workers=4)
     report = engine.run()
     assert len(report["succeeded"]) == n
@@ -303,7 +303,7 @@ def test_a_slow_claims_store_bounds_what_is_handed_out_unclaimed(emu, client, ma
                 seen["answers"] += answer is not None
             return answer
 
-    engine = BatchEngine(CountingPolls(), lambda fields: {"Venue code": "V"}, integration_step_id=STEP,
+    engine = WorkerEngine(CountingPolls(), lambda fields: {"Venue code": "V"}, integration_step_id=STEP,
                          max_instances=40, max_workers=4, claims=ClaimsLedger(CONN, SlowStore(), owner="o"),
                          max_unclaimed=max_unclaimed)
     report = engine.run()
@@ -318,7 +318,7 @@ def test_max_unclaimed_must_be_a_whole_number_of_one_or_more(client) -> None:
     for bad in (0, -1, 1.5, True, "2"):
         expected = f"max_unclaimed must be a whole number of 1 or more, got {bad!r}"
         with pytest.raises(WorkflowsoftInputError, match=expected):
-            BatchEngine(client, lambda fields: None, integration_step_id=STEP,
+            WorkerEngine(client, lambda fields: None, integration_step_id=STEP,
                         max_unclaimed=bad)  # type: ignore[arg-type]
 
 
@@ -419,7 +419,7 @@ def test_a_drain_ending_at_its_limit_releases_every_waiting_poller(emu, client, 
     # 16 pollers, most of them waiting for room, and a drain that ends at max_instances (not at an empty
     # answer): every poller must be told, or the run never ends.
     emu.create_instances(STEP, count=60)
-    engine = BatchEngine(client, lambda fields: {"Venue code": "V"}, integration_step_id=STEP, max_instances=40,
+    engine = WorkerEngine(client, lambda fields: {"Venue code": "V"}, integration_step_id=STEP, max_instances=40,
                          max_workers=16, claims=ClaimsLedger(CONN, MemoryStore(), owner="o"),
                          max_unclaimed=max_unclaimed)
     report = engine.run()
@@ -455,7 +455,7 @@ def test_instances_handed_over_without_a_step_keep_the_step_of_their_claim(emu, 
     def fail(fields: dict[str, Any]) -> None:
         raise RuntimeError("refused")
 
-    worker = BatchEngine(client, fail, claims=ClaimsLedger(CONN, store, owner="d/r/work/-1",
+    worker = WorkerEngine(client, fail, claims=ClaimsLedger(CONN, store, owner="d/r/work/-1",
                                                            clock=at(NOW + dt.timedelta(seconds=1))))
     report = worker.run([{"IntegrationInstanceId": iid}])
     assert [f["IntegrationInstanceId"] for f in report["failed"]] == [iid]

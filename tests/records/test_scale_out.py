@@ -20,7 +20,7 @@ from airflow_provider_workflowsoft.api.client import ClientConfig, WorkflowsoftC
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
-from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 
 CONN = "workflowsoft_default"
 STEP = 11
@@ -113,7 +113,7 @@ def test_four_engines_on_one_step_work_on_every_instance_once(
     reports: list[dict[str, Any]] = []
     try:
         for round_no in range(40):  # until completed: a drain stops at the first repeated answer (one instance)
-            engines = [BatchEngine(clients[i], work, integration_step_id=STEP, max_instances=count, max_workers=4,
+            engines = [WorkerEngine(clients[i], work, integration_step_id=STEP, max_instances=count, max_workers=4,
                                    claims=ClaimsLedger(CONN, store, owner=owner(i, f"run{round_no}")),
                                    reclaim_after=HOUR, progress_interval=None) for i in range(4)]
             threads = [threading.Thread(target=lambda e=e: reports.append(e.run())) for e in engines]

@@ -23,7 +23,7 @@ from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 from airflow_provider_workflowsoft.version_compat import AirflowSensorTimeout
-from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 from tests.conftest import TaskDeferred, fails_without_retries, fake_context
 from tests.triggers.test_trigger import first_event
 
@@ -51,7 +51,7 @@ def enrich(fields: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
 
 def worker_run(client: WorkflowsoftClient, store: MemoryStore, run: int) -> dict[str, Any]:
     claims = ClaimsLedger(CONN, store, owner=f"burst/w{run}/enrich/-1")
-    return BatchEngine(client, enrich, integration_step_id=STEP, claims=claims, max_instances=100, max_workers=2,
+    return WorkerEngine(client, enrich, integration_step_id=STEP, claims=claims, max_instances=100, max_workers=2,
                        reclaim_after=LEASE, progress_interval=None).run()
 
 

@@ -18,7 +18,7 @@ from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import CountingStore, MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor, as_timedelta
-from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 from tests.conftest import claim_of, fake_context, second_drain
 
 CONN = "workflowsoft_default"
@@ -108,7 +108,7 @@ def test_a_downstream_batch_worker_keeps_the_sensors_claims_and_nothing_is_done_
     offered: list[Any] = []
     second = second_drain(store, 0.85, offered, lease=LEASE)
     with WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", max_retries=0)) as client:
-        engine = BatchEngine(client, work, integration_step_id=11, max_workers=4, reclaim_after=LEASE,
+        engine = WorkerEngine(client, work, integration_step_id=11, max_workers=4, reclaim_after=LEASE,
                              claims=ClaimsLedger(CONN, store, owner="dag/run1/work/-1"), progress_interval=None)
         report = engine.run(handed)
     second.join(10)

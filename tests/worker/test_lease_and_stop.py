@@ -27,7 +27,7 @@ from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.leases import LeaseKeeper
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.version_compat import AIRFLOW_V_3_0_PLUS
-from airflow_provider_workflowsoft.worker.engine import BatchEngine
+from airflow_provider_workflowsoft.worker.engine import WorkerEngine
 from bench.report_size import InMemoryApi
 from tests.conftest import fake_context
 
@@ -166,14 +166,14 @@ def test_a_second_run_does_not_take_what_a_live_slow_run_holds(
     lease, per_instance = dt.timedelta(seconds=0.6), 0.84
     ids = [int(i["IntegrationInstanceId"]) for i in emu.create_instances(STEP, count=8)]
     store, calls = MemoryStore(), collections.Counter[int]()
-    first = BatchEngine(client, _slow(calls, per_instance), integration_step_id=STEP, max_instances=8, max_workers=4,
+    first = WorkerEngine(client, _slow(calls, per_instance), integration_step_id=STEP, max_instances=8, max_workers=4,
                         claims=ClaimsLedger(CONN, store, owner="dag/run1/work/-1"), reclaim_after=lease,
                         progress_interval=None)
     reports: dict[str, dict[str, Any]] = {}
     runner = threading.Thread(target=lambda: reports.setdefault("first", first.run()))
     runner.start()
     time.sleep(per_instance)
-    second = BatchEngine(client, _slow(calls, 0.0), integration_step_id=STEP, max_instances=8, max_workers=4,
+    second = WorkerEngine(client, _slow(calls, 0.0), integration_step_id=STEP, max_instances=8, max_workers=4,
                          claims=ClaimsLedger(CONN, store, owner="dag/run2/work/-1"), reclaim_after=lease,
                          progress_interval=None)
     reports["second"] = second.run()
@@ -196,7 +196,7 @@ def test_a_stop_finishes_what_is_in_flight_and_hands_back_the_rest_to_the_next_r
         emu: EmulatorServer, client: WorkflowsoftClient) -> None:
     ids = [int(i["IntegrationInstanceId"]) for i in emu.create_instances(STEP, count=8)]
     store, calls, started = MemoryStore(), collections.Counter[int](), threading.Event()
-    engine = BatchEngine(client, _slow(calls, 0.5, started), integration_step_id=STEP, max_instances=8,
+    engine = WorkerEngine(client, _slow(calls, 0.5, started), integration_step_id=STEP, max_instances=8,
                          max_workers=2, claims=ClaimsLedger(CONN, store, owner="dag/run1/work/-1"),
                          reclaim_after=HOUR, progress_interval=None, grace_period=10)
     reports: dict[str, dict[str, Any]] = {}
@@ -216,7 +216,7 @@ def test_a_stop_finishes_what_is_in_flight_and_hands_back_the_rest_to_the_next_r
     assert record["closed"] and sorted(int(i) for i in record["claims"]) == sorted(report["handed_back"])
     assert all(c["released"] and c["handed_back"] for c in record["claims"].values())
     # the next run takes the handed-back instances at once (lease 1 hour) and the rest, nothing twice
-    nxt = BatchEngine(client, _slow(calls, 0.0), integration_step_id=STEP, max_instances=8, max_workers=4,
+    nxt = WorkerEngine(client, _slow(calls, 0.0), integration_step_id=STEP, max_instances=8, max_workers=4,
                       claims=ClaimsLedger(CONN, store, owner="dag/run2/work/-1"), reclaim_after=HOUR,
                       progress_interval=None).run()
     assert nxt["succeeded_count"] == 6 and nxt["already_completed_count"] == 0
@@ -228,7 +228,7 @@ def test_instances_in_flight_after_the_grace_period_stay_claimed(emu: EmulatorSe
                                                                   client: WorkflowsoftClient) -> None:
     emu.create_instances(STEP, count=4)
     store, calls, started, release = MemoryStore(), collections.Counter[int](), threading.Event(), threading.Event()
-    engine = BatchEngine(client, _slow(calls, 0, started, until=release), integration_step_id=STEP, max_instances=4,
+    engine = WorkerEngine(client, _slow(calls, 0, started, until=release), integration_step_id=STEP, max_instances=4,
                          max_workers=2, claims=ClaimsLedger(CONN, store, owner="dag/run1/work/-1"),
                          reclaim_after=HOUR, progress_interval=None, grace_period=0.2)
     reports: dict[str, dict[str, Any]] = {}
@@ -263,7 +263,7 @@ def test_a_task_timeout_in_the_run_stops_it_gracefully_and_goes_on(emu: Emulator
     # (not ``_thread.interrupt_main``, which waits for the main thread's next bytecode) lands while the run waits.
     emu.create_instances(STEP, count=6)
     store, calls, started = MemoryStore(), collections.Counter[int](), threading.Event()
-    engine = BatchEngine(client, _slow(calls, 0.3, started), integration_step_id=STEP, max_instances=6,
+    engine = WorkerEngine(client, _slow(calls, 0.3, started), integration_step_id=STEP, max_instances=6,
                          max_workers=1, claims=ClaimsLedger(CONN, store, owner="dag/run1/work/-1"),
                          reclaim_after=HOUR, progress_interval=None, grace_period=10)
     previous = signal.signal(signal.SIGALRM, _raise_timeout)
@@ -287,7 +287,7 @@ def test_a_task_timeout_in_the_run_stops_it_gracefully_and_goes_on(emu: Emulator
 @pytest.mark.parametrize("full_report", [False, True])
 def test_the_report_of_10000_instances_stays_bounded_unless_the_full_report_is_asked(full_report: bool) -> None:
     n, failing = 10_000, set(range(10, 10_000, 50))  # 200 failures
-    engine = BatchEngine(InMemoryApi(n, failing, error_chars=3000), lambda fields, instance: {
+    engine = WorkerEngine(InMemoryApi(n, failing, error_chars=3000), lambda fields, instance: {
         "Venue code": f"HALL-{instance['IntegrationInstanceId']:06d}", "Event exists": True},
         integration_step_id=STEP, max_instances=n, max_workers=16,
         claims=ClaimsLedger(CONN, MemoryStore(), owner="dag/run1/work/-1"), progress_interval=None,

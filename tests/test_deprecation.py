@@ -74,6 +74,8 @@ def test_the_engine_takes_the_old_keyword_and_list_claims_shows_both_keys() -> N
     with pytest.warns(AirflowProviderDeprecationWarning, match=r"WorkerEngine\(integration_diagram_id=\.\.\.\)"):
         engine = WorkerEngine(object(), lambda fields: None, integration_diagram_id=11, claims=claims)  # type: ignore[arg-type]
     assert engine.integration_step_id == 11
+    with pytest.warns(AirflowProviderDeprecationWarning, match="integration_diagram_id is deprecated"):
+        assert engine.integration_diagram_id == 11  # the 0.4 attribute
     claims.claim(11, [{"IntegrationInstanceId": 5001, "ProcessInstanceId": 1}])
     [entry] = claims.list_claims(11)
     assert entry["integration_step_id"] == entry["integration_diagram_id"] == 11

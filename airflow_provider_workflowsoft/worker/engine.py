@@ -346,6 +346,12 @@ class WorkerEngine:
         self._count_finished(True, started)
         return result
 
+    @property
+    def integration_diagram_id(self) -> int | str | None:
+        """The 0.4 name of :attr:`integration_step_id` (deprecated)."""
+        deprecated("WorkerEngine.integration_diagram_id is deprecated: use integration_step_id")
+        return self.integration_step_id
+
     # -- stopping -----------------------------------------------------------------------------------
 
     def stop(self, reason: str = "stopped") -> None:

@@ -9,4 +9,4 @@ Layers, each importing only the ones before it (see ``docs/architecture.md``):
 from the package.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0.dev0"

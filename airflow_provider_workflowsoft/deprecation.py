@@ -7,9 +7,10 @@ Every old name that keeps working (a renamed class, argument or module) warns th
   ``warnings.filterwarnings(..., category=AirflowProviderDeprecationWarning)`` selects it;
 * the warning names the first frame outside this package and outside Airflow: the DAG file's line, not
   Airflow's ``BaseOperator`` machinery that calls a constructor;
-* it is shown by default (Python hides a ``DeprecationWarning`` not raised in ``__main__``), in ``airflow dags
-  test``, the dag-processor's log and plain ``python dag.py``; ``-W`` options or a filter of the user's own
-  still decide (nothing is added when ``sys.warnoptions`` is set).
+* it is shown by default (Python hides a ``DeprecationWarning`` not raised in ``__main__``): in plain ``python
+  dag.py``, and in Airflow 3.3's ``airflow dags test`` and dag-processor log (before 3.3, ``airflow dags test``
+  prints nothing a DAG file's parse warned); ``-W`` options or a filter of the user's own still decide (nothing
+  is added when ``sys.warnoptions`` is set).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ test-deployment: install
 
 $(foreach v,$(OTHER_AIRFLOWS),$(eval VERSION_OF_$(subst .,,$(v)) := $(v)))
 
-# TEST_MARKS picks the tests (CI runs 3.1 without the `airflow dags test` runs: `.ci/run`).
+# TEST_MARKS picks the tests (for example TEST_MARKS="not browser and not airflow": no `airflow dags test` runs).
 TEST_MARKS ?= not browser
 test-airflow-%:
 	$(MAKE) .venv$(subst .,,$*)/.installed

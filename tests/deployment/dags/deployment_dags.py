@@ -55,15 +55,17 @@ def values_for(instance_id: int) -> dict[str, Any]:
     }
 
 
-with DAG(
-    dag_id="deploy_deferred",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=1)},
-    tags=["workflowsoft", "deployment"],
-):
+def deployment_dag(dag_id: str, *, retries: int | None = 0, **kwargs: Any) -> DAG:
+    """One of this file's DAGs: manual unless ``schedule`` is given, no catch-up, tagged; ``retries`` for its tasks
+    (1 s apart; ``None``: Airflow's default); the other arguments are the DAG's."""
+    if retries is not None:
+        kwargs["default_args"] = {"retries": retries, **({"retry_delay": dt.timedelta(seconds=1)} if retries else {})}
+    kwargs.setdefault("schedule", None)
+    return DAG(dag_id=dag_id, start_date=dt.datetime(2024, 1, 1), catchup=False, tags=["workflowsoft", "deployment"],
+               **kwargs)
+
+
+with deployment_dag("deploy_deferred", retries=2, max_active_runs=1):
     waiting = WorkflowsoftIntegrationSensor(
         task_id="wait",
         integration_step_id=STEP,
@@ -85,15 +87,7 @@ with DAG(
     WorkflowsoftCompleteStepOperator.partial(task_id="complete").expand_kwargs(compute(waiting.output))  # type: ignore[arg-type]
 
 
-with DAG(
-    dag_id="deploy_batch",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 0},
-    tags=["workflowsoft", "deployment"],
-):
+with deployment_dag("deploy_batch", max_active_runs=1):
 
     @task.workflowsoft_worker(  # type: ignore[attr-defined]
         integration_step_id=STEP,
@@ -118,14 +112,7 @@ BURST = integration_step_asset(
     reclaim_after=float(os.environ.get("WFS_DEPLOY_BURST_LEASE_S", "180")),
 )
 
-with DAG(
-    dag_id="deploy_burst",
-    schedule=[BURST],
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    default_args={"retries": 1, "retry_delay": dt.timedelta(seconds=1)},
-    tags=["workflowsoft", "deployment"],
-):
+with deployment_dag("deploy_burst", retries=1, schedule=[BURST]):
 
     @task
     def arrived(triggering_asset_events: Any = None) -> list[dict[str, Any]]:
@@ -143,18 +130,15 @@ with DAG(
 
 # -- a deadline alert: a run still going 3 s after it was queued creates a Workflowsoft task, from the triggerer ---
 
-with DAG(
-    dag_id="deploy_deadline",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
+with deployment_dag(
+    "deploy_deadline",
+    retries=None,
     deadline=DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=dt.timedelta(seconds=3),
         callback=AsyncCallback(WorkflowsoftNotifier, kwargs={"assignee": "ops@example.com",
                                                              "on_behalf_of": "john.doe@example.com"}),
     ),
-    tags=["workflowsoft", "deployment"],
 ):
 
     @task
@@ -166,15 +150,7 @@ with DAG(
 
 ROUND_TRIP_STEP = 41
 
-with DAG(
-    dag_id="deploy_round_trip",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    max_active_runs=50,
-    default_args={"retries": 0},
-    tags=["workflowsoft", "deployment"],
-):
+with deployment_dag("deploy_round_trip", max_active_runs=50):
     waiting_for_mine = WorkflowsoftIntegrationSensor(
         task_id="wait",
         integration_step_id=ROUND_TRIP_STEP,
@@ -191,15 +167,7 @@ with DAG(
     ).set_upstream(waiting_for_mine)
 
 
-with DAG(
-    dag_id="deploy_round_trip_worker",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 0},
-    tags=["workflowsoft", "deployment"],
-):
+with deployment_dag("deploy_round_trip_worker", max_active_runs=1):
 
     @task.workflowsoft_worker(  # type: ignore[attr-defined]
         integration_step_id=ROUND_TRIP_STEP, max_instances=100, max_workers=4, reclaim_after=dt.timedelta(seconds=60))
@@ -215,15 +183,7 @@ with DAG(
 # is mapped over them. Each map index has its own claims record, and claims are checked against the other records
 # before an instance is handed over, so no instance goes to two of them.
 
-with DAG(
-    dag_id="deploy_scale_out",
-    schedule=None,
-    start_date=dt.datetime(2024, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"retries": 0},
-    tags=["workflowsoft", "deployment"],
-):
+with deployment_dag("deploy_scale_out", max_active_runs=1):
 
     @task
     def shares(**context: Any) -> list[int]:

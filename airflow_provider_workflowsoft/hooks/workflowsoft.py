@@ -135,6 +135,13 @@ def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None
     return ClientConfig(**kwargs)
 
 
+def _sync_client(config: ClientConfig, **kwargs: Any) -> WorkflowsoftClient:
+    """Return a new :class:`WorkflowsoftClient` of ``config``."""
+    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient  # lazy: DAG parsing never loads requests
+
+    return WorkflowsoftClient(config, **kwargs)
+
+
 def _metrics_kwargs() -> dict[str, Any]:
     """``on_request`` sending every request to Airflow's metrics, when Airflow sends metrics (else nothing)."""
     from airflow_provider_workflowsoft.metrics import recorder  # loaded only when a client is built
@@ -244,11 +251,8 @@ class WorkflowsoftHook(BaseHook):
     @cached_property
     def client(self) -> WorkflowsoftClient:
         """The API client, built once per hook (one pooled session, one token per lifetime)."""
-        # Imported here: a DAG file that imports an operator does not pay for requests.
-        from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
-
         kwargs = {"on_token": mask_secret, **_metrics_kwargs(), **self._client_kwargs}
-        return WorkflowsoftClient(self.config, **kwargs)
+        return _sync_client(self.config, **kwargs)
 
     async def get_async_client(self, **client_options: Any) -> AsyncWorkflowsoftClient:
         """Return a new async client for a trigger.
@@ -256,7 +260,9 @@ class WorkflowsoftHook(BaseHook):
         The connection and its extras are read, and every secret registered with the masker, the async-safe way (nothing
         on the event loop waits for the supervisor). The caller closes it (``await client.aclose()``).
         """
+        # lazy: httpx only where a trigger runs (DAG parsing on Airflow 2.11 never loads it)
         from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
+
         conn = await aget_connection(self.workflowsoft_conn_id)
         extras = await aconnection_extras(conn)
         config = config_from_connection(conn, extras=extras, **{**self._client_options, **client_options})
@@ -388,9 +394,7 @@ class WorkflowsoftHook(BaseHook):
             )
             for secret in config.secrets():
                 mask_secret(secret)
-            from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
-
-            with WorkflowsoftClient(config, on_token=mask_secret) as client:
+            with _sync_client(config, on_token=mask_secret) as client:
                 return True, client.check()
         except WorkflowsoftConfigError as exc:
             return False, str(exc)

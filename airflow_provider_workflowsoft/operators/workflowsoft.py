@@ -23,6 +23,7 @@ from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, coerce_
 from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
 from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
+from airflow_provider_workflowsoft.operators import batch
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import (
@@ -541,8 +542,6 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The batch operator lives in its own module: importable from here as before, with a deprecation warning.
     if name in ("WorkflowsoftIntegrationWorkerOperator", "WorkflowsoftProcessInstancesOperator"):
-        from airflow_provider_workflowsoft.operators import batch
-
         warn_deprecated(f"{__name__}.{name} is deprecated: import it from {batch.__name__}")
         return getattr(batch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

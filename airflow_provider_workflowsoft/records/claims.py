@@ -46,6 +46,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, id_value
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.stores import KeyValueStore, VariableStore
@@ -1080,8 +1081,6 @@ def checked_max_offers(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
-
         raise WorkflowsoftInputError(
             f"max_offers must be a whole number of 1 or more (0 or None: never park), got {value!r}")
     return value or None

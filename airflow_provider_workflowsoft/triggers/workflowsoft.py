@@ -55,6 +55,7 @@ from airflow_provider_workflowsoft.hooks.workflowsoft import (
     aget_connection,
     config_from_connection,
 )
+from airflow_provider_workflowsoft.metrics import recorder
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import (
     DEFAULT_MAX_OFFERS,
@@ -179,8 +180,6 @@ class DrainMetrics:
     """
 
     def __init__(self) -> None:
-        from airflow_provider_workflowsoft.metrics import recorder
-
         try:
             self.recorder = recorder()
         except Exception as exc:

@@ -116,11 +116,21 @@ def blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def to_bool(value: Any) -> bool:
-    """Return a templated boolean (``"True"``/``"false"`` after rendering) as a bool."""
-    if isinstance(value, str):
-        return value.strip().lower() in TRUE_TEXTS
-    return bool(value)
+def to_bool(value: Any, *, strict: bool = False, name: str = "the value") -> bool:
+    """Return a templated boolean (``"True"``/``"false"`` after rendering) as a bool.
+
+    :param strict: refuse (``WorkflowsoftInputError``, naming ``name``) what reads as neither true nor false (a
+        connection's extra); otherwise a text is true when it is in :data:`TRUE_TEXTS`, anything else by ``bool()``
+    """
+    if isinstance(value, bool):
+        return value
+    if not strict:
+        return value.strip().lower() in TRUE_TEXTS if isinstance(value, str) else bool(value)
+    text = str(value).strip().lower()
+    if text in TRUE_TEXTS or text in FALSE_TEXTS:
+        return text in TRUE_TEXTS
+    raise WorkflowsoftInputError(f"{name} is {value!r}, which is neither true ({', '.join(sorted(TRUE_TEXTS))}) nor "
+                                 f"false ({', '.join(sorted(FALSE_TEXTS))})")
 
 
 def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:

@@ -40,7 +40,7 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
     :param key: the extra's key as stored, when it differs from ``name`` (an older key), for errors
     """
     spec = connection_form.EXTRA_FIELDS[name]
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    if protocol.blank(raw):
         return spec["default"]
     kind = spec["type"]
     try:
@@ -59,14 +59,7 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
                 raise ValueError
             return value
         if kind == "boolean":
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in protocol.TRUE_TEXTS:
-                return True
-            if text in protocol.FALSE_TEXTS:
-                return False
-            raise ValueError
+            return protocol.to_bool(raw, strict=True)
         return str(raw).strip()
     except ValueError:
         expected = {"integer": "a whole number >= 0", "number": "a number > 0", "boolean": "true or false"}

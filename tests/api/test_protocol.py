@@ -206,6 +206,19 @@ def test_one_reading_of_templated_booleans(value: object, expected: bool) -> Non
     assert P.to_bool(value) is expected
 
 
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), (" ON ", True), ("yes", True), (1, True),
+                                                 ("Off", False), ("no", False), ("0", False), (0, False)])
+def test_a_strict_boolean_reads_the_same_texts(value: object, expected: bool) -> None:
+    assert P.to_bool(value, strict=True) is expected
+
+
+@pytest.mark.parametrize("value", ["perhaps", "", 2, None, "truthy"])
+def test_a_strict_boolean_refuses_what_is_neither_true_nor_false(value: object) -> None:
+    with pytest.raises(WorkflowsoftInputError, match=r"verify_ssl is .*, which is neither true \(1, on, true, yes\) "
+                                                     r"nor false \(0, false, no, off\)"):
+        P.to_bool(value, strict=True, name="verify_ssl")
+
+
 @pytest.mark.parametrize(("value", "expected"), [(None, True), ("", True), ("  ", True), ("x", False), (0, False)])
 def test_blank_means_none_or_whitespace(value: object, expected: bool) -> None:
     assert P.blank(value) is expected

@@ -189,6 +189,44 @@ def coerce_instance_id(value: Any) -> int:
                                f"with 'IntegrationInstanceId', got {original!r}")
 
 
+def given_instances(value: Any, name: str) -> list[tuple[int, Any]]:
+    """Return ``(id, instance)`` of each integration instance a user gave in one argument, order and repeats kept.
+
+    ``value`` is ``None``, one instance or a list of them, or the text of one of those (a rendered template): JSON
+    text, or comma-separated ids. An instance is an id (:func:`coerce_instance_id`) or an instance dict keyed by
+    one of :data:`INSTANCE_ID_KEYS`; its JSON text is returned as the dict. Anything else is refused, naming
+    ``name``, the value and why.
+    """
+    items = value
+    if isinstance(items, str):
+        text = items.strip()
+        if text[:1] in ("[", "{"):
+            try:
+                items = json.loads(text)
+            except ValueError as exc:
+                raise WorkflowsoftInputError(f"{name}: {value!r} is refused: it is not valid JSON ({exc})") from None
+        else:
+            items = [part for part in text.split(",") if part.strip()]
+    if items is None:
+        return []
+    if isinstance(items, Mapping | str | int):
+        items = [items]
+    if not isinstance(items, Iterable) or isinstance(items, bytes):
+        raise WorkflowsoftInputError(f"{name}: {value!r} is refused: give integration instances (ids or instance "
+                                     "dicts), a list of them, their JSON text or comma-separated ids")
+    found = []
+    for item in items:
+        if isinstance(item, str) and item.strip().startswith("{"):
+            with contextlib.suppress(ValueError):
+                item = json.loads(item)
+        try:
+            found.append((coerce_instance_id(item), item))
+        except WorkflowsoftInputError as exc:
+            within = "" if item is value else f" (in {value!r})"
+            raise WorkflowsoftInputError(f"{name}: {item!r}{within} is refused: {exc}") from None
+    return found
+
+
 def _positive_id(value: Any, refusal: str) -> int:
     """Return ``value`` as a positive integer id (:func:`coerce_id`), or refuse it with ``refusal``."""
     try:

@@ -8,12 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_workflowsoft import __version__
+from airflow_provider_workflowsoft.connection_form import conn_fields, ui_field_behaviour
 
 
 def get_provider_info() -> dict[str, Any]:
     """Return the provider metadata read by Airflow's providers manager (entry point ``apache_airflow_provider``)."""
-    from airflow_provider_workflowsoft.connection_form import conn_fields, ui_field_behaviour
-
     return {
         "package-name": "airflow-provider-workflowsoft",
         "name": "Workflowsoft",

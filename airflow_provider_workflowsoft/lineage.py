@@ -12,11 +12,11 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
+from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
+
 
 def step_paths(inlets: Iterable[Any]) -> list[str]:
     """Return the integration steps (``integration-steps/<id>`` or the by-name path) among Workflowsoft Assets."""
-    from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
-
     paths = []
     for asset in inlets or ():
         uri = str(getattr(asset, "uri", "") or "")

@@ -116,11 +116,21 @@ def blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def to_bool(value: Any) -> bool:
-    """Return a templated boolean (``"True"``/``"false"`` after rendering) as a bool."""
-    if isinstance(value, str):
-        return value.strip().lower() in TRUE_TEXTS
-    return bool(value)
+def to_bool(value: Any, *, strict: bool = False, name: str = "the value") -> bool:
+    """Return a templated boolean (``"True"``/``"false"`` after rendering) as a bool.
+
+    :param strict: refuse (``WorkflowsoftInputError``, naming ``name``) what reads as neither true nor false (a
+        connection's extra); otherwise a text is true when it is in :data:`TRUE_TEXTS`, anything else by ``bool()``
+    """
+    if isinstance(value, bool):
+        return value
+    if not strict:
+        return value.strip().lower() in TRUE_TEXTS if isinstance(value, str) else bool(value)
+    text = str(value).strip().lower()
+    if text in TRUE_TEXTS or text in FALSE_TEXTS:
+        return text in TRUE_TEXTS
+    raise WorkflowsoftInputError(f"{name} is {value!r}, which is neither true ({', '.join(sorted(TRUE_TEXTS))}) nor "
+                                 f"false ({', '.join(sorted(FALSE_TEXTS))})")
 
 
 def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
@@ -177,6 +187,44 @@ def coerce_instance_id(value: Any) -> int:
         value = next((value[key] for key in INSTANCE_ID_KEYS if key in value), value)
     return _positive_id(value, "integration_instance_id must be an integer id, a numeric string or an instance dict "
                                f"with 'IntegrationInstanceId', got {original!r}")
+
+
+def given_instances(value: Any, name: str) -> list[tuple[int, Any]]:
+    """Return ``(id, instance)`` of each integration instance a user gave in one argument, order and repeats kept.
+
+    ``value`` is ``None``, one instance or a list of them, or the text of one of those (a rendered template): JSON
+    text, or comma-separated ids. An instance is an id (:func:`coerce_instance_id`) or an instance dict keyed by
+    one of :data:`INSTANCE_ID_KEYS`; its JSON text is returned as the dict. Anything else is refused, naming
+    ``name``, the value and why.
+    """
+    items = value
+    if isinstance(items, str):
+        text = items.strip()
+        if text[:1] in ("[", "{"):
+            try:
+                items = json.loads(text)
+            except ValueError as exc:
+                raise WorkflowsoftInputError(f"{name}: {value!r} is refused: it is not valid JSON ({exc})") from None
+        else:
+            items = [part for part in text.split(",") if part.strip()]
+    if items is None:
+        return []
+    if isinstance(items, Mapping | str | int):
+        items = [items]
+    if not isinstance(items, Iterable) or isinstance(items, bytes):
+        raise WorkflowsoftInputError(f"{name}: {value!r} is refused: give integration instances (ids or instance "
+                                     "dicts), a list of them, their JSON text or comma-separated ids")
+    found = []
+    for item in items:
+        if isinstance(item, str) and item.strip().startswith("{"):
+            with contextlib.suppress(ValueError):
+                item = json.loads(item)
+        try:
+            found.append((coerce_instance_id(item), item))
+        except WorkflowsoftInputError as exc:
+            within = "" if item is value else f" (in {value!r})"
+            raise WorkflowsoftInputError(f"{name}: {item!r}{within} is refused: {exc}") from None
+    return found
 
 
 def _positive_id(value: Any, refusal: str) -> int:

@@ -40,7 +40,7 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
     :param key: the extra's key as stored, when it differs from ``name`` (an older key), for errors
     """
     spec = connection_form.EXTRA_FIELDS[name]
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    if protocol.blank(raw):
         return spec["default"]
     kind = spec["type"]
     try:
@@ -59,14 +59,7 @@ def _cast_extra(name: str, raw: Any, key: str | None = None) -> Any:
                 raise ValueError
             return value
         if kind == "boolean":
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in protocol.TRUE_TEXTS:
-                return True
-            if text in protocol.FALSE_TEXTS:
-                return False
-            raise ValueError
+            return protocol.to_bool(raw, strict=True)
         return str(raw).strip()
     except ValueError:
         expected = {"integer": "a whole number >= 0", "number": "a number > 0", "boolean": "true or false"}
@@ -133,6 +126,13 @@ def config_from_connection(conn: Any, *, extras: Mapping[str, Any] | None = None
         kwargs["label"] = f"the Airflow connection {conn_id!r}"
     kwargs.update(overrides)
     return ClientConfig(**kwargs)
+
+
+def _sync_client(config: ClientConfig, **kwargs: Any) -> WorkflowsoftClient:
+    """Return a new :class:`WorkflowsoftClient` of ``config``."""
+    from airflow_provider_workflowsoft.api.client import WorkflowsoftClient  # lazy: DAG parsing never loads requests
+
+    return WorkflowsoftClient(config, **kwargs)
 
 
 def _metrics_kwargs() -> dict[str, Any]:
@@ -244,11 +244,8 @@ class WorkflowsoftHook(BaseHook):
     @cached_property
     def client(self) -> WorkflowsoftClient:
         """The API client, built once per hook (one pooled session, one token per lifetime)."""
-        # Imported here: a DAG file that imports an operator does not pay for requests.
-        from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
-
         kwargs = {"on_token": mask_secret, **_metrics_kwargs(), **self._client_kwargs}
-        return WorkflowsoftClient(self.config, **kwargs)
+        return _sync_client(self.config, **kwargs)
 
     async def get_async_client(self, **client_options: Any) -> AsyncWorkflowsoftClient:
         """Return a new async client for a trigger.
@@ -256,7 +253,9 @@ class WorkflowsoftHook(BaseHook):
         The connection and its extras are read, and every secret registered with the masker, the async-safe way (nothing
         on the event loop waits for the supervisor). The caller closes it (``await client.aclose()``).
         """
+        # lazy: httpx only where a trigger runs (DAG parsing on Airflow 2.11 never loads it)
         from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
+
         conn = await aget_connection(self.workflowsoft_conn_id)
         extras = await aconnection_extras(conn)
         config = config_from_connection(conn, extras=extras, **{**self._client_options, **client_options})
@@ -388,9 +387,7 @@ class WorkflowsoftHook(BaseHook):
             )
             for secret in config.secrets():
                 mask_secret(secret)
-            from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
-
-            with WorkflowsoftClient(config, on_token=mask_secret) as client:
+            with _sync_client(config, on_token=mask_secret) as client:
                 return True, client.check()
         except WorkflowsoftConfigError as exc:
             return False, str(exc)

@@ -9,21 +9,19 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
 from airflow_provider_workflowsoft.api.protocol import renamed_argument
 from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.hooks.workflowsoft import WorkflowsoftHook
+from airflow_provider_workflowsoft.metrics import StatsRecorder, recorder
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.creates import CreateLedger, create_store_for
 from airflow_provider_workflowsoft.records.stores import CountingStore, KeyValueStore, VariableStore
 from airflow_provider_workflowsoft.version_compat import AirflowFailException
-
-if TYPE_CHECKING:
-    from airflow_provider_workflowsoft.metrics import StatsRecorder
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +79,6 @@ class WorkflowsoftTaskMixin:
     def metrics(self) -> StatsRecorder | None:
         """Return what sends this task's metrics (``None`` when Airflow sends none)."""
         if self._metrics is None:
-            from airflow_provider_workflowsoft.metrics import recorder
-
             self._metrics = recorder() or False
         return self._metrics or None
 

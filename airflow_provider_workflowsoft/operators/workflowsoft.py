@@ -19,10 +19,18 @@ from typing import Any
 from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, coerce_instance_id, id_value, to_bool
+from airflow_provider_workflowsoft.api.protocol import (
+    blank,
+    coerce_id,
+    coerce_instance_id,
+    given_instances,
+    id_value,
+    to_bool,
+)
 from airflow_provider_workflowsoft.assets.workflowsoft import SCHEME
 from airflow_provider_workflowsoft.deprecation import warn_deprecated
 from airflow_provider_workflowsoft.lineage import completion_lineage, step_paths
+from airflow_provider_workflowsoft.operators import batch
 from airflow_provider_workflowsoft.operators._base import WorkflowsoftTaskMixin, fails_without_retries
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import (
@@ -323,12 +331,8 @@ class WorkflowsoftCreateTaskOperator(_WorkflowsoftOperator):
 
 
 def _instance_ids(value: Any) -> list[int]:
-    """Instance ids from a list of ids or instance dicts, a comma-separated string or JSON text."""
-    if isinstance(value, str):
-        value = json.loads(value) if value.strip().startswith("[") else [i for i in value.split(",") if i.strip()]
-    if value is None or isinstance(value, int | Mapping):
-        value = [] if value is None else [value]
-    return [coerce_instance_id(i) for i in value]
+    """Instance ids from a list of ids or instance dicts, a comma-separated string or JSON text (``instance_ids``)."""
+    return [iid for iid, _ in given_instances(value, "instance_ids")]
 
 
 class _ClaimsOperator(_WorkflowsoftOperator):
@@ -541,8 +545,6 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The batch operator lives in its own module: importable from here as before, with a deprecation warning.
     if name in ("WorkflowsoftIntegrationWorkerOperator", "WorkflowsoftProcessInstancesOperator"):
-        from airflow_provider_workflowsoft.operators import batch
-
         warn_deprecated(f"{__name__}.{name} is deprecated: import it from {batch.__name__}")
         return getattr(batch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

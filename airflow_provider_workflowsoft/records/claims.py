@@ -46,6 +46,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.protocol import blank, coerce_id, id_value
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.stores import KeyValueStore, VariableStore
@@ -1075,13 +1076,10 @@ def apply_action(record: dict[str, Any], action: str, ids: set[str], now: dt.dat
 
 def checked_max_offers(value: Any) -> int | None:
     """``max_offers`` checked: a whole number (``None`` or ``0``: never park)."""
+    value = id_value(value)  # a numeric string (a rendered template) or a whole Decimal as an int
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
-
         raise WorkflowsoftInputError(
             f"max_offers must be a whole number of 1 or more (0 or None: never park), got {value!r}")
     return value or None

@@ -54,6 +54,7 @@ from airflow_provider_workflowsoft.operators._base import (
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, DEFAULT_MAX_OFFERS, checked_max_offers
 from airflow_provider_workflowsoft.records.leases import LeaseKeeper
+from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 from airflow_provider_workflowsoft.version_compat import (
     AirflowException,
     AirflowSensorTimeout,
@@ -314,7 +315,7 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
             wait_until = wait_until or time.time() + float(timeout)
             timeout = max(0.0, wait_until - time.time()) + self.poll_interval + 60
         self.defer(
-            trigger=_trigger_class()(
+            trigger=WorkflowsoftIntegrationTrigger(
                 integration_step_id=step,
                 workflowsoft_conn_id=self.workflowsoft_conn_id,
                 max_instances=self._limit(),
@@ -377,10 +378,3 @@ class WorkflowsoftIntegrationSensor(WorkflowsoftTaskMixin, BaseSensorOperator):
 
 
 __all__ = ["WorkflowsoftIntegrationSensor"]
-
-
-def _trigger_class() -> Any:
-    # Imported when deferring only: DAG files that import the sensor do not pay for the trigger (httpx).
-    from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
-
-    return WorkflowsoftIntegrationTrigger

@@ -45,16 +45,17 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftError, WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import to_jsonable
-from airflow_provider_workflowsoft.api.protocol import as_timedelta, coerce_id, poll_seconds
+from airflow_provider_workflowsoft.api.protocol import as_timedelta, coerce_id, poll_seconds, renamed_argument
 from airflow_provider_workflowsoft.api.step import StepRef
 from airflow_provider_workflowsoft.assets.workflowsoft import integration_step_uri
-from airflow_provider_workflowsoft.deprecation import RenamedAttribute, warn_deprecated
+from airflow_provider_workflowsoft.deprecation import RenamedAttribute
 from airflow_provider_workflowsoft.hooks.workflowsoft import (
     WorkflowsoftHook,
     aconnection_extras,
     aget_connection,
     config_from_connection,
 )
+from airflow_provider_workflowsoft.metrics import recorder
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import (
     DEFAULT_MAX_OFFERS,
@@ -179,8 +180,6 @@ class DrainMetrics:
     """
 
     def __init__(self) -> None:
-        from airflow_provider_workflowsoft.metrics import recorder
-
         try:
             self.recorder = recorder()
         except Exception as exc:
@@ -227,7 +226,8 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
 
         trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, max_instances=10, poll_interval=30)
 
-    :param workflowsoft_conn_id: the Workflowsoft connection id (``conn_id``, its 0.1 name, still works)
+    :param workflowsoft_conn_id: the Workflowsoft connection id (default ``workflowsoft_default``; ``conn_id``, its
+        0.1 name, still works)
     :param integration_step_id: the integration step (``IntegrationDiagramID`` in the API) to poll
         (``integration_diagram_id``, its 0.1 name, still works)
     :param max_instances: the most instances one event carries
@@ -255,7 +255,7 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
     def __init__(
         self,
         integration_step_id: int | None = None,
-        workflowsoft_conn_id: str = defaults.DEFAULT_CONN_ID,
+        workflowsoft_conn_id: str | None = None,
         max_instances: int = 1,
         fetch_fields: bool = False,
         poll_interval: float = 60.0,
@@ -272,11 +272,11 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
         wait_until: float | None = None,
     ) -> None:
         super().__init__()
-        for old, new in (("conn_id", "workflowsoft_conn_id"), ("integration_diagram_id", "integration_step_id")):
-            if locals()[old] is not None:
-                warn_deprecated(f"WorkflowsoftIntegrationTrigger({old}=...) is deprecated: use {new}")
-        self.workflowsoft_conn_id = conn_id if conn_id is not None else workflowsoft_conn_id
-        step = integration_step_id if integration_step_id is not None else integration_diagram_id
+        owner = type(self).__name__
+        self.workflowsoft_conn_id = renamed_argument(workflowsoft_conn_id, conn_id, new="workflowsoft_conn_id",
+                                                     old="conn_id", owner=owner) or defaults.DEFAULT_CONN_ID
+        step = renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
+                                old="integration_diagram_id", owner=owner)
         if step is None:
             raise TypeError("WorkflowsoftIntegrationTrigger needs integration_step_id")
         self.integration_step_id = step

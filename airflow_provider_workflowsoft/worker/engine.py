@@ -47,7 +47,6 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import inspect
-import json
 import logging
 import threading
 import time
@@ -58,7 +57,7 @@ from airflow_provider_workflowsoft import defaults
 from airflow_provider_workflowsoft.api.drain import Drain
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.api.fields import field_values, to_jsonable
-from airflow_provider_workflowsoft.api.protocol import coerce_id, deprecated, renamed_argument
+from airflow_provider_workflowsoft.api.protocol import deprecated, given_instances, renamed_argument
 from airflow_provider_workflowsoft.defaults import DEFAULT_PROGRESS_INTERVAL_SECONDS
 from airflow_provider_workflowsoft.records.claims import checked_max_offers
 from airflow_provider_workflowsoft.records.leases import LeaseKeeper
@@ -140,22 +139,9 @@ def checked_unclaimed(max_unclaimed: int | None, pollers: int) -> int:
 
 
 def normalise_instances(instances: Any) -> list[dict[str, Any]]:
-    """Instance dicts from a list of ids or dicts (a sensor's XCom), deduplicated, order kept."""
-    if instances is None:
-        return []
-    if isinstance(instances, str) and instances.strip()[:1] in ("[", "{"):
-        instances = json.loads(instances)  # a list rendered by a Jinja template
-    if isinstance(instances, Mapping | str | int):
-        instances = [instances]
-    result: dict[int | str, dict[str, Any]] = {}
-    for raw in instances:
-        value = raw.get("IntegrationInstanceId") if isinstance(raw, Mapping) else raw
-        try:
-            iid = coerce_id(value)
-        except (WorkflowsoftInputError, ValueError, TypeError):
-            raise WorkflowsoftInputError(
-                f"Not an integration instance (id or dict with IntegrationInstanceId): {raw!r}"
-            ) from None
+    """Instance dicts from what :func:`~.protocol.given_instances` reads (a sensor's XCom), deduplicated, order kept."""
+    result: dict[int, dict[str, Any]] = {}
+    for iid, raw in given_instances(instances, "instances"):
         if iid in result:
             continue
         item: dict[str, Any] = {"IntegrationInstanceId": iid}

@@ -206,6 +206,50 @@ def test_one_reading_of_templated_booleans(value: object, expected: bool) -> Non
     assert P.to_bool(value) is expected
 
 
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), (" ON ", True), ("yes", True), (1, True),
+                                                 ("Off", False), ("no", False), ("0", False), (0, False)])
+def test_a_strict_boolean_reads_the_same_texts(value: object, expected: bool) -> None:
+    assert P.to_bool(value, strict=True) is expected
+
+
+@pytest.mark.parametrize("value", ["perhaps", "", 2, None, "truthy"])
+def test_a_strict_boolean_refuses_what_is_neither_true_nor_false(value: object) -> None:
+    with pytest.raises(WorkflowsoftInputError, match=r"verify_ssl is .*, which is neither true \(1, on, true, yes\) "
+                                                     r"nor false \(0, false, no, off\)"):
+        P.to_bool(value, strict=True, name="verify_ssl")
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    (None, []), ("", []), (" ", []), ("[]", []), (5001, [5001]), ("5001", [5001]), ("5001, 5002,", [5001, 5002]),
+    ([5001, "5002", 5001], [5001, 5002, 5001]), ((5001,), [5001]), ({5001}, [5001]),
+    ({"IntegrationInstanceId": 5001}, [5001]), ([{"integration_instance_id": "5001"}, {"integrationInstanceId": 5002}],
+                                                [5001, 5002]),
+    ('{"IntegrationInstanceId": 5001, "ProcessInstanceId": 91}', [5001]), ('[5001, {"IntegrationInstanceId": 5002}]',
+                                                                           [5001, 5002]),
+    (['{"IntegrationInstanceId": 5001, "ProcessInstanceId": 91}'], [5001]),
+])
+def test_given_instances_reads_every_shape_of_a_list_of_instances(given: Any, expected: list[int]) -> None:
+    assert [iid for iid, _ in P.given_instances(given, "instance_ids")] == expected
+
+
+def test_given_instances_hands_back_each_instance_dict_even_from_its_json_text() -> None:
+    given = ['{"IntegrationInstanceId": 5001, "ProcessInstanceId": 91}', 5002]
+    assert P.given_instances(given, "instances") == [(5001, {"IntegrationInstanceId": 5001, "ProcessInstanceId": 91}),
+                                                     (5002, 5002)]
+
+
+@pytest.mark.parametrize(("given", "reason"), [
+    ("[5001,", r"instance_ids: '\[5001,' is refused: it is not valid JSON"),
+    ("5001, x", r"instance_ids: ' x' \(in '5001, x'\) is refused: integration_instance_id must be an integer id"),
+    ([5001, 0], r"instance_ids: 0 \(in \[5001, 0\]\) is refused: integration_instance_id must be an integer id"),
+    ({"Id": 5001}, r"instance_ids: \{'Id': 5001\} is refused: .*an instance dict with 'IntegrationInstanceId'"),
+    (True, r"instance_ids: True is refused"), (5.5, r"instance_ids: 5.5 is refused: give integration instances"),
+])
+def test_given_instances_refuses_naming_the_argument_the_value_and_why(given: Any, reason: str) -> None:
+    with pytest.raises(WorkflowsoftInputError, match=reason):
+        P.given_instances(given, "instance_ids")
+
+
 @pytest.mark.parametrize(("value", "expected"), [(None, True), ("", True), ("  ", True), ("x", False), (0, False)])
 def test_blank_means_none_or_whitespace(value: object, expected: bool) -> None:
     assert P.blank(value) is expected

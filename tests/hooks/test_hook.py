@@ -80,6 +80,17 @@ def test_malformed_extras(monkeypatch: pytest.MonkeyPatch, extra: str, value: st
     assert expected in str(info.value)
 
 
+def test_boolean_and_empty_extras_are_read_by_protocols_one_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One reading of true/false texts (protocol.to_bool, strict) and of "missing" (protocol.blank), not the hook's own.
+    set_json(monkeypatch, password=TOKEN, extra={"verify_ssl": " Off ", "timeout": "  "})
+    with mock.patch.object(protocol, "to_bool", wraps=protocol.to_bool) as to_bool, \
+            mock.patch.object(protocol, "blank", wraps=protocol.blank) as blank:
+        config = WorkflowsoftHook().config
+    assert (config.verify_ssl, config.timeout) == (False, 30.0)
+    to_bool.assert_called_once_with(" Off ", strict=True)
+    blank.assert_any_call("  ")
+
+
 def test_max_requests_per_second_extra_paces_the_hooks_client(monkeypatch: pytest.MonkeyPatch) -> None:
     set_json(monkeypatch, password=TOKEN, extra={"max_requests_per_second": "50"})
     hook = WorkflowsoftHook()

@@ -15,10 +15,7 @@ import pytest
 
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from airflow_provider_workflowsoft.operators.batch import (
-    WorkflowsoftIntegrationWorkerOperator,
-    WorkflowsoftProcessInstancesOperator,
-)
+from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import MemoryStore
@@ -57,7 +54,7 @@ def enrich(fields: dict[str, Any], instance: dict[str, Any], venue: str = "V") -
     return {"Venue code": f"{venue}-{instance['IntegrationInstanceId']}", "Attendees": 42, "Event exists": True}
 
 
-def run(op: WorkflowsoftProcessInstancesOperator) -> tuple[dict[str, Any] | None, FakeTI, BaseException | None]:
+def run(op: WorkflowsoftIntegrationWorkerOperator) -> tuple[dict[str, Any] | None, FakeTI, BaseException | None]:
     ti = FakeTI(TASK_ID, dag_id=DAG_ID, run_id=RUN_ID)
     try:
         return op.execute({"ti": ti}), ti, None  # type: ignore[arg-type]
@@ -65,11 +62,11 @@ def run(op: WorkflowsoftProcessInstancesOperator) -> tuple[dict[str, Any] | None
         return None, ti, exc
 
 
-def make_op(conn_id: str, store: MemoryStore, **kwargs: Any) -> WorkflowsoftProcessInstancesOperator:
+def make_op(conn_id: str, store: MemoryStore, **kwargs: Any) -> WorkflowsoftIntegrationWorkerOperator:
     kwargs.setdefault("python_callable", enrich)
-    kwargs.setdefault("integration_diagram_id", STEP)
-    return WorkflowsoftProcessInstancesOperator(task_id=TASK_ID, workflowsoft_conn_id=conn_id, ledger_store=store,
-                                                **kwargs)
+    kwargs.setdefault("integration_step_id", STEP)
+    return WorkflowsoftIntegrationWorkerOperator(task_id=TASK_ID, workflowsoft_conn_id=conn_id, ledger_store=store,
+                                                 **kwargs)
 
 
 def instance_view(emulator: EmulatorServer) -> dict[int, dict[str, Any]]:
@@ -242,11 +239,11 @@ def test_given_instances_skip_done_and_accept_ids_or_dicts(emulator: EmulatorSer
     created = emulator.create_instances(STEP, count=3)
     store = MemoryStore()
     # An earlier try of this task instance completed the first one
-    first, _, first_error = run(make_op(conn, store, integration_diagram_id=None, instances=created[:1]))
+    first, _, first_error = run(make_op(conn, store, integration_step_id=None, instances=created[:1]))
     assert first_error is None and first is not None and first["succeeded"] == [created[0]["IntegrationInstanceId"]]
     emulator.clear_request_log()
     given = [created[0], str(created[1]["IntegrationInstanceId"]), created[2]["IntegrationInstanceId"]]
-    report, _, error = run(make_op(conn, store, integration_diagram_id=None, instances=given))
+    report, _, error = run(make_op(conn, store, integration_step_id=None, instances=given))
     assert error is None and report is not None
     assert report["skipped"] == [created[0]["IntegrationInstanceId"]]
     assert sorted(report["succeeded"]) == sorted(i["IntegrationInstanceId"] for i in created[1:])
@@ -255,7 +252,7 @@ def test_given_instances_skip_done_and_accept_ids_or_dicts(emulator: EmulatorSer
 
 def test_step_found_by_names(emulator: EmulatorServer, conn: str) -> None:
     emulator.create_instances(STEP, count=2)
-    op = make_op(conn, MemoryStore(), integration_diagram_id=None, process_diagram_name="Event registration",
+    op = make_op(conn, MemoryStore(), integration_step_id=None, process_diagram_name="Event registration",
                  integration_step_name="Enrich event")
     report, _, error = run(op)
     assert error is None and report is not None and report["processed"] == 2
@@ -311,7 +308,7 @@ def test_normalise_instances() -> None:
 def test_operator_requires_a_source() -> None:
     # The one StepRef check: the input error every other class raises, naming the arguments.
     with pytest.raises(WorkflowsoftInputError, match="integration_step_id, or process_diagram_name and"):
-        WorkflowsoftProcessInstancesOperator(task_id="x", python_callable=enrich)
+        WorkflowsoftIntegrationWorkerOperator(task_id="x", python_callable=enrich)
     with pytest.raises(WorkflowsoftInputError, match="integration_step_name=None"):
         WorkflowsoftIntegrationWorkerOperator(task_id="y", python_callable=enrich, process_diagram_name="Events")
 

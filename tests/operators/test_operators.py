@@ -169,3 +169,20 @@ def test_claims_operator_lists_and_releases(store) -> None:
         WorkflowsoftReleaseClaimsOperator(task_id="x", instance_ids="", ledger_store=store).execute({})
     with pytest.warns(DeprecationWarning), fails_without_retries(WorkflowsoftInputError):
         WorkflowsoftClaimsOperator(task_id="x", action="drop", ledger_store=store).execute({})
+
+
+def test_claims_operators_read_instance_ids_as_the_batch_worker_reads_instances(store) -> None:
+    # One reading of "a list of instances" (protocol.given_instances): an instance dict's JSON text, commas and all.
+    claims = ClaimsLedger(CONN, store, owner="dag/run1/wait/-1")
+    claims.claim(11, [{"IntegrationInstanceId": 1, "ProcessInstanceId": 2}, {"IntegrationInstanceId": 3}])
+    released = WorkflowsoftReleaseClaimsOperator(
+        task_id="r", instance_ids='{"IntegrationInstanceId": 1, "ProcessInstanceId": 2}', ledger_store=store,
+    ).execute(context("r"))
+    assert [r["integration_instance_id"] for r in released] == [1]
+    released = WorkflowsoftReleaseClaimsOperator(task_id="r", instance_ids=[{"integrationInstanceId": "3"}],
+                                                 ledger_store=store).execute(context("r"))
+    assert [r["integration_instance_id"] for r in released] == [3]
+    with fails_without_retries(WorkflowsoftInputError, match=r"instance_ids: '\[1,' is refused: it is not valid JSON"):
+        WorkflowsoftReleaseClaimsOperator(task_id="x", instance_ids="[1,", ledger_store=store).execute(context("x"))
+    with fails_without_retries(WorkflowsoftInputError, match=r"instance_ids: 'one' .* must be an integer id"):
+        WorkflowsoftReleaseClaimsOperator(task_id="x", instance_ids="one", ledger_store=store).execute(context("x"))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_workflowsoft.emulator import EmulatorServer
-from airflow_provider_workflowsoft.operators.batch import WorkflowsoftProcessInstancesOperator
+from airflow_provider_workflowsoft.operators.batch import WorkflowsoftIntegrationWorkerOperator
 from airflow_provider_workflowsoft.records import naming
 from airflow_provider_workflowsoft.records.claims import CLAIMED, ClaimsLedger
 from airflow_provider_workflowsoft.records.stores import CountingStore, MemoryStore
@@ -53,10 +53,10 @@ def test_batch_path_makes_less_than_a_round_trip_per_instance(emulator: Emulator
             super().set(key, value)
 
     inner = VariableLikeStore()
-    op = WorkflowsoftProcessInstancesOperator(task_id="work", workflowsoft_conn_id=CONN, ledger_store=inner,
-                                              integration_diagram_id=11,
-                                              python_callable=lambda fields: {"Venue code": "V"},
-                                              max_instances=n, max_workers=8)
+    op = WorkflowsoftIntegrationWorkerOperator(task_id="work", workflowsoft_conn_id=CONN, ledger_store=inner,
+                                               integration_step_id=11,
+                                               python_callable=lambda fields: {"Venue code": "V"},
+                                               max_instances=n, max_workers=8)
     report = op.execute(fake_context("work"))  # type: ignore[arg-type]
     assert report["processed"] == n and report["succeeded_count"] == n
     # Group commit: about half a round trip per instance on a quiet machine (docs/benchmarks.md, from bench/), plus
@@ -92,7 +92,7 @@ def test_the_sensor_claim_is_durable_before_anything_else(monkeypatch: pytest.Mo
             return {}
 
     store = RecordingStore()
-    sensor = WorkflowsoftIntegrationSensor(task_id="wait", integration_diagram_id=11, max_instances=5,
+    sensor = WorkflowsoftIntegrationSensor(task_id="wait", integration_step_id=11, max_instances=5,
                                            fetch_fields=True, deferrable=False, ledger_store=store)
     sensor._hook = SimpleNamespace(client=FakeClient())  # type: ignore[assignment]
     result = sensor.poke(fake_context("wait"))  # type: ignore[arg-type]

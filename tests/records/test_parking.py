@@ -6,6 +6,7 @@ records in memory stores."""
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
 from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.records import naming
-from airflow_provider_workflowsoft.records.claims import PARKED, ClaimsLedger
+from airflow_provider_workflowsoft.records.claims import PARKED, ClaimsLedger, checked_max_offers
 from airflow_provider_workflowsoft.records.stores import MemoryStore
 from airflow_provider_workflowsoft.sensors.workflowsoft import WorkflowsoftIntegrationSensor
 from airflow_provider_workflowsoft.worker.engine import WorkerEngine
@@ -90,6 +91,20 @@ def test_max_offers_none_or_zero_never_parks(emu: EmulatorServer, client: Workfl
 def test_a_bad_max_offers_is_named_before_anything_is_sent(bad: Any) -> None:
     with pytest.raises(WorkflowsoftInputError, match="max_offers"):
         WorkflowsoftIntegrationSensor(task_id="wait", integration_step_id=STEP, max_offers=bad)
+
+
+@pytest.mark.parametrize(("given", "expected"), [("5", 5), (" 3 ", 3), (Decimal("4"), 4), (7, 7), ("0", None),
+                                                 (None, None)])
+def test_max_offers_is_read_by_the_one_id_reader(given: Any, expected: Any) -> None:
+    # protocol.id_value: a numeric string (a rendered template) or a whole Decimal is a number.
+    assert checked_max_offers(given) == expected
+
+
+@pytest.mark.parametrize("bad", [Decimal("2.5"), "-1", " ", False])
+def test_max_offers_refusals_name_the_argument_and_the_value(bad: Any) -> None:
+    with pytest.raises(WorkflowsoftInputError, match="max_offers must be a whole number of 1 or more") as info:
+        checked_max_offers(bad)
+    assert str(info.value).endswith(f"got {bad!r}")
 
 
 def test_the_sensor_reports_what_it_parked_in_xcom(emu: EmulatorServer) -> None:

@@ -199,7 +199,7 @@ def test_trigger_reads_the_connection_with_the_async_helpers(emu, monkeypatch: p
     emu.create_instances(STEP)
 
     async def first_event() -> dict[str, Any]:
-        agen = WorkflowsoftIntegrationTrigger(integration_diagram_id=STEP, poll_interval=0.01).run()
+        agen = WorkflowsoftIntegrationTrigger(integration_step_id=STEP, poll_interval=0.01).run()
         try:
             return (await asyncio.wait_for(agen.__anext__(), 30)).payload
         finally:

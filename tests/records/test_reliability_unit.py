@@ -371,12 +371,12 @@ def test_claims_operators_list_and_release(store: MemoryStore) -> None:
     assert [r["integration_instance_id"] for r in listed] == [5001, 5002]
     released = WorkflowsoftReleaseClaimsOperator(task_id="release", instance_ids="5001", ledger_store=store).execute({})
     assert [r["integration_instance_id"] for r in released] == [5001]
-    left = WorkflowsoftListClaimsOperator(task_id="list", integration_diagram_id="11", ledger_store=store).execute({})
+    left = WorkflowsoftListClaimsOperator(task_id="list", integration_step_id="11", ledger_store=store).execute({})
     assert [(r["integration_instance_id"], r.get("released", False)) for r in left] == [(5001, True), (5002, False)]
     forgot = WorkflowsoftReleaseClaimsOperator(task_id="forget", instance_ids=[5001], forget=True,
                                                ledger_store=store).execute({})
     assert [r["integration_instance_id"] for r in forgot] == [5001]
-    left = WorkflowsoftListClaimsOperator(task_id="list", integration_diagram_id="11", ledger_store=store).execute({})
+    left = WorkflowsoftListClaimsOperator(task_id="list", integration_step_id="11", ledger_store=store).execute({})
     assert [r["integration_instance_id"] for r in left] == [5002]
 
 

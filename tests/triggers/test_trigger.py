@@ -8,9 +8,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 
 from airflow_provider_workflowsoft.api.async_client import AsyncWorkflowsoftClient
 from airflow_provider_workflowsoft.api.client import ClientConfig
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
 from airflow_provider_workflowsoft.emulator import EmulatorServer
 from airflow_provider_workflowsoft.triggers.workflowsoft import WorkflowsoftIntegrationTrigger
 
@@ -41,7 +43,7 @@ def first_event(trigger: WorkflowsoftIntegrationTrigger, timeout: float = 30) ->
 
 
 def test_trigger_serialize_round_trip() -> None:
-    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, conn_id="c", max_instances=3,
+    trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, workflowsoft_conn_id="c", max_instances=3,
                                              fetch_fields=True, poll_interval=5, max_consecutive_failures=2,
                                              skip_ids=[1], client_options={"max_retries": 0})
     classpath, kwargs = trigger.serialize()
@@ -49,6 +51,22 @@ def test_trigger_serialize_round_trip() -> None:
     module, name = classpath.rsplit(".", 1)
     cls = getattr(__import__(module, fromlist=[name]), name)
     assert cls(**kwargs).serialize() == (classpath, kwargs)
+
+
+def test_trigger_0_1_argument_names_warn_and_refuse_a_conflicting_new_name() -> None:
+    assert WorkflowsoftIntegrationTrigger(integration_step_id=11).workflowsoft_conn_id == "workflowsoft_default"
+    with pytest.warns(DeprecationWarning, match=r"WorkflowsoftIntegrationTrigger\(conn_id=\.\.\.\) is deprecated"):
+        trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, conn_id="c")
+    assert trigger.serialize()[1]["workflowsoft_conn_id"] == "c"
+    with pytest.warns(DeprecationWarning), pytest.raises(
+            WorkflowsoftInputError, match="both workflowsoft_conn_id='d' and conn_id='c'; keep workflowsoft_conn_id"):
+        WorkflowsoftIntegrationTrigger(integration_step_id=11, workflowsoft_conn_id="d", conn_id="c")
+    with pytest.warns(DeprecationWarning), pytest.raises(
+            WorkflowsoftInputError, match="got both integration_step_id=12 and integration_diagram_id=11"):
+        WorkflowsoftIntegrationTrigger(integration_step_id=12, integration_diagram_id=11)
+    with pytest.warns(DeprecationWarning):  # the same value under both names is no conflict
+        trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, integration_diagram_id=11)
+    assert trigger.integration_step_id == 11
 
 
 def test_trigger_run_waits_then_drains_with_fields(emu) -> None:

@@ -1,0 +1,44 @@
+"""What the batch worker reads as its ``instances``: the claims operators' reading of instance ids, plus dicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_workflowsoft.api.errors import WorkflowsoftInputError
+from airflow_provider_workflowsoft.operators.workflowsoft import _instance_ids
+from airflow_provider_workflowsoft.worker.engine import normalise_instances
+
+SHAPES = [
+    None, "", 5001, "5001", "5001, 5002", [5001, "5002", 5001], (5001,), "[5001, 5002]",
+    {"IntegrationInstanceId": 5001}, {"integration_instance_id": "5001"}, [{"integrationInstanceId": 5001}],
+    '{"IntegrationInstanceId": 5001, "ProcessInstanceId": 91}', '[{"integration_instance_id": 5001}, 5002]',
+]
+
+
+@pytest.mark.parametrize("given", SHAPES)
+def test_the_worker_and_the_claims_operators_accept_the_same_shapes(given: Any) -> None:
+    ids = [i["IntegrationInstanceId"] for i in normalise_instances(given)]
+    assert ids == list(dict.fromkeys(_instance_ids(given)))  # the worker deduplicates, the operators do not
+    assert ids or given in (None, "")
+
+
+def test_the_worker_keeps_what_an_instance_dict_says_even_given_as_json_text() -> None:
+    given = ['{"IntegrationInstanceId": "5001", "ProcessInstanceId": 91, "reclaimed": true}',
+             {"integration_instance_id": 5002, "ack": 7}, "5001"]
+    assert normalise_instances(given) == [
+        {"IntegrationInstanceId": 5001, "ProcessInstanceId": 91, "reclaimed": True},
+        {"IntegrationInstanceId": 5002, "ack": "7"},
+    ]
+
+
+@pytest.mark.parametrize(("given", "reason"), [
+    ([{"ProcessInstanceId": 3}], r"instances: \{'ProcessInstanceId': 3\} .*is refused: integration_instance_id must"),
+    ("[1, 2", r"instances: '\[1, 2' is refused: it is not valid JSON"),
+    ("5001, -1", r"instances: ' -1' \(in '5001, -1'\) is refused"),
+    (5.0, r"instances: 5.0 is refused: give integration instances"),
+])
+def test_the_worker_refuses_naming_the_argument_the_value_and_why(given: Any, reason: str) -> None:
+    with pytest.raises(WorkflowsoftInputError, match=reason):
+        normalise_instances(given)

@@ -30,13 +30,18 @@ def enrich(fields: dict, instance: dict) -> dict:
 def main() -> int:
     from airflow_provider_workflowsoft.api.client import WorkflowsoftClient
     from airflow_provider_workflowsoft.api.config import ClientConfig
-    from airflow_provider_workflowsoft.worker.engine import WorkerEngine
+    try:
+        from airflow_provider_workflowsoft.worker.engine import WorkerEngine
+        step = {"integration_step_id": 11}
+    except ImportError:  # a 0.4 checkout (docs/benchmarks.md's "before" run): the engine's and the step's names then
+        from airflow_provider_workflowsoft.worker.engine import BatchEngine as WorkerEngine  # type: ignore[no-redef]
+        step = {"integration_diagram_id": 11}
 
     emu = Emulator()
     try:
         emu.fresh(0, N)
         client = WorkflowsoftClient(ClientConfig(base_url=emu.base_url, api_token="demo-token", pool_size=64))
-        engine = WorkerEngine(client, enrich, integration_step_id=11, max_instances=N, max_workers=32,
+        engine = WorkerEngine(client, enrich, **step, max_instances=N, max_workers=32,
                              progress_interval=None)
         cpu, started = time.process_time(), time.perf_counter()
         report = engine.run()

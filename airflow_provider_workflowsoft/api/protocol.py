@@ -149,7 +149,7 @@ def coerce_id(value: Any, name: str = "integration_instance_id") -> int | str:
     raise WorkflowsoftInputError(f"{name} must be an integer id, got {value!r}")
 
 
-def deprecated(message: str) -> None:
+def deprecated(message: str, stacklevel: int = 2) -> None:
     """Warn that an old name was used, from a layer that imports nothing of Airflow.
 
     The warning is the provider's (``deprecation.warn_deprecated``), imported only when an old name is used:
@@ -158,7 +158,7 @@ def deprecated(message: str) -> None:
     try:
         from airflow_provider_workflowsoft.deprecation import warn_deprecated
     except ImportError:
-        warnings.warn(message, DeprecationWarning, stacklevel=3)
+        warnings.warn(message, DeprecationWarning, stacklevel=stacklevel + 1)  # the caller's caller: the user's line
     else:
         warn_deprecated(message)
 
@@ -167,7 +167,7 @@ def renamed_argument(new_value: Any, old_value: Any, *, new: str, old: str, owne
     """Return the value of a renamed argument: the old name still works, with a deprecation warning."""
     if old_value is None:
         return new_value
-    deprecated(f"{owner}({old}=...) is deprecated: use {new}=...")
+    deprecated(f"{owner}({old}=...) is deprecated: use {new}=...", stacklevel=3)
     if new_value is not None and new_value != old_value:
         raise WorkflowsoftInputError(f"{owner} got both {new}={new_value!r} and {old}={old_value!r}; keep {new}")
     return old_value
@@ -186,7 +186,7 @@ def coerce_instance_id(value: Any) -> int:
     if isinstance(value, Mapping):
         value = next((value[key] for key in INSTANCE_ID_KEYS if key in value), value)
     return _positive_id(value, "integration_instance_id must be an integer id, a numeric string or an instance dict "
-                               f"with 'IntegrationInstanceId', got {original!r}")
+                               f"with 'IntegrationInstanceId', got {_shorten(repr(original), 200)}")
 
 
 def given_instances(value: Any, name: str) -> list[tuple[int, Any]]:
@@ -200,6 +200,8 @@ def given_instances(value: Any, name: str) -> list[tuple[int, Any]]:
     items = value
     if isinstance(items, str):
         text = items.strip()
+        if not text:  # a template that rendered nothing: a mistake to name, not "no instances"
+            raise WorkflowsoftInputError(f"{name}: {value!r} is refused: it is blank (give None for no instances)")
         if text[:1] in ("[", "{"):
             try:
                 items = json.loads(text)
@@ -215,15 +217,16 @@ def given_instances(value: Any, name: str) -> list[tuple[int, Any]]:
         raise WorkflowsoftInputError(f"{name}: {value!r} is refused: give integration instances (ids or instance "
                                      "dicts), a list of them, their JSON text or comma-separated ids")
     found = []
-    for item in items:
+    for position, item in enumerate(items, start=1):
         if isinstance(item, str) and item.strip().startswith("{"):
             with contextlib.suppress(ValueError):
                 item = json.loads(item)
         try:
             found.append((coerce_instance_id(item), item))
         except WorkflowsoftInputError as exc:
-            within = "" if item is value else f" (in {value!r})"
-            raise WorkflowsoftInputError(f"{name}: {item!r}{within} is refused: {exc}") from None
+            # The item and its place, not the whole value: the other instances may carry field values.
+            where = "" if item is value else f" (item {position})"
+            raise WorkflowsoftInputError(f"{name}: {_shorten(repr(item), 200)}{where} is refused: {exc}") from None
     return found
 
 

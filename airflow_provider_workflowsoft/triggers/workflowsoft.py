@@ -273,8 +273,9 @@ class WorkflowsoftIntegrationTrigger(BaseTrigger):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.workflowsoft_conn_id = renamed_argument(workflowsoft_conn_id, conn_id, new="workflowsoft_conn_id",
-                                                     old="conn_id", owner=owner) or defaults.DEFAULT_CONN_ID
+        conn = renamed_argument(workflowsoft_conn_id, conn_id, new="workflowsoft_conn_id", old="conn_id", owner=owner)
+        # None, not a default value in the signature: renamed_argument refuses an old and a new name that differ
+        self.workflowsoft_conn_id = defaults.DEFAULT_CONN_ID if conn is None else conn
         step = renamed_argument(integration_step_id, integration_diagram_id, new="integration_step_id",
                                 old="integration_diagram_id", owner=owner)
         if step is None:

@@ -220,7 +220,7 @@ def test_a_strict_boolean_refuses_what_is_neither_true_nor_false(value: object) 
 
 
 @pytest.mark.parametrize(("given", "expected"), [
-    (None, []), ("", []), (" ", []), ("[]", []), (5001, [5001]), ("5001", [5001]), ("5001, 5002,", [5001, 5002]),
+    (None, []), ("[]", []), (5001, [5001]), ("5001", [5001]), ("5001, 5002,", [5001, 5002]),
     ([5001, "5002", 5001], [5001, 5002, 5001]), ((5001,), [5001]), ({5001}, [5001]),
     ({"IntegrationInstanceId": 5001}, [5001]), ([{"integration_instance_id": "5001"}, {"integrationInstanceId": 5002}],
                                                 [5001, 5002]),
@@ -240,8 +240,10 @@ def test_given_instances_hands_back_each_instance_dict_even_from_its_json_text()
 
 @pytest.mark.parametrize(("given", "reason"), [
     ("[5001,", r"instance_ids: '\[5001,' is refused: it is not valid JSON"),
-    ("5001, x", r"instance_ids: ' x' \(in '5001, x'\) is refused: integration_instance_id must be an integer id"),
-    ([5001, 0], r"instance_ids: 0 \(in \[5001, 0\]\) is refused: integration_instance_id must be an integer id"),
+    ("5001, x", r"instance_ids: ' x' \(item 2\) is refused: integration_instance_id must be an integer id"),
+    ([5001, 0], r"instance_ids: 0 \(item 2\) is refused: integration_instance_id must be an integer id"),
+    ("", r"instance_ids: '' is refused: it is blank \(give None for no instances\)"),
+    (" ", r"instance_ids: ' ' is refused: it is blank"),
     ({"Id": 5001}, r"instance_ids: \{'Id': 5001\} is refused: .*an instance dict with 'IntegrationInstanceId'"),
     (True, r"instance_ids: True is refused"), (5.5, r"instance_ids: 5.5 is refused: give integration instances"),
 ])

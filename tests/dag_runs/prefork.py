@@ -343,19 +343,18 @@ def signal_run(process: subprocess.Popen[Any], sig: int) -> None:
     ``airflow`` script's process group (``start_new_session=True``); after a SIGKILL, ``process.wait()`` returns
     once the run is dead.
 
-    A client that has not yet set its handlers (it is starting) is given the signal as soon as it has; one that ignores
-    them has the run's status already and is exiting with it, so the signal has nothing left to act on."""
+    A client that has not yet set its handlers (it is starting) is given the signal as soon as it has; one that has
+    the run's status already and is exiting with it ignores them, so the signal has nothing left to act on."""
     if not ENABLED:
         os.killpg(process.pid, sig)
         return
     sent = KILL_REQUEST if sig == signal.SIGKILL else sig
     deadline = time.monotonic() + 60
+    # Until the client catches it: one that ignores it is either starting (with an inherited SIG_IGN) or has the
+    # run's status and is exiting; either way, soon it catches it or it is gone.
     while process.poll() is None:
-        disposition = _disposition(process.pid, sent)
-        if disposition == "caught":
+        if _catches(process.pid, sent):
             os.kill(process.pid, sent)
-            return
-        if disposition == "ignored":
             return
         if time.monotonic() > deadline:  # a client stuck before its handlers: end it as the signal would
             os.killpg(process.pid, sig)
@@ -363,17 +362,14 @@ def signal_run(process: subprocess.Popen[Any], sig: int) -> None:
         time.sleep(0.001)
 
 
-def _disposition(pid: int, sig: int) -> str:
-    """What process ``pid`` does with ``sig``: ``caught``, ``ignored`` or ``default`` (also: no such process)."""
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler for ``sig`` (its ``SigCgt`` mask; a process gone catches nothing)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except (FileNotFoundError, ProcessLookupError):
-        return "default"
-    masks = dict(line.split(":\t", 1) for line in status.splitlines() if line.startswith(("SigCgt", "SigIgn")))
-    bit = 1 << (sig - 1)
-    if int(masks.get("SigCgt", "0"), 16) & bit:
-        return "caught"
-    return "ignored" if int(masks.get("SigIgn", "0"), 16) & bit else "default"
+        return False
+    caught = next((line.split(":", 1)[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(caught, 16) & (1 << (sig - 1)))
 
 
 def _start_server(env: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen[bytes], str]:

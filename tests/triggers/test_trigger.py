@@ -55,6 +55,8 @@ def test_trigger_serialize_round_trip() -> None:
 
 def test_trigger_0_1_argument_names_warn_and_refuse_a_conflicting_new_name() -> None:
     assert WorkflowsoftIntegrationTrigger(integration_step_id=11).workflowsoft_conn_id == "workflowsoft_default"
+    # only an absent id is the default one: an empty id stays what it is (and fails as an unknown connection)
+    assert WorkflowsoftIntegrationTrigger(integration_step_id=11, workflowsoft_conn_id="").workflowsoft_conn_id == ""
     with pytest.warns(DeprecationWarning, match=r"WorkflowsoftIntegrationTrigger\(conn_id=\.\.\.\) is deprecated"):
         trigger = WorkflowsoftIntegrationTrigger(integration_step_id=11, conn_id="c")
     assert trigger.serialize()[1]["workflowsoft_conn_id"] == "c"

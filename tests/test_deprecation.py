@@ -81,13 +81,13 @@ def test_the_engine_takes_the_old_keyword_and_list_claims_shows_both_keys() -> N
     assert entry["integration_step_id"] == entry["integration_diagram_id"] == 11
 
 
-
 def test_the_engine_s_0_4_name_warns_and_builds_the_same_engine() -> None:
     from airflow_provider_workflowsoft.worker.engine import BatchEngine, WorkerEngine
 
     with pytest.warns(AirflowProviderDeprecationWarning, match="BatchEngine is deprecated: use WorkerEngine"):
         engine = BatchEngine(object(), lambda fields: None, integration_step_id=11)  # type: ignore[arg-type]
     assert isinstance(engine, WorkerEngine) and engine.integration_step_id == 11
+
 
 @pytest.mark.parametrize(("module", "name"), [("airflow_provider_workflowsoft.errors", "WorkflowsoftError"),
                                               ("airflow_provider_workflowsoft.ledger", "ClaimsLedger")])

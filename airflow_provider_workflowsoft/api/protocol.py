@@ -194,8 +194,9 @@ def given_instances(value: Any, name: str) -> list[tuple[int, Any]]:
 
     ``value`` is ``None``, one instance or a list of them, or the text of one of those (a rendered template): JSON
     text, or comma-separated ids. An instance is an id (:func:`coerce_instance_id`) or an instance dict keyed by
-    one of :data:`INSTANCE_ID_KEYS`; its JSON text is returned as the dict. Anything else is refused, naming
-    ``name``, the value and why.
+    one of :data:`INSTANCE_ID_KEYS`; its JSON text is returned as the dict. Anything else, blank text included, is
+    refused, naming ``name``, the refused item (cut short) and its place in the list, and why: not the whole value,
+    whose other instances may carry field values.
     """
     items = value
     if isinstance(items, str):

@@ -827,13 +827,13 @@ def failure_message(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-
 class BatchEngine(WorkerEngine):
     """The 0.4 name of :class:`WorkerEngine` (deprecated): the same engine, with a deprecation warning."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         deprecated("BatchEngine is deprecated: use WorkerEngine (airflow_provider_workflowsoft.worker.engine)")
         super().__init__(*args, **kwargs)
+
 
 __all__ = [
     "DEFAULT_PROGRESS_INTERVAL",

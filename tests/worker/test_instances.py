@@ -11,15 +11,18 @@ from airflow_provider_workflowsoft.operators.workflowsoft import _instance_ids
 from airflow_provider_workflowsoft.worker.engine import normalise_instances
 
 SHAPES = [
-    None, 5001, "5001", "5001, 5002", [5001, "5002", 5001], (5001,), "[5001, 5002]",
-    {"IntegrationInstanceId": 5001}, {"integration_instance_id": "5001"}, [{"integrationInstanceId": 5001}],
-    '{"IntegrationInstanceId": 5001, "ProcessInstanceId": 91}', '[{"integration_instance_id": 5001}, 5002]',
+    (None, []), (5001, [5001]), ("5001", [5001]), ("5001, 5002", [5001, 5002]), ([5001, "5002", 5001], [5001, 5002]),
+    ((5001,), [5001]), ("[5001, 5002]", [5001, 5002]), ({"IntegrationInstanceId": 5001}, [5001]),
+    ({"integration_instance_id": "5001"}, [5001]), ([{"integrationInstanceId": 5001}], [5001]),
+    ('{"IntegrationInstanceId": 5001, "ProcessInstanceId": 91}', [5001]),
+    ('[{"integration_instance_id": 5001}, 5002]', [5001, 5002]),
 ]
 
 
-@pytest.mark.parametrize("given", SHAPES)
-def test_the_worker_and_the_claims_operators_accept_the_same_shapes(given: Any) -> None:
+@pytest.mark.parametrize(("given", "expected"), SHAPES)
+def test_the_worker_and_the_claims_operators_accept_the_same_shapes(given: Any, expected: list[int]) -> None:
     ids = [i["IntegrationInstanceId"] for i in normalise_instances(given)]
+    assert ids == expected
     assert ids == list(dict.fromkeys(_instance_ids(given)))  # the worker deduplicates, the operators do not
     assert ids or given is None
 

@@ -185,8 +185,18 @@ def coerce_instance_id(value: Any) -> int:
             value = json.loads(value)
     if isinstance(value, Mapping):
         value = next((value[key] for key in INSTANCE_ID_KEYS if key in value), value)
-    return _positive_id(value, "integration_instance_id must be an integer id, a numeric string or an instance dict "
-                               f"with 'IntegrationInstanceId', got {_shorten(repr(original), 200)}")
+    return _positive_id(value, "integration_instance_id must be an integer id of 1 or more, a numeric string or an "
+                               f"instance dict with 'IntegrationInstanceId', got {_described(original)}")
+
+
+def _described(value: Any) -> str:
+    """Return a refused value as an error message shows it, cut to 200 characters.
+
+    A dict is shown by its keys only (its values may be field values or secrets), anything else by its repr.
+    """
+    if isinstance(value, Mapping):
+        return _shorten("{" + ", ".join(f"{key!r}: ..." for key in value) + "}", 200)
+    return _shorten(repr(value), 200)
 
 
 def given_instances(value: Any, name: str) -> list[tuple[int, Any]]:
@@ -195,8 +205,8 @@ def given_instances(value: Any, name: str) -> list[tuple[int, Any]]:
     ``value`` is ``None``, one instance or a list of them, or the text of one of those (a rendered template): JSON
     text, or comma-separated ids. An instance is an id (:func:`coerce_instance_id`) or an instance dict keyed by
     one of :data:`INSTANCE_ID_KEYS`; its JSON text is returned as the dict. Anything else, blank text included, is
-    refused, naming ``name``, the refused item (cut short) and its place in the list, and why: not the whole value,
-    whose other instances may carry field values.
+    refused, naming ``name``, the refused item (a dict by its keys, cut short) and its place in the list, and why:
+    not the values of a dict, nor the whole list, which may carry field values.
     """
     items = value
     if isinstance(items, str):
@@ -227,7 +237,7 @@ def given_instances(value: Any, name: str) -> list[tuple[int, Any]]:
         except WorkflowsoftInputError as exc:
             # The item and its place, not the whole value: the other instances may carry field values.
             where = "" if item is value else f" (item {position})"
-            raise WorkflowsoftInputError(f"{name}: {_shorten(repr(item), 200)}{where} is refused: {exc}") from None
+            raise WorkflowsoftInputError(f"{name}: {_described(item)}{where} is refused: {exc}") from None
     return found
 
 

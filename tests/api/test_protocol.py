@@ -241,10 +241,10 @@ def test_given_instances_hands_back_each_instance_dict_even_from_its_json_text()
 @pytest.mark.parametrize(("given", "reason"), [
     ("[5001,", r"instance_ids: '\[5001,' is refused: it is not valid JSON"),
     ("5001, x", r"instance_ids: ' x' \(item 2\) is refused: integration_instance_id must be an integer id"),
-    ([5001, 0], r"instance_ids: 0 \(item 2\) is refused: integration_instance_id must be an integer id"),
+    ([5001, 0], r"instance_ids: 0 \(item 2\) is refused: integration_instance_id must be an integer id of 1 or more"),
     ("", r"instance_ids: '' is refused: it is blank \(give None for no instances\)"),
     (" ", r"instance_ids: ' ' is refused: it is blank"),
-    ({"Id": 5001}, r"instance_ids: \{'Id': 5001\} is refused: .*an instance dict with 'IntegrationInstanceId'"),
+    ({"Id": 5001}, r"instance_ids: \{'Id': \.\.\.\} is refused: .*an instance dict with 'IntegrationInstanceId'"),
     (True, r"instance_ids: True is refused"), (5.5, r"instance_ids: 5.5 is refused: give integration instances"),
 ])
 def test_given_instances_refuses_naming_the_argument_the_value_and_why(given: Any, reason: str) -> None:

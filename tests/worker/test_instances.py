@@ -37,7 +37,8 @@ def test_the_worker_keeps_what_an_instance_dict_says_even_given_as_json_text() -
 
 
 @pytest.mark.parametrize(("given", "reason"), [
-    ([{"ProcessInstanceId": 3}], r"instances: \{'ProcessInstanceId': 3\} .*is refused: integration_instance_id must"),
+    ([{"ProcessInstanceId": 3}],
+     r"instances: \{'ProcessInstanceId': \.\.\.\} .*is refused: integration_instance_id must"),
     ("[1, 2", r"instances: '\[1, 2' is refused: it is not valid JSON"),
     ("5001, -1", r"instances: ' -1' \(item 2\) is refused"),
     ("", r"instances: '' is refused: it is blank \(give None for no instances\)"),
@@ -51,10 +52,12 @@ def test_the_worker_refuses_naming_the_argument_the_value_and_why(given: Any, re
 
 def test_a_refusal_names_the_bad_instance_not_the_fields_of_the_others() -> None:
     # A sensor's XCom with fetch_fields=True carries every instance's field values: only the bad item is named.
-    given = [{"IntegrationInstanceId": 5001, "fields": {"Password": "s3cret"}}, {"ProcessInstanceId": 3}]
+    given = [{"IntegrationInstanceId": 5001, "fields": {"Password": "s3cret"}},
+             {"ProcessInstanceId": 3, "Secret note": "n0te"}]
     with pytest.raises(WorkflowsoftInputError, match=r"\(item 2\)") as refused:
         normalise_instances(given)
-    assert "s3cret" not in str(refused.value)
+    assert "s3cret" not in str(refused.value)  # another instance's values
+    assert "n0te" not in str(refused.value) and "'Secret note': ..." in str(refused.value)  # nor the bad one's
     with pytest.raises(WorkflowsoftInputError) as refused:
         normalise_instances([{"ProcessInstanceId": 3, "note": "x" * 5000}])
     assert len(str(refused.value)) < 700  # the bad item itself, cut short (it was over 5,000 characters)
